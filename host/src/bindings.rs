@@ -1,0 +1,21 @@
+//! The one `bindgen!` of the host: Rust types and traits for the
+//! `ccat:hpc@0.1.0` `hpc-plugin` world.
+//!
+//! Imports are async (kv and processes wait on I/O) and trappable: an outer
+//! `Err` traps the guest and is kept for host bugs and guest misuse; domain
+//! errors travel in the WIT `result`.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "hpc-plugin",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});
+
+pub use ccat::hpc::types::{
+    BackendError, HpcJobInfo, JobLogs, JobSpec, JobStatus, PluginInfo, ResourceRequirements,
+};
+
+/// The contract this host speaks: plugins built against `ccat:hpc@0.1.x` load.
+pub const CONTRACT_PACKAGE: &str = "ccat:hpc";
+pub const CONTRACT_VERSION: &str = "0.1.0";

@@ -1,0 +1,215 @@
+//! `ccat:hpc/process`: run the programs a plugin's policy names, and supervise
+//! long-running jobs (see [`crate::jobs`]).
+//!
+//! Programs are named logically (`sbatch`) and mapped to the policy's absolute
+//! path; a name that is not granted, or that looks like a path, is denied.
+//! Nothing goes through a shell. Each run has a timeout, a cap on the output
+//! kept, and a slot among the policy's concurrent processes.
+
+use crate::bindings::ccat::hpc::process::{
+    self, JobRequest, JobState, JobUsage, LogStream, ProcessError, RunOutput, RunRequest,
+};
+use crate::jobs::{self, JobError, Jobs};
+use crate::policy::Policy;
+use crate::state::{HostClock, State};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use wasmtime::component::{HasData, Linker};
+
+/// The timeout of a run when the plugin asks for none.
+const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct ProcessCtx {
+    policy: Arc<Policy>,
+    jobs: Jobs,
+    /// This binary, which is also the job supervisor.
+    exe: PathBuf,
+    slots: Arc<Semaphore>,
+    pub(crate) clock: HostClock,
+}
+
+impl ProcessCtx {
+    pub fn new(policy: Arc<Policy>, jobs: Jobs, exe: PathBuf) -> Self {
+        let slots = Arc::new(Semaphore::new(policy.limits.processes.max(1)));
+        ProcessCtx { policy, jobs, exe, slots, clock: HostClock::default() }
+    }
+
+    fn deny(&self, target: &str, message: String) -> ProcessError {
+        ProcessError::Denied(super::denied(&self.policy.plugin, "process", target, message))
+    }
+
+    fn program(&self, name: &str) -> Result<PathBuf, ProcessError> {
+        let plugin = &self.policy.plugin;
+        match self.policy.programs.get(name) {
+            Some(path) if !name.contains('/') => Ok(path.clone()),
+            _ => Err(self.deny(name, format!(
+                "plugin `{plugin}` may not run `{name}`: programs are named by `plugins.{plugin}.programs` (granted: {})",
+                self.policy.programs.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    fn check_env(&self, env: &[(String, String)]) -> Result<(), ProcessError> {
+        for (k, _) in env {
+            let valid = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(ProcessError::Failed(format!("`{k}` is not a valid environment variable name")));
+            }
+            // The dynamic loader's variables would run code the policy never granted.
+            if k.starts_with("LD_") {
+                return Err(self.deny(k, format!("plugin `{}` may not set `{k}` for a program", self.policy.plugin)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(&self, req: RunRequest) -> Result<RunOutput, ProcessError> {
+        let path = self.program(&req.program)?;
+        self.check_env(&req.env)?;
+        let _slot = self.slots.acquire().await.expect("never closed");
+        let limit = self.policy.limits.wall_time;
+        let timeout = req.timeout_ms.map_or(DEFAULT_RUN_TIMEOUT, |ms| Duration::from_millis(ms.into())).min(limit);
+
+        let mut cmd = tokio::process::Command::new(&path);
+        cmd.args(&req.args)
+            .env_clear()
+            .env("PATH", jobs::JOB_PATH)
+            .envs(self.policy.env.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k, v))))
+            .envs(req.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| ProcessError::Failed(format!("cannot start `{}`: {e}", path.display())))?;
+        if let (Some(input), Some(mut stdin)) = (req.stdin, child.stdin.take()) {
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&input).await;
+            });
+        }
+        let cap = self.policy.limits.output_bytes;
+        let out = child.stdout.take().expect("piped");
+        let err = child.stderr.take().expect("piped");
+        let work = async {
+            let (out, err, status) = tokio::join!(read_capped(out, cap), read_capped(err, cap), child.wait());
+            (out, err, status)
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(((stdout, t1), (stderr, t2), status)) => {
+                let status = status.map_err(|e| ProcessError::Failed(format!("waiting for `{}`: {e}", req.program)))?;
+                use std::os::unix::process::ExitStatusExt;
+                Ok(RunOutput { exit_code: status.code(), signal: status.signal(), stdout, stderr, truncated: t1 || t2 })
+            }
+            Err(_) => Err(ProcessError::TimedOut(format!(
+                "`{}` did not finish within {:.1} s and was killed",
+                req.program,
+                timeout.as_secs_f64()
+            ))),
+        }
+    }
+}
+
+/// Read a stream to its end, keeping at most `cap` bytes (and saying so).
+async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    let mut truncated = false;
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+        truncated |= n > room;
+    }
+    (kept, truncated)
+}
+
+fn job_error(e: JobError) -> ProcessError {
+    match e {
+        JobError::NotFound(m) => ProcessError::NotFound(m),
+        JobError::Invalid(m) | JobError::Failed(m) => ProcessError::Failed(m),
+    }
+}
+
+type R<T> = wasmtime::Result<Result<T, ProcessError>>;
+
+impl process::Host for ProcessCtx {
+    async fn run(&mut self, req: RunRequest) -> R<RunOutput> {
+        let clock = self.clock.clone();
+        let _t = clock.enter();
+        Ok(ProcessCtx::run(self, req).await)
+    }
+
+    async fn spawn_job(&mut self, req: JobRequest) -> R<()> {
+        let plugin = &self.policy.plugin;
+        if !self.policy.supervise {
+            return Ok(Err(self.deny("spawn-job", format!(
+                "plugin `{plugin}` may not start supervised jobs (`plugins.{plugin}.supervise`)"
+            ))));
+        }
+        if let Err(e) = self.check_env(&req.env) {
+            return Ok(Err(e));
+        }
+        let clock = self.clock.clone();
+        let _t = clock.enter();
+        let mut env = jobs::base_environment(&req.id);
+        env.extend(req.env);
+        let request = jobs::Request {
+            argv: req.argv,
+            env,
+            working_dir: req.working_dir.map(PathBuf::from),
+            time_limit_seconds: req.time_limit_seconds,
+        };
+        Ok(self.jobs.spawn(&req.id, &request, &self.exe).await.map_err(job_error))
+    }
+
+    async fn job_states(&mut self, ids: Vec<String>) -> wasmtime::Result<Vec<Result<JobState, ProcessError>>> {
+        let _t = self.clock.enter();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                self.jobs.state(id).map_err(job_error).map(|s| match s {
+                    jobs::State::Running { since } => JobState::Running(since),
+                    jobs::State::Lost(why) => JobState::Lost(why),
+                    jobs::State::Exited(u) => JobState::Exited(JobUsage {
+                        exit_code: u.exit_code,
+                        signal: u.signal,
+                        wall_time_seconds: u.wall_time_seconds,
+                        cpu_seconds: u.cpu_seconds,
+                        peak_rss_bytes: u.peak_rss_bytes,
+                        cancelled: u.cancelled,
+                        timed_out: u.timed_out,
+                    }),
+                })
+            })
+            .collect())
+    }
+
+    async fn kill_job(&mut self, id: String) -> R<bool> {
+        let clock = self.clock.clone();
+        let _t = clock.enter();
+        Ok(self.jobs.kill(&id).await.map_err(job_error))
+    }
+
+    async fn read_job_log(&mut self, id: String, which: LogStream, max_bytes: u64) -> R<String> {
+        let _t = self.clock.enter();
+        let max = max_bytes.min(self.policy.limits.output_bytes as u64);
+        Ok(self.jobs.read_log(&id, matches!(which, LogStream::Stderr), max).map_err(job_error))
+    }
+}
+
+struct HasProcess;
+impl HasData for HasProcess {
+    type Data<'a> = &'a mut ProcessCtx;
+}
+
+pub fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
+    process::add_to_linker::<State, HasProcess>(linker, |s| &mut s.process).map_err(anyhow::Error::from)
+}

@@ -1,0 +1,136 @@
+//! The command line (clap derive types only).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Submit and track HPC jobs through WebAssembly backend plugins.
+///
+/// The backend is the plugin that `HPC_BACKEND` names (default: `local`).
+/// Exit codes: 0 ok; 1 `wait --timeout` ran out; 2 bad usage or input;
+/// 3 backend error; 4 denied by policy.
+#[derive(Debug, Parser)]
+#[command(name = "hpc-host", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The settings file (default: `$HPC_HOST_CONFIG`, `$SETTINGS_FILE_FOR_DYNACONF`,
+    /// then `~/.config/hpc-host/settings.toml` if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The settings environment (default: `$ENV_FOR_DYNACONF`, else `development`).
+    #[arg(long = "env", global = true, value_name = "NAME")]
+    pub env: Option<String>,
+
+    /// Use this plugin instead of `HPC_BACKEND`.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub backend: Option<String>,
+
+    /// How to print results on stdout.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub output: Output,
+
+    /// More log output on stderr (`-v`, `-vv`); `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a job; prints its id.
+    Submit(SubmitArgs),
+    /// Show the status of jobs (one batched plugin call for all ids).
+    Status {
+        #[arg(required = true, value_name = "JOB_ID")]
+        job_ids: Vec<String>,
+    },
+    /// Wait until every job has ended; prints their final status.
+    Wait {
+        #[arg(required = true, value_name = "JOB_ID")]
+        job_ids: Vec<String>,
+        /// Give up after this many seconds (exit code 1).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
+    },
+    /// Cancel jobs.
+    Cancel {
+        #[arg(required = true, value_name = "JOB_ID")]
+        job_ids: Vec<String>,
+    },
+    /// Print a job's output (stdout) and error output (stderr).
+    Logs {
+        #[arg(value_name = "JOB_ID")]
+        job_id: String,
+    },
+    /// List, inspect and precompile plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// The plugins available: built-in and in the plugins folder.
+    List,
+    /// What a plugin file imports and exports, its contract version, and the
+    /// policy it would run under.
+    Inspect {
+        #[arg(value_name = "FILE.wasm")]
+        file: PathBuf,
+    },
+    /// Compile plugins into the cache ahead of time (default: all).
+    Compile {
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A JSON job spec (`-` for stdin), with the workflow manager's field names.
+    #[arg(long, value_name = "FILE|-", conflicts_with_all = [
+        "job_name", "image_ref", "sif_path", "input_dir", "output_dir", "workspace_dir",
+        "manifest_path", "cpu", "memory_gb", "time_hours", "gpus", "nodes", "env_vars", "command",
+    ])]
+    pub spec: Option<String>,
+    #[arg(long)]
+    pub job_name: Option<String>,
+    #[arg(long)]
+    pub image_ref: Option<String>,
+    #[arg(long)]
+    pub sif_path: Option<String>,
+    #[arg(long)]
+    pub input_dir: Option<String>,
+    #[arg(long)]
+    pub output_dir: Option<String>,
+    #[arg(long)]
+    pub workspace_dir: Option<String>,
+    #[arg(long)]
+    pub manifest_path: Option<String>,
+    /// CPU cores.
+    #[arg(long)]
+    pub cpu: Option<u32>,
+    /// Memory in GB.
+    #[arg(long)]
+    pub memory_gb: Option<f64>,
+    /// Wall-time limit in hours.
+    #[arg(long)]
+    pub time_hours: Option<f64>,
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    #[arg(long)]
+    pub nodes: Option<u32>,
+    /// An environment variable for the job (repeatable).
+    #[arg(long = "env-var", value_name = "KEY=VALUE")]
+    pub env_vars: Vec<String>,
+    /// The program and its arguments, after `--`; run without a shell.
+    #[arg(last = true, value_name = "PROGRAM [ARGS]")]
+    pub command: Vec<String>,
+}

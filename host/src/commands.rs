@@ -1,0 +1,322 @@
+//! What each CLI command does. stdout carries results only (text or JSON);
+//! progress, warnings and errors go to stderr.
+
+use crate::bindings::{BackendError, HpcJobInfo, JobSpec, ResourceRequirements};
+use crate::cli::{Cli, Command, Output, PluginsCommand, SubmitArgs};
+use crate::error::{ExitStatus, HostError, kind_and_message};
+use crate::plugin::{Host, Origin, Source};
+use crate::settings::{Overrides, Settings};
+use crate::spec::{self, ErrorJson, JobInfoJson};
+use std::io::{IsTerminal, Read, Write};
+use std::time::{Duration, Instant};
+
+/// Run one command; the `ExitStatus` is for the process.
+pub async fn run(cli: Cli) -> Result<ExitStatus, HostError> {
+    let overrides = Overrides { config: cli.config.clone(), env: cli.env.clone(), backend: cli.backend.clone() };
+    let settings = Settings::load(&overrides)?;
+    let host = Host::new(&settings)?;
+    let out = cli.output;
+    match cli.command {
+        Command::Submit(args) => {
+            let spec = submit_spec(args)?;
+            let id = host.backend()?.submit(&spec).await?;
+            match out {
+                Output::Text => print(&id),
+                Output::Json => print(&serde_json::json!({ "job_id": id }).to_string()),
+            }
+            Ok(ExitStatus::Success)
+        }
+        Command::Status { job_ids } => {
+            let results = host.backend()?.get_statuses(&job_ids).await?;
+            Ok(print_statuses(&job_ids, &results, out))
+        }
+        Command::Wait { job_ids, timeout } => wait(&host, &job_ids, timeout, out).await,
+        Command::Cancel { job_ids } => {
+            let plugin = host.backend()?;
+            let mut worst = ExitStatus::Success;
+            for id in &job_ids {
+                match plugin.cancel(id).await {
+                    Ok(()) => {
+                        if out == Output::Json {
+                            print(&serde_json::json!({ "job_id": id, "cancelled": true }).to_string());
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        worst = worst.max(e.exit_status());
+                    }
+                }
+            }
+            Ok(worst)
+        }
+        Command::Logs { job_id } => {
+            let logs = host.backend()?.get_logs(&job_id).await?;
+            match out {
+                Output::Text => {
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = stdout.write_all(logs.stdout.as_bytes());
+                    let _ = std::io::stderr().write_all(logs.stderr.as_bytes());
+                }
+                Output::Json => print(
+                    &serde_json::json!({ "job_id": job_id, "stdout": logs.stdout, "stderr": logs.stderr }).to_string(),
+                ),
+            }
+            Ok(ExitStatus::Success)
+        }
+        Command::Plugins(cmd) => plugins(&host, cmd, out).await,
+    }
+}
+
+/// Print a line on stdout; a closed pipe (`| head`) is not an error.
+fn print(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+}
+
+fn submit_spec(args: SubmitArgs) -> Result<JobSpec, HostError> {
+    if let Some(source) = args.spec {
+        let text = if source == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map_err(|e| HostError::Input(format!("cannot read the spec from stdin: {e}")))?;
+            s
+        } else {
+            std::fs::read_to_string(&source).map_err(|e| HostError::Input(format!("cannot read spec `{source}`: {e}")))?
+        };
+        return spec::parse_spec(&text);
+    }
+    if args.command.is_empty() {
+        return Err(HostError::Input("nothing to run: give `--spec FILE` or a command after `--`".into()));
+    }
+    let mut env = Vec::new();
+    for kv in args.env_vars {
+        let (k, v) = kv.split_once('=').ok_or_else(|| HostError::Input(format!("`--env-var {kv}` is not KEY=VALUE")))?;
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let spec = JobSpec {
+        execution_command: args.command,
+        image_ref: args.image_ref,
+        sif_path: args.sif_path,
+        input_dir: args.input_dir,
+        output_dir: args.output_dir,
+        workspace_dir: args.workspace_dir,
+        manifest_path: args.manifest_path,
+        resource_requirements: ResourceRequirements {
+            cpu: args.cpu,
+            memory_gb: args.memory_gb,
+            time_hours: args.time_hours,
+            gpus: args.gpus,
+            nodes: args.nodes,
+            extra: vec![],
+        },
+        environment_variables: env,
+        job_name: args.job_name,
+    };
+    spec::validate(&spec)?;
+    Ok(spec)
+}
+
+fn print_statuses(ids: &[String], results: &[Result<HpcJobInfo, BackendError>], out: Output) -> ExitStatus {
+    let mut worst = ExitStatus::Success;
+    let mut json = Vec::new();
+    for (id, r) in ids.iter().zip(results) {
+        match r {
+            Ok(info) => match out {
+                Output::Json => json.push(JobInfoJson::from(info)),
+                Output::Text => print(&text_line(info)),
+            },
+            Err(e) => {
+                let (kind, message) = kind_and_message(e);
+                eprintln!("error: {id}: {kind}: {message}");
+                worst = worst.max(ExitStatus::of_backend_error(e));
+                json.push(JobInfoJson {
+                    job_id: id.clone(),
+                    status: None,
+                    exit_code: None,
+                    wall_time_seconds: None,
+                    cpu_hours: None,
+                    peak_memory_gb: None,
+                    native_state: None,
+                    reason: None,
+                    error: Some(ErrorJson { kind: kind.into(), message: message.into() }),
+                });
+            }
+        }
+    }
+    if out == Output::Json {
+        let text = if ids.len() == 1 {
+            serde_json::to_string(&json[0])
+        } else {
+            serde_json::to_string(&json)
+        };
+        print(&text.expect("serialisable"));
+    }
+    worst
+}
+
+fn text_line(i: &HpcJobInfo) -> String {
+    let mut line = format!("{}  {}", i.job_id, spec::status_name(i.status));
+    let mut field = |name: &str, v: Option<String>| {
+        if let Some(v) = v {
+            line.push_str(&format!("  {name}={v}"));
+        }
+    };
+    field("exit", i.exit_code.map(|c| c.to_string()));
+    field("wall", i.wall_time_seconds.map(|s| format!("{s:.1}s")));
+    field("cpu", i.cpu_hours.map(|h| format!("{h:.6}h")));
+    field("mem", i.peak_memory_gb.map(|g| format!("{g:.3}GB")));
+    field("state", i.native_state.clone());
+    if let Some(r) = &i.reason {
+        line.push_str(&format!("  ({r})"));
+    }
+    line
+}
+
+async fn wait(host: &Host, ids: &[String], timeout: Option<f64>, out: Output) -> Result<ExitStatus, HostError> {
+    let plugin = host.backend()?;
+    let start = Instant::now();
+    let deadline = timeout.map(|t| start + Duration::from_secs_f64(t.max(0.0)));
+    let progress = std::io::stderr().is_terminal();
+    let mut interval = Duration::from_millis(200);
+    loop {
+        let results = plugin.get_statuses(ids).await?;
+        let open = results.iter().filter(|r| matches!(r, Ok(i) if !i.status.is_terminal())).count();
+        if open == 0 {
+            if progress {
+                eprint!("\r\x1b[K");
+            }
+            return Ok(print_statuses(ids, &results, out));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            if progress {
+                eprint!("\r\x1b[K");
+            }
+            print_statuses(ids, &results, out);
+            eprintln!("error: {open} of {} jobs still running after {:.0} s", ids.len(), start.elapsed().as_secs_f64());
+            return Ok(ExitStatus::WaitTimeout);
+        }
+        if progress {
+            eprint!("\r\x1b[Kwaiting: {open} of {} jobs not finished ({:.0} s)", ids.len(), start.elapsed().as_secs_f64());
+        }
+        let mut pause = interval;
+        if let Some(d) = deadline {
+            pause = pause.min(d.saturating_duration_since(Instant::now()));
+        }
+        tokio::time::sleep(pause).await;
+        interval = (interval * 3 / 2).min(Duration::from_secs(2));
+    }
+}
+
+impl crate::bindings::JobStatus {
+    /// Whether the job has ended (completed or failed).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+}
+
+async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitStatus, HostError> {
+    match cmd {
+        PluginsCommand::List => {
+            let mut rows = Vec::new();
+            for name in plugin_names(host.settings()) {
+                let source = host.source(&name)?;
+                let origin = match &source.origin {
+                    Origin::Builtin => "built-in".to_owned(),
+                    Origin::File(p) => p.display().to_string(),
+                };
+                let cached = host.engine().is_cached(&source.sha256);
+                let contract = host.compile(&source).map(|c| host.interfaces(&c).contract);
+                let contract = match contract {
+                    Ok(Some(v)) => v,
+                    Ok(None) => "none".into(),
+                    Err(e) => format!("error: {e}"),
+                };
+                rows.push(serde_json::json!({
+                    "name": name, "source": origin, "sha256": source.sha256,
+                    "contract": contract, "cached": cached,
+                    "selected": name == host.settings().backend,
+                }));
+            }
+            match out {
+                Output::Json => print(&serde_json::Value::Array(rows).to_string()),
+                Output::Text => {
+                    for r in rows {
+                        print(&format!(
+                            "{}{:<16} {:<10} sha256:{}  {}",
+                            if r["selected"] == true { "* " } else { "  " },
+                            r["name"].as_str().unwrap_or(""),
+                            r["contract"].as_str().unwrap_or(""),
+                            &r["sha256"].as_str().unwrap_or("")[..12],
+                            r["source"].as_str().unwrap_or(""),
+                        ));
+                    }
+                }
+            }
+            Ok(ExitStatus::Success)
+        }
+        PluginsCommand::Inspect { file } => {
+            let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
+            let source = Source::from_file(&name, &file)?;
+            let component = host.compile(&source)?;
+            let i = host.interfaces(&component);
+            let policy = host.settings().policy(&name)?;
+            let verdict = match host.load_source(source) {
+                Ok(_) => "loads".to_owned(),
+                Err(e) => format!("refused: {e}"),
+            };
+            let p = &policy;
+            let value = serde_json::json!({
+                "name": name,
+                "file": file.display().to_string(),
+                "contract": i.contract,
+                "imports": i.imports,
+                "exports": i.exports,
+                "verdict": verdict,
+                "policy": {
+                    "programs": p.programs, "dirs": p.dirs, "kv_prefix": p.kv_prefix, "env": p.env,
+                    "supervise": p.supervise, "k8s_namespaces": p.kube_namespaces, "k8s_kinds": p.kube_kinds,
+                    "sha256": p.sha256, "config": p.config,
+                    "limits": {
+                        "memory_mb": p.limits.memory_bytes >> 20, "cpu_seconds": p.limits.cpu_time.as_secs_f64(),
+                        "wall_seconds": p.limits.wall_time.as_secs_f64(), "output_bytes": p.limits.output_bytes,
+                        "max_processes": p.limits.processes,
+                    },
+                },
+            });
+            match out {
+                Output::Json => print(&value.to_string()),
+                Output::Text => print(&serde_json::to_string_pretty(&value).expect("serialisable")),
+            }
+            Ok(ExitStatus::Success)
+        }
+        PluginsCommand::Compile { name } => {
+            let names = match name {
+                Some(n) => vec![n],
+                None => plugin_names(host.settings()),
+            };
+            for name in names {
+                let start = Instant::now();
+                host.compile(&host.source(&name)?)?;
+                eprintln!("compiled `{name}` in {:.0} ms", start.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(ExitStatus::Success)
+        }
+    }
+}
+
+/// Built-in plugins and the `.wasm` files of the plugins folder, by name.
+fn plugin_names(settings: &Settings) -> Vec<String> {
+    let mut names: Vec<String> = crate::builtin::BUILTIN_PLUGINS.iter().map(|p| p.name.to_owned()).collect();
+    if let Ok(entries) = std::fs::read_dir(&settings.plugins_dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "wasm") {
+                if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
+                    names.push(stem.to_owned());
+                }
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}

@@ -1,0 +1,143 @@
+//! The wasmtime engine and its ahead-of-time compile cache.
+//!
+//! A component is compiled once to `<cache>/<wasm sha256>-<engine hash>.cwasm`
+//! and later loaded with a memory map. Deserializing runs native code from the
+//! file, so the host loads only files it could have written itself: owned by
+//! this user, not writable by group or others, in a folder with the same
+//! properties. Anything else, and any load error, is a miss: the component is
+//! compiled again and the file replaced by an atomic rename.
+
+use anyhow::Context as _;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::Component;
+
+/// How often the epoch advances. The CPU limit of a call is checked at this
+/// granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The wasmtime engine with its epoch ticker and compile cache.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) engine: wasmtime::Engine,
+    cache_dir: Option<PathBuf>,
+    engine_hash: Arc<str>,
+}
+
+impl Engine {
+    /// An engine for plugins; `cache_dir` of `None` compiles every time.
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        // A plugin that recurses without bound must trap, not take the host down.
+        config.max_wasm_stack(1 << 20);
+        let engine = wasmtime::Engine::new(&config).map_err(anyhow::Error::from)?;
+
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("hpc-host-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .context("cannot start the epoch thread")?;
+
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let engine_hash = format!("{:016x}", h.finish()).into();
+        Ok(Engine { engine, cache_dir, engine_hash })
+    }
+
+    /// Compile `wasm` (whose sha256 is `sha256`), or load it from the cache.
+    pub fn component(&self, wasm: &[u8], sha256: &str) -> anyhow::Result<Component> {
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, wasm).map_err(anyhow::Error::from);
+        };
+        let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_hash));
+        match self.load_cached(dir, &path) {
+            Ok(Some(c)) => return Ok(c),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(path = %path.display(), "ignoring compile cache entry: {e:#}"),
+        }
+        let compiled = self.engine.precompile_component(wasm).map_err(anyhow::Error::from)?;
+        if let Err(e) = store_atomically(dir, &path, &compiled) {
+            tracing::warn!(path = %path.display(), "cannot write compile cache: {e:#}");
+        }
+        // SAFETY: these bytes were produced by this engine just now.
+        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(anyhow::Error::from)
+    }
+
+    /// Whether a valid cache entry exists (for `plugins list`).
+    pub fn is_cached(&self, sha256: &str) -> bool {
+        self.cache_dir
+            .as_ref()
+            .is_some_and(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_hash)).is_file())
+    }
+
+    fn load_cached(&self, dir: &Path, path: &Path) -> anyhow::Result<Option<Component>> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        check_private(dir, &std::fs::metadata(dir)?, true)?;
+        check_private(path, &meta, false)?;
+        // SAFETY: the file is ours and only we can write it (checked above),
+        // and wasmtime checks that it was compiled by a compatible engine.
+        Ok(Some(unsafe { Component::deserialize_file(&self.engine, path) }.map_err(anyhow::Error::from)?))
+    }
+}
+
+/// A cache path is trusted only if this user owns it and nobody else can write it.
+pub fn check_private(path: &Path, meta: &std::fs::Metadata, is_dir: bool) -> anyhow::Result<()> {
+    let uid = unsafe { libc::geteuid() };
+    if is_dir != meta.is_dir() || (!is_dir && !meta.file_type().is_file()) {
+        anyhow::bail!("`{}` is not a regular {}", path.display(), if is_dir { "folder" } else { "file" });
+    }
+    if meta.uid() != uid {
+        anyhow::bail!("`{}` is owned by uid {}, not by this user ({uid})", path.display(), meta.uid());
+    }
+    if meta.mode() & 0o022 != 0 {
+        anyhow::bail!("`{}` is writable by group or others (mode {:o})", path.display(), meta.mode() & 0o7777);
+    }
+    Ok(())
+}
+
+fn store_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    check_private(dir, &std::fs::metadata(dir)?, true)?;
+    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), uuid::Uuid::new_v4()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    std::io::Write::write_all(&mut f, bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn refuses_unsafe_cache_files() {
+        let dir = std::env::temp_dir().join(format!("hpc-host-cache-{}", uuid::Uuid::new_v4()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let f = dir.join("x.cwasm");
+        std::fs::write(&f, b"junk").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(check_private(&f, &std::fs::metadata(&f).unwrap(), false).is_ok());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = check_private(&f, &std::fs::metadata(&f).unwrap(), false).unwrap_err();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        assert!(check_private(&dir, &std::fs::metadata(&dir).unwrap(), false).is_err());
+    }
+}

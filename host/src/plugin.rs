@@ -1,0 +1,365 @@
+//! Finding, loading, checking and calling plugins.
+//!
+//! A plugin is found by name: `<plugins dir>/<name>.wasm` if that file exists
+//! (a site's own plugin, or an override of a built-in), else the built-in of
+//! that name. At load the host checks the contract version it was built
+//! against, the interfaces it imports against its policy, and its sha256
+//! against a pin. Every call then runs in a fresh `Store` with the policy's
+//! limits; a trap ends that store only.
+
+use crate::bindings::{
+    BackendError, CONTRACT_PACKAGE, CONTRACT_VERSION, HpcJobInfo, HpcPlugin, HpcPluginPre, JobLogs, JobSpec,
+    PluginInfo,
+};
+use crate::capabilities::{self, kv::KvCtx, process::ProcessCtx};
+use crate::engine::{EPOCH_TICK, Engine};
+use crate::error::HostError;
+use crate::jobs::Jobs;
+use crate::policy::Policy;
+use crate::settings::{Settings, check_plugin_name};
+use crate::state::{Shared, State};
+use crate::store::Store;
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use wasmtime::UpdateDeadline;
+use wasmtime::component::{Component, Linker};
+
+/// Check the CPU limit every this many epoch ticks.
+const CPU_CHECK_TICKS: u64 = 5;
+
+/// The host: settings, the engine, the linker and the kv store, shared by
+/// every plugin it loads.
+pub struct Host {
+    settings: Arc<Settings>,
+    engine: Engine,
+    linker: Linker<State>,
+    exe: PathBuf,
+    store: Mutex<Option<Store>>,
+}
+
+/// Where a plugin's bytes come from.
+pub enum Origin {
+    Builtin,
+    File(PathBuf),
+}
+
+/// A plugin's bytes, before compilation.
+pub struct Source {
+    pub name: String,
+    pub origin: Origin,
+    pub wasm: Cow<'static, [u8]>,
+    pub sha256: String,
+}
+
+/// What a component says about itself through its imports and exports.
+pub struct Interfaces {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// The `ccat:hpc` version of its `hpc-backend` export, if any.
+    pub contract: Option<String>,
+}
+
+impl Host {
+    pub fn new(settings: &Settings) -> Result<Host, HostError> {
+        let engine = Engine::new(Some(settings.cache_dir.clone()))?;
+        let mut linker = Linker::new(&engine.engine);
+        capabilities::add_to_linker(&mut linker)?;
+        let exe = std::env::current_exe()
+            .map_err(|e| HostError::Internal(anyhow::anyhow!("cannot find this program's path: {e}")))?;
+        Ok(Host { settings: Arc::new(settings.clone()), engine, linker, exe, store: Mutex::new(None) })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The plugin that `HPC_BACKEND` names.
+    pub fn backend(&self) -> Result<Plugin, HostError> {
+        self.load(&self.settings.backend)
+    }
+
+    /// Find a plugin's bytes by name.
+    pub fn source(&self, name: &str) -> Result<Source, HostError> {
+        check_plugin_name(name)?;
+        let path = self.settings.plugin_path(name);
+        if path.is_file() {
+            return Source::from_file(name, &path);
+        }
+        match crate::builtin::find(name) {
+            Some(b) => Ok(Source {
+                name: name.to_owned(),
+                origin: Origin::Builtin,
+                wasm: Cow::Borrowed(b.wasm),
+                sha256: b.sha256.to_owned(),
+            }),
+            None => Err(HostError::PluginNotFound { name: name.to_owned(), path }),
+        }
+    }
+
+    pub fn load(&self, name: &str) -> Result<Plugin, HostError> {
+        self.load_source(self.source(name)?)
+    }
+
+    /// Compile (or fetch from the cache) and check a plugin.
+    pub fn load_source(&self, source: Source) -> Result<Plugin, HostError> {
+        let name = source.name.clone();
+        let policy = Arc::new(self.settings.policy(&name)?);
+        if let Some(pin) = &policy.sha256 {
+            if *pin != source.sha256 {
+                return Err(HostError::PluginDenied {
+                    plugin: name.clone(),
+                    message: format!(
+                        "its sha256 is {}, but `plugins.{name}.sha256` pins {pin}",
+                        source.sha256
+                    ),
+                });
+            }
+        }
+        let component = self.compile(&source)?;
+        let interfaces = self.interfaces(&component);
+        check_interfaces(&name, &interfaces, &policy)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| HostError::PluginLoad {
+            plugin: name.clone(),
+            message: format!("{e:#}"),
+        })?;
+        let pre = HpcPluginPre::new(pre).map_err(|e| HostError::PluginLoad { plugin: name.clone(), message: format!("{e:#}") })?;
+        let jobs = Jobs::new(&self.settings.state_dir, &name);
+        let shared = Shared {
+            process: ProcessCtx::new(policy.clone(), jobs, self.exe.clone()),
+            kv: KvCtx::new(self.store()?, &policy.kv_prefix),
+            policy,
+        };
+        Ok(Plugin { name, pre, shared })
+    }
+
+    pub fn compile(&self, source: &Source) -> Result<Component, HostError> {
+        self.engine.component(&source.wasm, &source.sha256).map_err(|e| HostError::PluginLoad {
+            plugin: source.name.clone(),
+            message: format!("not a valid WebAssembly component: {e:#}"),
+        })
+    }
+
+    /// The imports and exports of a compiled component.
+    pub fn interfaces(&self, component: &Component) -> Interfaces {
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.engine.engine).map(|(n, _)| n.to_owned()).collect();
+        let exports: Vec<String> = ty.exports(&self.engine.engine).map(|(n, _)| n.to_owned()).collect();
+        let contract = exports.iter().find_map(|e| {
+            e.strip_prefix(&format!("{CONTRACT_PACKAGE}/hpc-backend@")).map(str::to_owned)
+        });
+        Interfaces { imports, exports, contract }
+    }
+
+    fn store(&self) -> Result<Store, HostError> {
+        let mut slot = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = &*slot {
+            return Ok(s.clone());
+        }
+        let dir = &self.settings.state_dir;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(|e| HostError::Settings(format!("cannot create the state folder `{}`: {e}", dir.display())))?;
+        let store = Store::open(self.settings.redis_url.as_deref(), dir)
+            .map_err(|e| HostError::Settings(e.to_string()))?;
+        *slot = Some(store.clone());
+        Ok(store)
+    }
+}
+
+impl Source {
+    pub fn from_file(name: &str, path: &Path) -> Result<Source, HostError> {
+        let wasm = std::fs::read(path).map_err(|e| HostError::PluginLoad {
+            plugin: name.to_owned(),
+            message: format!("cannot read `{}`: {e}", path.display()),
+        })?;
+        let sha256 = hex(&Sha256::digest(&wasm));
+        Ok(Source { name: name.to_owned(), origin: Origin::File(path.to_owned()), wasm: Cow::Owned(wasm), sha256 })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `0.1.0` and `0.1.7` are compatible; `0.2.0` and `1.0.0` are not.
+fn compatible(version: &str) -> bool {
+    let key = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.split(['.', '-', '+']);
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(if major == 0 { (0, minor) } else { (major, u64::MAX) })
+    };
+    match (key(version), key(CONTRACT_VERSION)) {
+        (Some((a, b)), Some((c, d))) => a == c && (a != 0 || b == d),
+        _ => false,
+    }
+}
+
+fn check_interfaces(name: &str, i: &Interfaces, policy: &Policy) -> Result<(), HostError> {
+    let load = |message: String| HostError::PluginLoad { plugin: name.to_owned(), message };
+    let ours = |full: &str| -> Option<(String, String)> {
+        let rest = full.strip_prefix(CONTRACT_PACKAGE)?.strip_prefix('/')?;
+        let (iface, version) = rest.split_once('@')?;
+        Some((iface.to_owned(), version.to_owned()))
+    };
+    match &i.contract {
+        None => {
+            let other = i.exports.iter().find_map(|e| ours(e)).map(|(_, v)| v);
+            return Err(load(match other {
+                Some(v) => format!(
+                    "it was built against {CONTRACT_PACKAGE}@{v}, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}: rebuild it with hpc-plugin-sdk {CONTRACT_VERSION}"
+                ),
+                None => format!("it does not export `{CONTRACT_PACKAGE}/hpc-backend@{CONTRACT_VERSION}` (exports: {})", i.exports.join(", ")),
+            }));
+        }
+        Some(v) if !compatible(v) => {
+            return Err(load(format!(
+                "it was built against {CONTRACT_PACKAGE}@{v}, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}: rebuild it with hpc-plugin-sdk {CONTRACT_VERSION}"
+            )));
+        }
+        Some(_) => {}
+    }
+    for import in &i.imports {
+        let Some((iface, version)) = ours(import) else { continue };
+        if !compatible(&version) {
+            return Err(load(format!(
+                "it imports `{import}`, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}"
+            )));
+        }
+        if !policy.grants(&iface) {
+            return Err(HostError::PluginDenied {
+                plugin: name.to_owned(),
+                message: capabilities::denied(name, &iface, import, format!(
+                    "it imports `{import}`, which its policy does not grant (set {})",
+                    policy.grant_hint(&iface)
+                )),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A loaded plugin, ready to be called any number of times.
+pub struct Plugin {
+    name: String,
+    pre: HpcPluginPre<State>,
+    shared: Shared,
+}
+
+impl Plugin {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.shared.policy
+    }
+
+    pub async fn submit(&self, spec: &JobSpec) -> Result<String, HostError> {
+        let r = self.call("submit", async |s, p| p.ccat_hpc_hpc_backend().call_submit(s, spec).await).await?;
+        self.backend("submit", r)
+    }
+
+    pub async fn get_status(&self, job_id: &str) -> Result<HpcJobInfo, HostError> {
+        let r = self.call("get-status", async |s, p| p.ccat_hpc_hpc_backend().call_get_status(s, job_id).await).await?;
+        self.backend("get-status", r)
+    }
+
+    /// Statuses of many jobs in one call; per-id errors stay per id.
+    pub async fn get_statuses(&self, ids: &[String]) -> Result<Vec<Result<HpcJobInfo, BackendError>>, HostError> {
+        let r = self.call("get-statuses", async |s, p| p.ccat_hpc_hpc_backend().call_get_statuses(s, ids).await).await?;
+        let list = self.backend("get-statuses", r)?;
+        if list.len() != ids.len() {
+            return Err(HostError::PluginTrap {
+                plugin: self.name.clone(),
+                function: "get-statuses",
+                message: format!("answered {} results for {} ids", list.len(), ids.len()),
+            });
+        }
+        Ok(list)
+    }
+
+    pub async fn cancel(&self, job_id: &str) -> Result<(), HostError> {
+        let r = self.call("cancel", async |s, p| p.ccat_hpc_hpc_backend().call_cancel(s, job_id).await).await?;
+        self.backend("cancel", r)
+    }
+
+    pub async fn get_logs(&self, job_id: &str) -> Result<JobLogs, HostError> {
+        let r = self.call("get-logs", async |s, p| p.ccat_hpc_hpc_backend().call_get_logs(s, job_id).await).await?;
+        self.backend("get-logs", r)
+    }
+
+    pub async fn describe(&self) -> Result<PluginInfo, HostError> {
+        self.call("describe", async |s, p| p.ccat_hpc_hpc_backend().call_describe(s).await).await
+    }
+
+    fn backend<T>(&self, function: &'static str, r: Result<T, BackendError>) -> Result<T, HostError> {
+        r.map_err(|error| HostError::Backend { plugin: self.name.clone(), function, error })
+    }
+
+    /// One call in a fresh store, under the policy's memory, CPU and wall-clock limits.
+    async fn call<R>(
+        &self,
+        function: &'static str,
+        f: impl AsyncFnOnce(&mut wasmtime::Store<State>, &HpcPlugin) -> wasmtime::Result<R>,
+    ) -> Result<R, HostError> {
+        let limits = &self.shared.policy.limits;
+        let state = State::new(&self.shared)?;
+        let mut store = wasmtime::Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        let cpu = limits.cpu_time;
+        store.set_epoch_deadline(CPU_CHECK_TICKS);
+        store.epoch_deadline_callback(move |cx| {
+            let s = cx.data();
+            let guest = s.started.elapsed().saturating_sub(s.clock.host_time());
+            if guest > cpu {
+                Err(wasmtime::format_err!("used more than {:.1} s of CPU time (the policy's `cpu_seconds`)", cpu.as_secs_f64()))
+            } else {
+                Ok(UpdateDeadline::Continue(CPU_CHECK_TICKS))
+            }
+        });
+        let _ = EPOCH_TICK;
+        let work = async {
+            let plugin = self.pre.instantiate_async(&mut store).await?;
+            f(&mut store, &plugin).await
+        };
+        let trap = |message: String| HostError::PluginTrap { plugin: self.name.clone(), function, message };
+        match tokio::time::timeout(limits.wall_time, work).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                let mut message = format!("{e:#}");
+                if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
+                    message = format!("{t}");
+                }
+                let stderr = store.data().captured_stderr();
+                if !stderr.is_empty() {
+                    message.push_str(&format!("; plugin stderr: {stderr}"));
+                }
+                tracing::warn!(plugin = %self.name, function, "plugin call failed: {message}");
+                Err(trap(message))
+            }
+            Err(_) => Err(HostError::PluginTimeout {
+                plugin: self.name.clone(),
+                function,
+                seconds: limits.wall_time.as_secs(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_versions() {
+        assert!(compatible("0.1.0") && compatible("0.1.9"));
+        assert!(!compatible("0.2.0") && !compatible("1.0.0") && !compatible("x"));
+    }
+}

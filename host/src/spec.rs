@@ -1,0 +1,239 @@
+//! The JSON the CLI reads and writes, with the workflow manager's names.
+//!
+//! A spec:
+//!
+//! ```json
+//! {"execution_command": ["python", "reduce.py", "--night", "2026-11-24"],
+//!  "job_name": "reduce", "workspace_dir": "/data/ws/42",
+//!  "resource_requirements": {"cpu": 4, "memory_gb": 16, "time_hours": 2, "account": "ccat"},
+//!  "environment_variables": {"OMP_NUM_THREADS": "4"}}
+//! ```
+//!
+//! `execution_command` may also be one string, run as `/bin/sh -c <string>`.
+//! Resource keys other than cpu, memory_gb, time_hours, gpus and nodes go to
+//! the backend as `extra` (SLURM accepts a guarded list of them).
+
+use crate::bindings::{HpcJobInfo, JobSpec, JobStatus, ResourceRequirements};
+use crate::error::HostError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecJson {
+    execution_command: Command,
+    image_ref: Option<String>,
+    sif_path: Option<String>,
+    input_dir: Option<String>,
+    output_dir: Option<String>,
+    workspace_dir: Option<String>,
+    manifest_path: Option<String>,
+    #[serde(default)]
+    resource_requirements: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    environment_variables: BTreeMap<String, Scalar>,
+    job_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Command {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+/// Environment values may be written as numbers or booleans; they reach the job as text.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Number(serde_json::Number),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn into_string(self) -> String {
+        match self {
+            Scalar::Text(s) => s,
+            Scalar::Number(n) => n.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// Parse a JSON spec.
+pub fn parse_spec(text: &str) -> Result<JobSpec, HostError> {
+    let s: SpecJson = serde_json::from_str(text).map_err(|e| HostError::Input(format!("invalid job spec: {e}")))?;
+    let argv = match s.execution_command {
+        Command::Argv(v) => v,
+        Command::Shell(line) => vec!["/bin/sh".into(), "-c".into(), line],
+    };
+    let mut r = ResourceRequirements {
+        cpu: None,
+        memory_gb: None,
+        time_hours: None,
+        gpus: None,
+        nodes: None,
+        extra: Vec::new(),
+    };
+    for (key, value) in s.resource_requirements {
+        let bad = |what: &str| HostError::Input(format!("invalid job spec: `resource_requirements.{key}` must be {what}"));
+        let count = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad("a whole number"));
+        let amount = |v: &serde_json::Value| {
+            v.as_f64().filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| bad("a non-negative number"))
+        };
+        match key.as_str() {
+            _ if value.is_null() => {}
+            "cpu" => r.cpu = Some(count(&value)?),
+            "gpus" => r.gpus = Some(count(&value)?),
+            "nodes" => r.nodes = Some(count(&value)?),
+            "memory_gb" => r.memory_gb = Some(amount(&value)?),
+            "time_hours" => r.time_hours = Some(amount(&value)?),
+            _ => {
+                let text = match value {
+                    serde_json::Value::String(s) => s,
+                    v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string(),
+                    _ => return Err(bad("a string, number or boolean")),
+                };
+                r.extra.push((key, text));
+            }
+        }
+    }
+    let spec = JobSpec {
+        execution_command: argv,
+        image_ref: s.image_ref,
+        sif_path: s.sif_path,
+        input_dir: s.input_dir,
+        output_dir: s.output_dir,
+        workspace_dir: s.workspace_dir,
+        manifest_path: s.manifest_path,
+        resource_requirements: r,
+        environment_variables: s.environment_variables.into_iter().map(|(k, v)| (k, v.into_string())).collect(),
+        job_name: s.job_name,
+    };
+    validate(&spec)?;
+    Ok(spec)
+}
+
+/// Checks every backend needs: a command, no NUL bytes (they cannot reach an
+/// argv or an environment), environment names a shell could set.
+pub fn validate(spec: &JobSpec) -> Result<(), HostError> {
+    let bad = |m: String| Err(HostError::Input(format!("invalid job spec: {m}")));
+    if spec.execution_command.is_empty() || spec.execution_command[0].is_empty() {
+        return bad("`execution_command` is empty".into());
+    }
+    let texts = spec
+        .execution_command
+        .iter()
+        .chain(spec.environment_variables.iter().flat_map(|(k, v)| [k, v]))
+        .chain(spec.job_name.iter());
+    if texts.into_iter().any(|t| t.contains('\0')) {
+        return bad("a command argument, environment value or job name contains a NUL byte".into());
+    }
+    for (k, _) in &spec.environment_variables {
+        let ok = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return bad(format!("`{k}` is not a valid environment variable name"));
+        }
+    }
+    if let Some(r) = [spec.resource_requirements.memory_gb, spec.resource_requirements.time_hours]
+        .into_iter()
+        .flatten()
+        .find(|x| !x.is_finite() || *x < 0.0)
+    {
+        return bad(format!("`{r}` is not a valid amount"));
+    }
+    Ok(())
+}
+
+/// `status --output json`: the seed's `HPCJobInfo` plus native state and reason.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobInfoJson {
+    pub job_id: String,
+    pub status: Option<String>,
+    pub exit_code: Option<i32>,
+    pub wall_time_seconds: Option<f64>,
+    pub cpu_hours: Option<f64>,
+    pub peak_memory_gb: Option<f64>,
+    pub native_state: Option<String>,
+    pub reason: Option<String>,
+    /// Set instead of a status when this id could not be answered.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<ErrorJson>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ErrorJson {
+    pub kind: String,
+    pub message: String,
+}
+
+pub fn status_name(s: JobStatus) -> &'static str {
+    match s {
+        JobStatus::Pending => "pending",
+        JobStatus::Running => "running",
+        JobStatus::Completed => "completed",
+        JobStatus::Failed => "failed",
+    }
+}
+
+impl From<&HpcJobInfo> for JobInfoJson {
+    fn from(i: &HpcJobInfo) -> Self {
+        JobInfoJson {
+            job_id: i.job_id.clone(),
+            status: Some(status_name(i.status).to_owned()),
+            exit_code: i.exit_code,
+            wall_time_seconds: i.wall_time_seconds,
+            cpu_hours: i.cpu_hours,
+            peak_memory_gb: i.peak_memory_gb,
+            native_state: i.native_state.clone(),
+            reason: i.reason.clone(),
+            error: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_seed_spec() {
+        let s = parse_spec(
+            r#"{"execution_command": ["echo", "a b"], "job_name": "x",
+                "resource_requirements": {"cpu": 4, "memory_gb": 16, "time_hours": 2, "account": "ccat", "exclusive": true},
+                "environment_variables": {"A": "1", "N": 3}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.execution_command, ["echo", "a b"]);
+        assert_eq!(s.resource_requirements.cpu, Some(4));
+        assert_eq!(s.resource_requirements.memory_gb, Some(16.0));
+        assert_eq!(s.resource_requirements.extra, [("account".into(), "ccat".into()), ("exclusive".into(), "true".into())]);
+        assert_eq!(s.environment_variables, [("A".into(), "1".into()), ("N".into(), "3".into())]);
+    }
+
+    #[test]
+    fn a_string_command_runs_under_sh() {
+        let s = parse_spec(r#"{"execution_command": "echo $HOME"}"#).unwrap();
+        assert_eq!(s.execution_command, ["/bin/sh", "-c", "echo $HOME"]);
+    }
+
+    #[test]
+    fn malformed_specs_are_refused_with_the_field_named() {
+        for (text, needle) in [
+            (r#"{"execution_command": []}"#, "empty"),
+            (r#"{"execution_command": ["x"], "cpu": 3}"#, "unknown field `cpu`"),
+            (r#"{"execution_command": ["x"], "resource_requirements": {"cpu": -1}}"#, "resource_requirements.cpu"),
+            (r#"{"execution_command": ["x"], "resource_requirements": {"memory_gb": "lots"}}"#, "memory_gb"),
+            (r#"{"execution_command": ["x"], "environment_variables": {"A B": "1"}}"#, "`A B`"),
+            (r#"{"execution_command": ["x\u0000"]}"#, "NUL"),
+            (r#"{"execution_command": 7}"#, "invalid job spec"),
+            ("not json", "invalid job spec"),
+        ] {
+            let e = parse_spec(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The stores behind the `kv` capability: Redis when a URL is configured,
+//! else an embedded SQLite file in the state folder (no server needed).
+//!
+//! Keys reaching this module are full keys: the plugin's prefix has already
+//! been added by [`crate::capabilities::kv`].
+
+use redis::AsyncCommands;
+use rusqlite::{OptionalExtension, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::OnceCell;
+
+/// How long to wait for Redis to accept a connection or answer a command:
+/// a CLI call must fail with `unavailable`, not hang, when Redis is down.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a writer waits for another process's SQLite transaction.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A key-value store: one of the two backends.
+#[derive(Clone)]
+pub enum Store {
+    Redis(Arc<RedisStore>),
+    Embedded(Arc<EmbeddedStore>),
+}
+
+impl Store {
+    /// Redis if `redis_url` is set, else the embedded store under `state_dir`.
+    pub fn open(redis_url: Option<&str>, state_dir: &Path) -> Result<Store, StoreError> {
+        Ok(match redis_url {
+            Some(url) => Store::Redis(Arc::new(RedisStore::new(url)?)),
+            None => Store::Embedded(Arc::new(EmbeddedStore::open(&state_dir.join("store.sqlite3"))?)),
+        })
+    }
+
+    pub async fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(vec![]);
+        }
+        match self {
+            Store::Redis(r) => {
+                let mut c = r.conn().await?;
+                // MGET with one key returns a bare value, not a list: ask for a list.
+                let values: Vec<Option<Vec<u8>>> =
+                    redis::cmd("MGET").arg(&keys).query_async(&mut c).await.map_err(redis_error)?;
+                Ok(values)
+            }
+            Store::Embedded(e) => e.run(move |c| {
+                let now = unix_now();
+                let mut stmt = c.prepare_cached(
+                    "SELECT value FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                )?;
+                keys.iter()
+                    .map(|k| stmt.query_row(params![k, now], |r| r.get(0)).optional())
+                    .collect()
+            }).await,
+        }
+    }
+
+    pub async fn set(&self, key: String, value: Vec<u8>, ttl: Option<u32>) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(r) => {
+                let mut c = r.conn().await?;
+                match ttl {
+                    Some(t) => c.set_ex::<_, _, ()>(key, value, t.into()).await,
+                    None => c.set::<_, _, ()>(key, value).await,
+                }
+                .map_err(redis_error)
+            }
+            Store::Embedded(e) => e.run(move |c| {
+                let expires = ttl.map(|t| unix_now() + i64::from(t));
+                c.execute(
+                    "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                    params![key, value, expires],
+                )?;
+                Ok(())
+            }).await,
+        }
+    }
+
+    pub async fn delete(&self, key: String) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(r) => {
+                let mut c = r.conn().await?;
+                let n: u64 = c.del(key).await.map_err(redis_error)?;
+                Ok(n > 0)
+            }
+            Store::Embedded(e) => e.run(move |c| Ok(c.execute("DELETE FROM kv WHERE key = ?1", [key])? > 0)).await,
+        }
+    }
+
+    pub async fn list_keys(&self, prefix: String) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Redis(r) => {
+                let mut c = r.conn().await?;
+                let pattern = format!("{}*", redis_glob_escape(&prefix));
+                let mut keys = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(redis_error)?;
+                    keys.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                keys.sort();
+                Ok(keys)
+            }
+            Store::Embedded(e) => e.run(move |c| {
+                let now = unix_now();
+                let mut stmt = c.prepare_cached(
+                    "SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1
+                     AND (expires_at IS NULL OR expires_at > ?2) ORDER BY key",
+                )?;
+                let rows = stmt.query_map(params![prefix, now], |r| r.get(0))?;
+                rows.collect()
+            }).await,
+        }
+    }
+
+    pub async fn increment(&self, key: String, delta: i64) -> Result<i64, StoreError> {
+        match self {
+            Store::Redis(r) => {
+                let mut c = r.conn().await?;
+                c.incr(key, delta).await.map_err(redis_error)
+            }
+            Store::Embedded(e) => {
+                let result = e.run(move |c| {
+                    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let current: Option<Vec<u8>> = tx
+                        .query_row("SELECT value FROM kv WHERE key = ?1", [&key], |r| r.get(0))
+                        .optional()?;
+                    let current = match current {
+                        None => 0,
+                        Some(v) => match std::str::from_utf8(&v).ok().and_then(|s| s.parse::<i64>().ok()) {
+                            Some(n) => n,
+                            None => return Ok(Err(format!("`{key}` does not hold an integer"))),
+                        },
+                    };
+                    let Some(next) = current.checked_add(delta) else {
+                        return Ok(Err(format!("incrementing `{key}` would overflow")));
+                    };
+                    tx.execute(
+                        "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL)
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        params![key, next.to_string().into_bytes()],
+                    )?;
+                    tx.commit()?;
+                    Ok(Ok(next))
+                }).await?;
+                result.map_err(StoreError::Invalid)
+            }
+        }
+    }
+}
+
+/// Redis, connected on first use and then shared by every call of this process.
+pub struct RedisStore {
+    client: redis::Client,
+    conn: OnceCell<redis::aio::MultiplexedConnection>,
+}
+
+impl RedisStore {
+    fn new(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Invalid(format!("bad Redis URL: {e}")))?;
+        Ok(RedisStore { client, conn: OnceCell::new() })
+    }
+
+    async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        self.conn
+            .get_or_try_init(|| self.client.get_multiplexed_async_connection_with_config(&config))
+            .await
+            .cloned()
+            .map_err(|e| {
+                let addr = self.client.get_connection_info().addr().to_string();
+                StoreError::Unavailable(format!("Redis at {addr} is unreachable: {e}"))
+            })
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        StoreError::Unavailable(format!("Redis: {e}"))
+    } else {
+        StoreError::Other(format!("Redis: {e}"))
+    }
+}
+
+/// Escape Redis glob characters so a prefix matches only itself.
+fn redis_glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The embedded store: one SQLite file, shared safely by concurrent `hpc-host`
+/// processes (WAL mode, a busy timeout).
+pub struct EmbeddedStore {
+    conn: Arc<Mutex<rusqlite::Connection>>,
+}
+
+impl EmbeddedStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let fail = |e: rusqlite::Error| {
+            StoreError::Unavailable(format!("embedded store `{}`: {e}", path.display()))
+        };
+        let conn = rusqlite::Connection::open(path).map_err(fail)?;
+        conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER)",
+        )
+        .map_err(fail)?;
+        Ok(EmbeddedStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("embedded store task failed: {e}")))?
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            {
+                StoreError::Unavailable(format!("embedded store busy: {e}"))
+            }
+            e => StoreError::Other(format!("embedded store: {e}")),
+        })
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_escape_keeps_prefix_literal() {
+        assert_eq!(redis_glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[tokio::test]
+    async fn embedded_store_round_trip() {
+        let dir = tempdir();
+        let s = Store::open(None, &dir).unwrap();
+        s.set("p:a".into(), b"1".to_vec(), None).await.unwrap();
+        s.set("p:b".into(), b"2".to_vec(), Some(3600)).await.unwrap();
+        s.set("q:c".into(), b"3".to_vec(), None).await.unwrap();
+        let got = s.get_many(vec!["p:a".into(), "nope".into(), "p:b".into()]).await.unwrap();
+        assert_eq!(got, vec![Some(b"1".to_vec()), None, Some(b"2".to_vec())]);
+        assert_eq!(s.list_keys("p:".into()).await.unwrap(), vec!["p:a", "p:b"]);
+        assert_eq!(s.increment("p:a".into(), 41).await.unwrap(), 42);
+        assert!(matches!(s.increment("q:x".into(), 1).await, Ok(1)));
+        s.set("q:text".into(), b"abc".to_vec(), None).await.unwrap();
+        assert!(matches!(s.increment("q:text".into(), 1).await, Err(StoreError::Invalid(_))));
+        assert!(s.delete("p:a".into()).await.unwrap());
+        assert!(!s.delete("p:a".into()).await.unwrap());
+        // `%` and `_` are not wildcards here (no LIKE).
+        s.set("p%x".into(), b"".to_vec(), None).await.unwrap();
+        assert_eq!(s.list_keys("p%".into()).await.unwrap(), vec!["p%x"]);
+    }
+
+    #[tokio::test]
+    async fn expired_keys_are_gone() {
+        let dir = tempdir();
+        let s = Store::open(None, &dir).unwrap();
+        let Store::Embedded(e) = &s else { unreachable!() };
+        e.run(|c| {
+            c.execute("INSERT INTO kv VALUES ('old', x'00', 1)", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.get_many(vec!["old".into()]).await.unwrap(), vec![None]);
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("hpc-host-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

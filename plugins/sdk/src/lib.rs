@@ -1,0 +1,108 @@
+//! Guest-side bindings and helpers shared by hpc-host backend plugins.
+//!
+//! A plugin implements [`Guest`] and exports it with this crate's macro:
+//!
+//! ```ignore
+//! use hpc_plugin_sdk::{BackendError, Guest, JobSpec};
+//!
+//! struct MySite;
+//! impl Guest for MySite {
+//!     fn submit(spec: JobSpec) -> Result<String, BackendError> { /* ... */ }
+//!     // ...
+//! }
+//! hpc_plugin_sdk::export!(MySite);
+//! ```
+//!
+//! The host interfaces (`process`, `kv`, `kube`) are in [`host`]; settings come
+//! from [`setting`], logs go through [`log`].
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "hpc-plugin",
+    pub_export_macro: true,
+    default_bindings_module: "hpc_plugin_sdk",
+    generate_all,
+});
+
+pub use ccat::hpc::types::{
+    BackendError, HpcJobInfo, JobLogs, JobSpec, JobStatus, PluginInfo, ResourceRequirements,
+};
+pub use exports::ccat::hpc::hpc_backend::Guest;
+
+/// The host interfaces a plugin may import, subject to its policy.
+pub mod host {
+    pub use crate::ccat::hpc::{kube, kv, process};
+}
+
+/// The version of the contract this SDK was built against.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// A setting from the host (`wasi:config/store`): the seed's keys such as
+/// `SLURM_PARTITION`, plus the plugin's own `config` table.
+pub fn setting(key: &str) -> Option<String> {
+    wasi::config::store::get(key).ok().flatten()
+}
+
+/// Log through the host, which tags each event with the plugin's name.
+pub mod log {
+    use crate::wasi::logging::logging::{Level, log};
+
+    pub fn debug(msg: &str) {
+        log(Level::Debug, "", msg);
+    }
+    pub fn info(msg: &str) {
+        log(Level::Info, "", msg);
+    }
+    pub fn warn(msg: &str) {
+        log(Level::Warn, "", msg);
+    }
+}
+
+impl From<host::kv::KvError> for BackendError {
+    fn from(e: host::kv::KvError) -> Self {
+        use host::kv::KvError;
+        match e {
+            KvError::Unavailable(m) => BackendError::Unavailable(format!("job store: {m}")),
+            KvError::Denied(m) => BackendError::Denied(m),
+            KvError::Invalid(m) => BackendError::InvalidRequest(m),
+            KvError::Other(m) => BackendError::Internal(format!("job store: {m}")),
+        }
+    }
+}
+
+impl From<host::process::ProcessError> for BackendError {
+    fn from(e: host::process::ProcessError) -> Self {
+        use host::process::ProcessError;
+        match e {
+            ProcessError::Denied(m) => BackendError::Denied(m),
+            ProcessError::NotFound(m) => BackendError::NotFound(m),
+            ProcessError::TimedOut(m) => BackendError::Unavailable(m),
+            ProcessError::Failed(m) => BackendError::Internal(m),
+        }
+    }
+}
+
+impl From<host::kube::KubeError> for BackendError {
+    fn from(e: host::kube::KubeError) -> Self {
+        use host::kube::KubeError;
+        match e {
+            KubeError::Denied(m) | KubeError::Unauthorized(m) => BackendError::Denied(m),
+            KubeError::NotFound(m) => BackendError::NotFound(m),
+            KubeError::Conflict(m) | KubeError::Invalid(m) => BackendError::InvalidRequest(m),
+            KubeError::Unavailable(m) => BackendError::Unavailable(m),
+            KubeError::Other(m) => BackendError::Internal(m),
+        }
+    }
+}
+
+impl JobStatus {
+    /// Whether the job has ended (completed or failed).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed)
+    }
+}
+
+/// Bytes to GB as the contract counts them (1 GB = 1024^3 bytes).
+pub fn bytes_to_gb(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0 * 1024.0)
+}

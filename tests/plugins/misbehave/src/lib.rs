@@ -1,0 +1,69 @@
+//! A plugin that misbehaves on request: `get-status` of the job id `trap`
+//! panics, `loop` spins forever, `alloc` allocates without bound; any other id
+//! answers normally. Tests use it to show that the host contains each failure
+//! and keeps answering.
+
+use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec, JobStatus, PluginInfo};
+
+struct Misbehave;
+
+fn info(job_id: String) -> HpcJobInfo {
+    HpcJobInfo {
+        job_id,
+        status: JobStatus::Completed,
+        exit_code: Some(0),
+        wall_time_seconds: None,
+        cpu_hours: None,
+        peak_memory_gb: None,
+        native_state: Some("FINE".into()),
+        reason: None,
+    }
+}
+
+impl hpc_plugin_sdk::Guest for Misbehave {
+    fn submit(_spec: JobSpec) -> Result<String, BackendError> {
+        Ok("fine".into())
+    }
+
+    fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
+        match job_id.as_str() {
+            "trap" => panic!("deliberate panic for the test"),
+            "loop" => {
+                #[allow(clippy::empty_loop)]
+                loop {}
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                }
+            }
+            _ => Ok(info(job_id)),
+        }
+    }
+
+    fn get_statuses(
+        job_ids: Vec<String>,
+    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
+        Ok(job_ids.into_iter().map(Self::get_status).collect())
+    }
+
+    fn cancel(_job_id: String) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn get_logs(_job_id: String) -> Result<JobLogs, BackendError> {
+        Ok(JobLogs { stdout: String::new(), stderr: String::new() })
+    }
+
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "misbehave".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "misbehaves on request (tests only)".into(),
+            settings: vec![],
+        }
+    }
+}
+
+hpc_plugin_sdk::export!(Misbehave);
