@@ -9,8 +9,9 @@
 //! use hpc_host::{Host, settings::Settings};
 //! let settings = Settings::load(&Default::default())?;
 //! let host = Host::new(&settings)?;
-//! let plugin = host.backend().await?;
+//! let plugin = host.backend()?;
 //! let info = plugin.get_status("0b0c...").await?;
+//! println!("{:?}", info.status);
 //! # Ok(()) }
 //! ```
 

@@ -60,7 +60,7 @@ impl ProcessCtx {
                 && !k.starts_with(|c: char| c.is_ascii_digit())
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(ProcessError::Failed(format!("`{k}` is not a valid environment variable name")));
+                return Err(ProcessError::Invalid(format!("`{k}` is not a valid environment variable name")));
             }
             // The dynamic loader's variables would run code the policy never granted.
             if k.starts_with("LD_") {
@@ -134,7 +134,8 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, boo
 fn job_error(e: JobError) -> ProcessError {
     match e {
         JobError::NotFound(m) => ProcessError::NotFound(m),
-        JobError::Invalid(m) | JobError::Failed(m) => ProcessError::Failed(m),
+        JobError::Invalid(m) => ProcessError::Invalid(m),
+        JobError::Failed(m) => ProcessError::Failed(m),
     }
 }
 

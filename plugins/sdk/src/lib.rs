@@ -77,6 +77,7 @@ impl From<host::process::ProcessError> for BackendError {
             ProcessError::Denied(m) => BackendError::Denied(m),
             ProcessError::NotFound(m) => BackendError::NotFound(m),
             ProcessError::TimedOut(m) => BackendError::Unavailable(m),
+            ProcessError::Invalid(m) => BackendError::InvalidRequest(m),
             ProcessError::Failed(m) => BackendError::Internal(m),
         }
     }

@@ -1,0 +1,12 @@
+//! Integration tests: the real `hpc-host` binary against real processes, files
+//! and Redis. One test binary (see STYLE.md §7).
+//!
+//! Tests that need a Redis server are `#[ignore = "needs redis"]` so a plain
+//! `cargo test` works anywhere; the README's test command (`scripts/test.sh`)
+//! starts Redis and runs them with `--include-ignored`, where a missing server
+//! is a failure.
+
+mod common;
+mod contain;
+mod local;
+mod redis_store;

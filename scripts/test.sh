@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The test command: installs and starts what the tests need, then runs them all.
+#   - Redis on 127.0.0.1:6379 (installed with apt-get and started if absent)
+#   - python3 (a test job allocates memory with it)
+#   - a single-node SLURM with accounting (scripts/slurm-testcluster.sh), when
+#     the SLURM backend's tests are part of the build
+# Services the tests need are not optional: if one cannot be started, this fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { echo "[test.sh $(date +%T)] $*" >&2; }
+
+need_pkgs=""
+command -v redis-server >/dev/null || need_pkgs="$need_pkgs redis-server"
+command -v python3 >/dev/null || need_pkgs="$need_pkgs python3"
+if [ -n "$need_pkgs" ]; then
+  [ "$(id -u)" = 0 ] || { echo "error: install:$need_pkgs (needs root)" >&2; exit 1; }
+  log "installing:$need_pkgs"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends $need_pkgs >/dev/null
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  log "starting redis-server on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --logfile /tmp/hpc-host-test-redis.log
+  for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null
+fi
+
+with_slurm=0  # set to 1 once the SLURM backend is built into the host
+if [ "$with_slurm" = 1 ]; then
+  log "starting the SLURM test cluster"
+  scripts/slurm-testcluster.sh
+fi
+
+log "building and testing (release profile: the plugins' compile cache and the benchmarks use it too)"
+# The plugins are wasm32-wasip2 cdylibs built by host/build.rs; their native
+# unit tests (pure logic) run here too.
+packages=(-p hpc-host)
+[ "$with_slurm" = 1 ] && packages+=(-p hpc-plugin-slurm)
+cargo test --release --locked "${packages[@]}" -- --include-ignored
