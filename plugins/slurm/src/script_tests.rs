@@ -1,0 +1,369 @@
+//! Tests for [`super`]: fixed cases, and property tests that run the
+//! generated script with the real `bash` and check that the job receives
+//! exactly the intended argv and environment.
+
+use super::*;
+use crate::quote::sbatch_model::sbatch_split;
+use hpc_plugin_sdk::ResourceRequirements;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn spec(argv: &[&str]) -> JobSpec {
+    JobSpec {
+        execution_command: argv.iter().map(|s| s.to_string()).collect(),
+        image_ref: None,
+        sif_path: None,
+        input_dir: None,
+        output_dir: None,
+        workspace_dir: Some("/work/ws".into()),
+        manifest_path: None,
+        resource_requirements: ResourceRequirements {
+            cpu: None,
+            memory_gb: None,
+            time_hours: None,
+            gpus: None,
+            nodes: None,
+            extra: vec![],
+        },
+        environment_variables: vec![],
+        job_name: None,
+    }
+}
+
+fn inputs() -> ScriptInputs<'static> {
+    ScriptInputs {
+        partition: "debug",
+        default_workspace: Some("/default/ws"),
+        unique: "u1",
+    }
+}
+
+/// The `#SBATCH` lines of a script, each split as sbatch splits it.
+fn directives_of(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("#SBATCH"))
+        .map(sbatch_split)
+        .collect()
+}
+
+#[test]
+fn full_script() {
+    let mut s = spec(&["python3", "run.py", "--in", "a b"]);
+    s.job_name = Some("reduce obs #42".into());
+    s.resource_requirements.cpu = Some(4);
+    s.resource_requirements.memory_gb = Some(16.0);
+    s.resource_requirements.time_hours = Some(2.0);
+    s.resource_requirements.extra = vec![("account".into(), "ccat".into())];
+    s.environment_variables = vec![("OMP_NUM_THREADS".into(), "4".into())];
+    let plan = build(&s, &inputs()).unwrap();
+    assert_eq!(
+        plan.text,
+        concat!(
+            "#!/bin/bash\n",
+            "#SBATCH --job-name=\"reduce_obs__42\"\n",
+            "#SBATCH --partition=\"debug\"\n",
+            "#SBATCH --chdir=\"/work/ws\"\n",
+            "#SBATCH --output=\"/work/ws/hpc-reduce_obs__42-u1.out\"\n",
+            "#SBATCH --error=\"/work/ws/hpc-reduce_obs__42-u1.err\"\n",
+            "#SBATCH --cpus-per-task=4\n",
+            "#SBATCH --mem=16G\n",
+            "#SBATCH --time=02:00:00\n",
+            "#SBATCH --account=\"ccat\"\n",
+            "# written by hpc-plugin-slurm ",
+            env!("CARGO_PKG_VERSION"),
+            "\n",
+            "export OMP_NUM_THREADS='4'\n",
+            "exec -- 'python3' 'run.py' '--in' 'a b'\n",
+        )
+    );
+    assert_eq!(plan.script_path, "/work/ws/hpc-reduce_obs__42-u1.sbatch");
+    assert_eq!(plan.stdout_path, "/work/ws/hpc-reduce_obs__42-u1.out");
+    assert_eq!(plan.stderr_path, "/work/ws/hpc-reduce_obs__42-u1.err");
+}
+
+#[test]
+fn default_workspace_and_name() {
+    let mut s = spec(&["true"]);
+    s.workspace_dir = None;
+    let plan = build(&s, &inputs()).unwrap();
+    assert_eq!(plan.workspace, "/default/ws");
+    assert_eq!(plan.job_name, "hpc-job");
+    assert_eq!(plan.stdout_path, "/default/ws/hpc-hpc-job-u1.out");
+    let no_default = ScriptInputs {
+        default_workspace: None,
+        ..inputs()
+    };
+    let err = build(&s, &no_default).unwrap_err();
+    assert!(err.contains("`HPC_SLURM_WORKDIR`"), "{err}");
+}
+
+#[test]
+fn odd_workspace_paths() {
+    let mut s = spec(&["true"]);
+    s.workspace_dir = Some("/data/50% done/#x \"q\"/".into());
+    let plan = build(&s, &inputs()).unwrap();
+    assert_eq!(
+        plan.stdout_path,
+        "/data/50% done/#x \"q\"/hpc-hpc-job-u1.out"
+    );
+    let d = directives_of(&plan.text);
+    assert_eq!(d[2], ["--chdir=/data/50% done/#x \"q\""]);
+    assert_eq!(
+        d[3],
+        ["--output=/data/50%% done/#x \"q\"/hpc-hpc-job-u1.out"]
+    );
+    for bad in ["relative/dir", "/a\nb", "/a\\b", ""] {
+        s.workspace_dir = Some(bad.into());
+        assert!(build(&s, &inputs()).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn partition_is_checked() {
+    let s = spec(&["true"]);
+    for bad in ["", "a\nb"] {
+        let i = ScriptInputs {
+            partition: bad,
+            ..inputs()
+        };
+        assert!(build(&s, &i).unwrap_err().contains("`SLURM_PARTITION`"));
+    }
+}
+
+#[test]
+fn job_names_are_sanitized() {
+    assert_eq!(sanitize_job_name("ok-name_1.2"), "ok-name_1.2");
+    assert_eq!(sanitize_job_name("a\n#SBATCH --x"), "a__SBATCH_--x");
+    assert_eq!(sanitize_job_name("$(rm -rf)`;'\""), "__rm_-rf_____");
+    assert_eq!(sanitize_job_name("-flag"), "_flag");
+    assert_eq!(sanitize_job_name(".hidden"), "_hidden");
+    assert_eq!(sanitize_job_name("日本"), "__");
+    assert_eq!(sanitize_job_name(""), "hpc-job");
+    assert_eq!(
+        sanitize_job_name(&"x".repeat(100)).len(),
+        MAX_JOB_NAME_CHARS
+    );
+}
+
+#[test]
+fn bad_commands_and_env_are_refused() {
+    assert!(
+        build(&spec(&[]), &inputs())
+            .unwrap_err()
+            .contains("`execution-command` is empty")
+    );
+    assert!(build(&spec(&[""]), &inputs()).is_err());
+    assert!(
+        build(&spec(&["echo", "a\0b"]), &inputs())
+            .unwrap_err()
+            .contains("NUL")
+    );
+    for (name, value) in [
+        ("1X", "v"),
+        ("A-B", "v"),
+        ("", "v"),
+        ("Ä", "v"),
+        ("A B", "v"),
+        ("SHELLOPTS", "v"),
+        ("X", "a\0"),
+    ] {
+        let mut s = spec(&["true"]);
+        s.environment_variables = vec![(name.into(), value.into())];
+        assert!(build(&s, &inputs()).is_err(), "{name:?}={value:?}");
+    }
+    let mut s = spec(&["true"]);
+    s.environment_variables = vec![("A".into(), "1".into()), ("A".into(), "2".into())];
+    assert!(build(&s, &inputs()).unwrap_err().contains("set twice"));
+}
+
+#[test]
+fn apptainer_wrapping() {
+    let mut s = spec(&["python3", "-c", "print(1)"]);
+    s.sif_path = Some("/images/app.sif".into());
+    s.input_dir = Some("/data/in".into());
+    s.output_dir = Some("/data/out".into());
+    s.environment_variables = vec![("PATH".into(), "/opt/bin".into())];
+    let plan = build(&s, &inputs()).unwrap();
+    assert!(
+        plan.text
+            .contains("export PATH='/opt/bin'\nexport APPTAINERENV_PATH='/opt/bin'\n")
+    );
+    assert!(plan.text.ends_with(
+        "exec -- 'apptainer' 'exec' '--bind' '/data/in' '--bind' '/data/out' '--bind' '/work/ws' \
+         '/images/app.sif' 'python3' '-c' 'print(1)'\n"
+    ));
+    s.input_dir = Some("/work/ws".into());
+    s.output_dir = None;
+    let plan = build(&s, &inputs()).unwrap();
+    assert!(
+        plan.text.contains("'--bind' '/work/ws' '/images/app.sif'"),
+        "{}",
+        plan.text
+    );
+    assert_eq!(plan.text.matches("--bind").count(), 1);
+    s.input_dir = Some("/data/a,b".into());
+    assert!(
+        build(&s, &inputs())
+            .unwrap_err()
+            .contains("cannot be bound")
+    );
+    s.input_dir = None;
+    s.sif_path = Some("-rf.sif".into());
+    assert!(build(&s, &inputs()).unwrap_err().contains("absolute"));
+}
+
+#[test]
+fn newline_in_job_name_or_values_never_reaches_a_directive() {
+    let mut s = spec(&["echo", "x\n#SBATCH --partition=evil"]);
+    s.job_name = Some("n\n#SBATCH --partition=evil".into());
+    s.environment_variables = vec![("V".into(), "\n#SBATCH --qos=evil\n".into())];
+    let plan = build(&s, &inputs()).unwrap();
+    assert!(!plan.text.contains("evil\n") && !plan.text.contains("\n#SBATCH --partition=evil"));
+    let all: Vec<String> = directives_of(&plan.text).concat();
+    assert_eq!(all.len(), 5, "{all:?}");
+    assert!(all.iter().all(|d| !d.ends_with("=evil")), "{all:?}");
+}
+
+/// Runs `plan.text` with bash. The command is a helper that prints its argv
+/// NUL-separated on stdout and its environment (`env -0`) on stderr.
+fn run_with_bash(
+    plan: &ScriptPlan,
+    dir: &std::path::Path,
+) -> (Vec<String>, BTreeMap<String, String>) {
+    let path = dir.join("job.sbatch");
+    std::fs::write(&path, &plan.text).unwrap();
+    let out = Command::new("bash")
+        .arg(&path)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "script failed: {out:?}\n{}",
+        plan.text
+    );
+    let split = |b: &[u8]| -> Vec<String> {
+        let s = String::from_utf8(b.to_vec()).expect("utf-8 output");
+        let mut parts: Vec<String> = s.split('\0').map(String::from).collect();
+        assert_eq!(parts.pop().as_deref(), Some(""), "output ends with NUL");
+        parts
+    };
+    let env = split(&out.stderr)
+        .into_iter()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("NAME=value");
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    (split(&out.stdout), env)
+}
+
+/// The helper argv: bash prints its arguments (`$@`, after `$0`), then the
+/// environment.
+const HELPER: [&str; 4] = [
+    "/bin/bash",
+    "-c",
+    r#"for a in "$@"; do printf '%s\0' "$a"; done; exec /usr/bin/env -0 >&2"#,
+    "helper",
+];
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hpc-plugin-slurm-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn bash_runs_exactly_the_argv() {
+    let tail = [
+        "it's",
+        "$(echo pwned)",
+        "`id`",
+        "a;b",
+        "x\ny",
+        "\r\n",
+        "",
+        "é日",
+        "-n",
+        "*",
+        "~",
+        "\\",
+        "$'\\n'",
+    ];
+    let mut argv: Vec<&str> = HELPER.to_vec();
+    argv.extend(tail);
+    let mut s = spec(&argv);
+    s.environment_variables = vec![("HPC_X".into(), "v'$(id)`x`\n\u{7f}".into())];
+    let dir = temp_dir("fixed");
+    let (got, env) = run_with_bash(&build(&s, &inputs()).unwrap(), &dir);
+    assert_eq!(got, tail);
+    assert_eq!(env["HPC_X"], "v'$(id)`x`\n\u{7f}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+mod props {
+    use super::*;
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+
+    /// Strings that stress quoting: shell syntax, quotes, control characters
+    /// (no NUL: it cannot reach a program), and non-ASCII.
+    fn nasty() -> impl Strategy<Value = String> {
+        let special = prop::sample::select(vec![
+            '\'', '"', '$', '`', '\\', ';', '&', '|', '(', ')', '{', '}', '<', '>', '*', '?', '[',
+            ']', '~', '!', '#', '%', '=', ' ', '\n', '\r', '\t', '\x01', '\x1b', '\x7f', 'é', 'ß',
+            '日', '\u{2028}', '\u{feff}', '🦀', 'a', 'Z', '0', '-',
+        ]);
+        let any_char = any::<char>().prop_filter("no NUL", |c| *c != '\0');
+        vec(prop_oneof![4 => special, 1 => any_char], 0..16).prop_map(|cs| cs.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn script_delivers_argv_and_env_exactly(
+            tail in vec(nasty(), 0..6),
+            env in btree_map("HPC_T[A-Z0-9_]{0,6}", nasty(), 0..4),
+            name in nasty(),
+            workspace in "/[^\\x00-\\x1f\\x7f\\\\]{0,20}",
+        ) {
+            let mut argv: Vec<String> = HELPER.iter().map(|s| s.to_string()).collect();
+            argv.extend(tail.iter().cloned());
+            let mut s = spec(&[]);
+            s.execution_command = argv;
+            s.environment_variables = env.clone().into_iter().collect();
+            s.job_name = Some(name);
+            s.workspace_dir = Some(workspace);
+            let plan = build(&s, &inputs()).unwrap();
+
+            // Structure: every line is where it should be, so no value
+            // introduced a line of its own.
+            let lines: Vec<&str> = plan.text.lines().collect();
+            prop_assert_eq!(lines.len(), 1 + 5 + 1 + env.len() + 1);
+            prop_assert!(lines[1..6].iter().all(|l| l.starts_with("#SBATCH --")));
+            let d = directives_of(&plan.text);
+            prop_assert!(d.iter().all(|args| args.len() == 1), "{:?}", d);
+            prop_assert_eq!(&d[0][0], &format!("--job-name={}", plan.job_name));
+            prop_assert_eq!(&d[2][0], &format!("--chdir={}", plan.workspace));
+            prop_assert_eq!(&d[3][0], &format!("--output={}", plan.stdout_path.replace('%', "%%")));
+
+            let dir = temp_dir("prop");
+            let (got, job_env) = run_with_bash(&plan, &dir);
+            prop_assert_eq!(got, tail);
+            for (k, v) in &env {
+                prop_assert_eq!(job_env.get(k), Some(v));
+            }
+        }
+
+        #[test]
+        fn sanitized_names_are_safe(name in nasty()) {
+            let n = sanitize_job_name(&name);
+            prop_assert!(!n.is_empty() && n.chars().count() <= MAX_JOB_NAME_CHARS);
+            prop_assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
+            prop_assert!(!n.starts_with(['.', '-']));
+        }
+    }
+}
