@@ -1,0 +1,183 @@
+//! Host overhead, side by side with the raw baseline. Run:
+//!
+//! ```text
+//! cargo bench -p hpc-host --bench overhead          # needs Redis on 127.0.0.1:6379
+//! ```
+//!
+//! Prints a Markdown table of medians (and ratios) for BENCHMARKS.md.
+
+use hpc_host::Host;
+use hpc_host::settings::{Overrides, Settings};
+use hpc_host::store::Store;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hpc-host");
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+struct Env {
+    home: PathBuf,
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    fn new(tag: &str, redis: bool) -> Env {
+        let home = std::env::temp_dir().join(format!("hpc-host-bench-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        let mut vars = vec![
+            ("HOME".to_owned(), home.display().to_string()),
+            ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
+        ];
+        if redis {
+            vars.push(("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL".into(), "redis://127.0.0.1:6379/0".into()));
+            vars.push(("CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__KV_PREFIX".into(), format!("hpc-host-bench:{}:", std::process::id())));
+        }
+        Env { home, vars }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).env_clear().envs(self.vars.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn time(&self, args: &[&str]) -> Duration {
+        let t = Instant::now();
+        self.run(args);
+        t.elapsed()
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.home.join(".cache/hpc-host")
+    }
+}
+
+/// Peak RSS of one CLI call, from the kernel's rusage of the child.
+fn peak_rss_kib(env: &Env, args: &[&str]) -> i64 {
+    let child = env.cmd(args).stdout(Stdio::null()).spawn().unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    usage.ru_maxrss
+}
+
+fn main() {
+    let rows = std::cell::RefCell::new(Vec::<(String, String, String)>::new());
+    let row = |what: &str, value: String, note: String| {
+        eprintln!("{what}: {value} {note}");
+        rows.borrow_mut().push((what.to_owned(), value, note));
+    };
+
+    // ---- in-process: one plugin call on a cached, loaded plugin -------------
+    let env = Env::new("inproc", false);
+    let id = env.run(&["submit", "--", "true"]).trim().to_owned();
+    env.run(&["wait", &id]);
+    let settings = Settings::resolve(&Overrides::default(), &env.vars).unwrap();
+    let host = Host::new(&settings).unwrap();
+    let plugin = host.backend().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let n = 500;
+    let (call, describe, native) = rt.block_on(async {
+        for _ in 0..20 {
+            plugin.get_status(&id).await.unwrap();
+        }
+        let mut call = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            plugin.get_status(&id).await.unwrap();
+            call.push(t.elapsed());
+        }
+        let mut describe = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            plugin.describe().await.unwrap();
+            describe.push(t.elapsed());
+        }
+        // The baseline: the one store read `get-status` makes, called natively.
+        let store = Store::open(None, &settings.state_dir).unwrap();
+        let key = format!("hpc-host:local:job/{id}");
+        let mut native = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            let v = store.get_many(vec![key.clone()]).await.unwrap();
+            assert!(v[0].is_some());
+            native.push(t.elapsed());
+        }
+        (median(call), median(describe), median(native))
+    });
+    row("in-process `get-status` (fresh store + instantiate + call + kv read), embedded store", ms(call), format!("median of {n}"));
+    row("in-process `describe` (fresh store + instantiate + call, no host calls)", ms(describe), format!("median of {n}"));
+    row(
+        "native baseline: the same kv read, called directly",
+        ms(native),
+        format!("host + wasm overhead per call: {} ({:.1}x the raw read)", ms(call.saturating_sub(native)), call.as_secs_f64() / native.as_secs_f64()),
+    );
+
+    // ---- CLI wall time -------------------------------------------------------
+    let k = 30;
+    let version = median((0..k).map(|_| env.time(&["--version"])).collect());
+    let warm = median((0..k).map(|_| env.time(&["status", &id])).collect());
+    let first: Vec<Duration> = (0..5)
+        .map(|_| {
+            let _ = std::fs::remove_dir_all(env.cache());
+            env.time(&["status", &id])
+        })
+        .collect();
+    let first = median(first);
+    env.run(&["status", &id]);
+    row("CLI `hpc-host --version`", ms(version), format!("median of {k}"));
+    row("CLI `hpc-host status ID`, warm compile cache", ms(warm), format!("median of {k}; {:.1}x `--version`", warm.as_secs_f64() / version.as_secs_f64()));
+    row("CLI `hpc-host status ID`, first use (empty cache: compiles the plugin)", ms(first), format!("median of 5; {:.1}x warm", first.as_secs_f64() / warm.as_secs_f64()));
+    row("peak RSS of one `hpc-host status ID` (warm)", format!("{:.1} MiB", peak_rss_kib(&env, &["status", &id]) as f64 / 1024.0), "ru_maxrss".into());
+    row("peak RSS of `hpc-host --version`", format!("{:.1} MiB", peak_rss_kib(&env, &["--version"]) as f64 / 1024.0), "ru_maxrss".into());
+
+    // ---- 200 submits and one batched status: embedded vs Redis ---------------
+    for (tag, redis) in [("embedded", false), ("redis", true)] {
+        let env = Env::new(tag, redis);
+        env.run(&["plugins", "compile", "local"]);
+        let mut ids = Vec::new();
+        let mut each = Vec::new();
+        let t0 = Instant::now();
+        for _ in 0..200 {
+            let t = Instant::now();
+            ids.push(env.run(&["submit", "--", "true"]).trim().to_owned());
+            each.push(t.elapsed());
+        }
+        let total = t0.elapsed();
+        let mut args = vec!["wait"];
+        args.extend(ids.iter().map(String::as_str));
+        env.run(&args);
+        let mut args = vec!["--output", "json", "status"];
+        args.extend(ids.iter().map(String::as_str));
+        let status = median((0..5).map(|_| env.time(&args)).collect());
+        row(&format!("200 CLI submits, {tag} store"), format!("{:.2} s total", total.as_secs_f64()), format!("median {} per submit", ms(median(each))));
+        row(&format!("one `status` of 200 ids, {tag} store"), ms(status), "median of 5 (jobs finished)".into());
+        cleanup(&env.home);
+    }
+    cleanup(&env.home);
+
+    println!("| measurement | value | note |\n|---|---|---|");
+    for (a, b, c) in rows.into_inner() {
+        println!("| {a} | {b} | {c} |");
+    }
+}
+
+fn cleanup(p: &Path) {
+    let _ = std::fs::remove_dir_all(p);
+}
