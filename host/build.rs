@@ -10,10 +10,14 @@ use std::process::Command;
 use std::{env, fs};
 
 /// Built into the binary: (plugin name, crate name).
-const BUILTIN: &[(&str, &str)] = &[("local", "hpc-plugin-local"), // ("slurm", "hpc-plugin-slurm") -- added once the plugin lands
+const BUILTIN: &[(&str, &str)] = &[
+    ("kubernetes", "hpc-plugin-kubernetes"),
+    ("local", "hpc-plugin-local"),
+    ("slurm", "hpc-plugin-slurm"),
 ];
 /// Built for the tests only: (file name, crate name).
 const TEST_ONLY: &[(&str, &str)] = &[
+    ("hostile", "hpc-test-plugin-hostile"),
     ("misbehave", "hpc-test-plugin-misbehave"),
     ("wrong-version", "hpc-test-plugin-wrong-version"),
 ];
@@ -33,6 +37,10 @@ fn main() {
         .arg("--locked")
         .arg(format!("--target={TARGET}"))
         .env("CARGO_TARGET_DIR", &target_dir)
+        // Plugins ship without debug info: smaller files compile faster and
+        // make smaller `.cwasm` cache entries.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
         // The outer build's flags are for the host target, not for wasm.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
@@ -44,7 +52,9 @@ fn main() {
         cmd.arg("-p").arg(krate);
     }
     eprintln!("running: {cmd:?}");
-    let status = cmd.status().expect("failed to run cargo to build the plugins");
+    let status = cmd
+        .status()
+        .expect("failed to run cargo to build the plugins");
     assert!(status.success(), "building the plugins failed: {status}");
 
     let artifacts = target_dir.join(TARGET).join("release");
@@ -54,7 +64,10 @@ fn main() {
     for (name, krate) in BUILTIN {
         let wasm = artifact(&artifacts, krate);
         let bytes = fs::read(&wasm).unwrap();
-        let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let sha: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         writeln!(
             generated,
             "    BuiltinPlugin {{ name: {name:?}, wasm: include_bytes!({:?}), sha256: {sha:?} }},",
@@ -68,11 +81,21 @@ fn main() {
     let test_dir = out_dir.join("test-plugins");
     fs::create_dir_all(&test_dir).unwrap();
     for (name, krate) in TEST_ONLY {
-        fs::copy(artifact(&artifacts, krate), test_dir.join(format!("{name}.wasm"))).unwrap();
+        fs::copy(
+            artifact(&artifacts, krate),
+            test_dir.join(format!("{name}.wasm")),
+        )
+        .unwrap();
     }
-    println!("cargo:rustc-env=HPC_HOST_TEST_PLUGINS={}", test_dir.display());
+    println!(
+        "cargo:rustc-env=HPC_HOST_TEST_PLUGINS={}",
+        test_dir.display()
+    );
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
 }
 
 /// The `.wasm` of a crate, after registering its sources (from cargo's
@@ -102,7 +125,9 @@ fn check_target() {
     let libdir = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || !Path::new(libdir.trim()).exists() {
         eprintln!("error: the `{TARGET}` target is not installed");
-        eprintln!("help: rustup target add {TARGET}  (rust-toolchain.toml lists it: rustup installs it on first use)");
+        eprintln!(
+            "help: rustup target add {TARGET}  (rust-toolchain.toml lists it: rustup installs it on first use)"
+        );
         std::process::exit(1);
     }
 }

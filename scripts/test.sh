@@ -2,8 +2,8 @@
 # The test command: installs and starts what the tests need, then runs them all.
 #   - Redis on 127.0.0.1:6379 (installed with apt-get and started if absent)
 #   - python3 (a test job allocates memory with it)
-#   - a single-node SLURM with accounting (scripts/slurm-testcluster.sh), when
-#     the SLURM backend's tests are part of the build
+#   - a single-node SLURM 22.05 with slurmdbd/MariaDB accounting
+#     (scripts/slurm-testcluster.sh: Debian packages, no systemd)
 # Services the tests need are not optional: if one cannot be started, this fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,15 +28,10 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null
 fi
 
-with_slurm=0  # set to 1 once the SLURM backend is built into the host
-if [ "$with_slurm" = 1 ]; then
-  log "starting the SLURM test cluster"
-  scripts/slurm-testcluster.sh
-fi
+log "starting the SLURM test cluster"
+scripts/slurm-testcluster.sh
 
 log "building and testing (release profile: the plugins' compile cache and the benchmarks use it too)"
 # The plugins are wasm32-wasip2 cdylibs built by host/build.rs; their native
 # unit tests (pure logic) run here too.
-packages=(-p hpc-host)
-[ "$with_slurm" = 1 ] && packages+=(-p hpc-plugin-slurm)
-cargo test --release --locked "${packages[@]}" -- --include-ignored
+cargo test --release --locked -p hpc-host -p hpc-plugin-slurm -p hpc-plugin-kubernetes -- --include-ignored

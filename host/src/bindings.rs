@@ -19,3 +19,10 @@ pub use ccat::hpc::types::{
 /// The contract this host speaks: plugins built against `ccat:hpc@0.1.x` load.
 pub const CONTRACT_PACKAGE: &str = "ccat:hpc";
 pub const CONTRACT_VERSION: &str = "0.1.0";
+
+impl JobStatus {
+    /// Whether the job has ended (completed or failed).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+}

@@ -46,7 +46,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Submit a job; prints its id.
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Show the status of jobs (one batched plugin call for all ids).
     Status {
         #[arg(required = true, value_name = "JOB_ID")]

@@ -12,13 +12,17 @@ use std::time::{Duration, Instant};
 
 /// Run one command; the `ExitStatus` is for the process.
 pub async fn run(cli: Cli) -> Result<ExitStatus, HostError> {
-    let overrides = Overrides { config: cli.config.clone(), env: cli.env.clone(), backend: cli.backend.clone() };
+    let overrides = Overrides {
+        config: cli.config.clone(),
+        env: cli.env.clone(),
+        backend: cli.backend.clone(),
+    };
     let settings = Settings::load(&overrides)?;
     let host = Host::new(&settings)?;
     let out = cli.output;
     match cli.command {
         Command::Submit(args) => {
-            let spec = submit_spec(args)?;
+            let spec = submit_spec(*args)?;
             let id = host.backend()?.submit(&spec).await?;
             match out {
                 Output::Text => print(&id),
@@ -38,7 +42,9 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, HostError> {
                 match plugin.cancel(id).await {
                     Ok(()) => {
                         if out == Output::Json {
-                            print(&serde_json::json!({ "job_id": id, "cancelled": true }).to_string());
+                            print(
+                                &serde_json::json!({ "job_id": id, "cancelled": true }).to_string(),
+                            );
                         }
                     }
                     Err(e) => {
@@ -77,19 +83,26 @@ fn submit_spec(args: SubmitArgs) -> Result<JobSpec, HostError> {
     if let Some(source) = args.spec {
         let text = if source == "-" {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).map_err(|e| HostError::Input(format!("cannot read the spec from stdin: {e}")))?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| HostError::Input(format!("cannot read the spec from stdin: {e}")))?;
             s
         } else {
-            std::fs::read_to_string(&source).map_err(|e| HostError::Input(format!("cannot read spec `{source}`: {e}")))?
+            std::fs::read_to_string(&source)
+                .map_err(|e| HostError::Input(format!("cannot read spec `{source}`: {e}")))?
         };
         return spec::parse_spec(&text);
     }
     if args.command.is_empty() {
-        return Err(HostError::Input("nothing to run: give `--spec FILE` or a command after `--`".into()));
+        return Err(HostError::Input(
+            "nothing to run: give `--spec FILE` or a command after `--`".into(),
+        ));
     }
     let mut env = Vec::new();
     for kv in args.env_vars {
-        let (k, v) = kv.split_once('=').ok_or_else(|| HostError::Input(format!("`--env-var {kv}` is not KEY=VALUE")))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| HostError::Input(format!("`--env-var {kv}` is not KEY=VALUE")))?;
         env.push((k.to_owned(), v.to_owned()));
     }
     let spec = JobSpec {
@@ -115,7 +128,11 @@ fn submit_spec(args: SubmitArgs) -> Result<JobSpec, HostError> {
     Ok(spec)
 }
 
-fn print_statuses(ids: &[String], results: &[Result<HpcJobInfo, BackendError>], out: Output) -> ExitStatus {
+fn print_statuses(
+    ids: &[String],
+    results: &[Result<HpcJobInfo, BackendError>],
+    out: Output,
+) -> ExitStatus {
     let mut worst = ExitStatus::Success;
     let mut json = Vec::new();
     for (id, r) in ids.iter().zip(results) {
@@ -137,7 +154,10 @@ fn print_statuses(ids: &[String], results: &[Result<HpcJobInfo, BackendError>], 
                     peak_memory_gb: None,
                     native_state: None,
                     reason: None,
-                    error: Some(ErrorJson { kind: kind.into(), message: message.into() }),
+                    error: Some(ErrorJson {
+                        kind: kind.into(),
+                        message: message.into(),
+                    }),
                 });
             }
         }
@@ -171,7 +191,12 @@ fn text_line(i: &HpcJobInfo) -> String {
     line
 }
 
-async fn wait(host: &Host, ids: &[String], timeout: Option<f64>, out: Output) -> Result<ExitStatus, HostError> {
+async fn wait(
+    host: &Host,
+    ids: &[String],
+    timeout: Option<f64>,
+    out: Output,
+) -> Result<ExitStatus, HostError> {
     let plugin = host.backend()?;
     let start = Instant::now();
     let deadline = timeout.map(|t| start + Duration::from_secs_f64(t.max(0.0)));
@@ -179,7 +204,10 @@ async fn wait(host: &Host, ids: &[String], timeout: Option<f64>, out: Output) ->
     let mut interval = Duration::from_millis(200);
     loop {
         let results = plugin.get_statuses(ids).await?;
-        let open = results.iter().filter(|r| matches!(r, Ok(i) if !i.status.is_terminal())).count();
+        let open = results
+            .iter()
+            .filter(|r| matches!(r, Ok(i) if !i.status.is_terminal()))
+            .count();
         if open == 0 {
             if progress {
                 eprint!("\r\x1b[K");
@@ -191,11 +219,19 @@ async fn wait(host: &Host, ids: &[String], timeout: Option<f64>, out: Output) ->
                 eprint!("\r\x1b[K");
             }
             print_statuses(ids, &results, out);
-            eprintln!("error: {open} of {} jobs still running after {:.0} s", ids.len(), start.elapsed().as_secs_f64());
+            eprintln!(
+                "error: {open} of {} jobs still running after {:.0} s",
+                ids.len(),
+                start.elapsed().as_secs_f64()
+            );
             return Ok(ExitStatus::WaitTimeout);
         }
         if progress {
-            eprint!("\r\x1b[Kwaiting: {open} of {} jobs not finished ({:.0} s)", ids.len(), start.elapsed().as_secs_f64());
+            eprint!(
+                "\r\x1b[Kwaiting: {open} of {} jobs not finished ({:.0} s)",
+                ids.len(),
+                start.elapsed().as_secs_f64()
+            );
         }
         let mut pause = interval;
         if let Some(d) = deadline {
@@ -203,13 +239,6 @@ async fn wait(host: &Host, ids: &[String], timeout: Option<f64>, out: Output) ->
         }
         tokio::time::sleep(pause).await;
         interval = (interval * 3 / 2).min(Duration::from_secs(2));
-    }
-}
-
-impl crate::bindings::JobStatus {
-    /// Whether the job has ended (completed or failed).
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed)
     }
 }
 
@@ -254,7 +283,11 @@ async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitSt
             Ok(ExitStatus::Success)
         }
         PluginsCommand::Inspect { file } => {
-            let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
+            let name = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("plugin")
+                .to_owned();
             let source = Source::from_file(&name, &file)?;
             let component = host.compile(&source)?;
             let i = host.interfaces(&component);
@@ -278,7 +311,7 @@ async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitSt
                     "limits": {
                         "memory_mb": p.limits.memory_bytes >> 20, "cpu_seconds": p.limits.cpu_time.as_secs_f64(),
                         "wall_seconds": p.limits.wall_time.as_secs_f64(), "output_bytes": p.limits.output_bytes,
-                        "max_processes": p.limits.processes,
+                        "max_processes": p.limits.processes, "max_runs_per_call": p.limits.runs_per_call,
                     },
                 },
             });
@@ -296,7 +329,10 @@ async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitSt
             for name in names {
                 let start = Instant::now();
                 host.compile(&host.source(&name)?)?;
-                eprintln!("compiled `{name}` in {:.0} ms", start.elapsed().as_secs_f64() * 1e3);
+                eprintln!(
+                    "compiled `{name}` in {:.0} ms",
+                    start.elapsed().as_secs_f64() * 1e3
+                );
             }
             Ok(ExitStatus::Success)
         }
@@ -305,14 +341,17 @@ async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitSt
 
 /// Built-in plugins and the `.wasm` files of the plugins folder, by name.
 fn plugin_names(settings: &Settings) -> Vec<String> {
-    let mut names: Vec<String> = crate::builtin::BUILTIN_PLUGINS.iter().map(|p| p.name.to_owned()).collect();
+    let mut names: Vec<String> = crate::builtin::BUILTIN_PLUGINS
+        .iter()
+        .map(|p| p.name.to_owned())
+        .collect();
     if let Ok(entries) = std::fs::read_dir(&settings.plugins_dir) {
         for e in entries.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "wasm") {
-                if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
-                    names.push(stem.to_owned());
-                }
+            if p.extension().is_some_and(|x| x == "wasm")
+                && let Some(stem) = p.file_stem().and_then(|s| s.to_str())
+            {
+                names.push(stem.to_owned());
             }
         }
     }

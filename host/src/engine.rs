@@ -5,7 +5,11 @@
 //! file, so the host loads only files it could have written itself: owned by
 //! this user, not writable by group or others, in a folder with the same
 //! properties. Anything else, and any load error, is a miss: the component is
-//! compiled again and the file replaced by an atomic rename.
+//! compiled again and the file replaced by an atomic rename. Each entry has a
+//! `.sha256` beside it, checked before the bytes are used: a file changed or
+//! cut short after it was written is recompiled, never executed. (This guards
+//! against corruption and stray writers; a writer that can rewrite both files
+//! runs as this user already.)
 
 use anyhow::Context as _;
 use std::hash::{Hash, Hasher};
@@ -51,7 +55,11 @@ impl Engine {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = format!("{:016x}", h.finish()).into();
-        Ok(Engine { engine, cache_dir, engine_hash })
+        Ok(Engine {
+            engine,
+            cache_dir,
+            engine_hash,
+        })
     }
 
     /// Compile `wasm` (whose sha256 is `sha256`), or load it from the cache.
@@ -65,8 +73,14 @@ impl Engine {
             Ok(None) => {}
             Err(e) => tracing::warn!(path = %path.display(), "ignoring compile cache entry: {e:#}"),
         }
-        let compiled = self.engine.precompile_component(wasm).map_err(anyhow::Error::from)?;
-        if let Err(e) = store_atomically(dir, &path, &compiled) {
+        let compiled = self
+            .engine
+            .precompile_component(wasm)
+            .map_err(anyhow::Error::from)?;
+        let digest = sha256_hex(&compiled);
+        let stored = store_atomically(dir, &sidecar(&path), digest.as_bytes())
+            .and_then(|()| store_atomically(dir, &path, &compiled));
+        if let Err(e) = stored {
             tracing::warn!(path = %path.display(), "cannot write compile cache: {e:#}");
         }
         // SAFETY: these bytes were produced by this engine just now.
@@ -75,9 +89,10 @@ impl Engine {
 
     /// Whether a valid cache entry exists (for `plugins list`).
     pub fn is_cached(&self, sha256: &str) -> bool {
-        self.cache_dir
-            .as_ref()
-            .is_some_and(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_hash)).is_file())
+        self.cache_dir.as_ref().is_some_and(|d| {
+            d.join(format!("{sha256}-{}.cwasm", self.engine_hash))
+                .is_file()
+        })
     }
 
     fn load_cached(&self, dir: &Path, path: &Path) -> anyhow::Result<Option<Component>> {
@@ -88,32 +103,82 @@ impl Engine {
         };
         check_private(dir, &std::fs::metadata(dir)?, true)?;
         check_private(path, &meta, false)?;
-        // SAFETY: the file is ours and only we can write it (checked above),
-        // and wasmtime checks that it was compiled by a compatible engine.
-        Ok(Some(unsafe { Component::deserialize_file(&self.engine, path) }.map_err(anyhow::Error::from)?))
+        let sum_path = sidecar(path);
+        check_private(&sum_path, &std::fs::symlink_metadata(&sum_path)?, false)?;
+        let bytes = std::fs::read(path)?;
+        let expected = std::fs::read_to_string(&sum_path)?;
+        if sha256_hex(&bytes) != expected.trim() {
+            anyhow::bail!(
+                "`{}` does not match its checksum: recompiling",
+                path.display()
+            );
+        }
+        // SAFETY: the bytes are those this host wrote (owner, mode and
+        // checksum checked above), and wasmtime checks that they were compiled
+        // by a compatible engine.
+        Ok(Some(
+            unsafe { Component::deserialize(&self.engine, &bytes) }.map_err(anyhow::Error::from)?,
+        ))
     }
+}
+
+fn sidecar(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A cache path is trusted only if this user owns it and nobody else can write it.
 pub fn check_private(path: &Path, meta: &std::fs::Metadata, is_dir: bool) -> anyhow::Result<()> {
     let uid = unsafe { libc::geteuid() };
     if is_dir != meta.is_dir() || (!is_dir && !meta.file_type().is_file()) {
-        anyhow::bail!("`{}` is not a regular {}", path.display(), if is_dir { "folder" } else { "file" });
+        anyhow::bail!(
+            "`{}` is not a regular {}",
+            path.display(),
+            if is_dir { "folder" } else { "file" }
+        );
     }
     if meta.uid() != uid {
-        anyhow::bail!("`{}` is owned by uid {}, not by this user ({uid})", path.display(), meta.uid());
+        anyhow::bail!(
+            "`{}` is owned by uid {}, not by this user ({uid})",
+            path.display(),
+            meta.uid()
+        );
     }
     if meta.mode() & 0o022 != 0 {
-        anyhow::bail!("`{}` is writable by group or others (mode {:o})", path.display(), meta.mode() & 0o7777);
+        anyhow::bail!(
+            "`{}` is writable by group or others (mode {:o})",
+            path.display(),
+            meta.mode() & 0o7777
+        );
     }
     Ok(())
 }
 
 fn store_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     check_private(dir, &std::fs::metadata(dir)?, true)?;
-    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), uuid::Uuid::new_v4()));
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     std::io::Write::write_all(&mut f, bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
@@ -139,5 +204,6 @@ mod tests {
         let e = check_private(&f, &std::fs::metadata(&f).unwrap(), false).unwrap_err();
         assert!(e.to_string().contains("writable by group or others"), "{e}");
         assert!(check_private(&dir, &std::fs::metadata(&dir).unwrap(), false).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

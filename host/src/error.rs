@@ -16,7 +16,10 @@ pub enum HostError {
 
     /// No built-in plugin and no `<name>.wasm` in the plugins folder.
     #[error("plugin `{name}` not found: no built-in plugin has that name and there is no `{}`", .path.display())]
-    PluginNotFound { name: String, path: std::path::PathBuf },
+    PluginNotFound {
+        name: String,
+        path: std::path::PathBuf,
+    },
 
     /// The plugin could not be loaded: not a component, another contract version, ...
     #[error("plugin `{plugin}` could not be loaded: {message}")]
@@ -28,15 +31,27 @@ pub enum HostError {
 
     /// The plugin trapped (panic, out of memory, out of CPU time) in a call.
     #[error("plugin `{plugin}` failed in `{function}`: {message}")]
-    PluginTrap { plugin: String, function: &'static str, message: String },
+    PluginTrap {
+        plugin: String,
+        function: &'static str,
+        message: String,
+    },
 
     /// The call did not finish within the policy's wall-clock limit.
     #[error("plugin `{plugin}` did not answer `{function}` within {seconds} s")]
-    PluginTimeout { plugin: String, function: &'static str, seconds: u64 },
+    PluginTimeout {
+        plugin: String,
+        function: &'static str,
+        seconds: u64,
+    },
 
     /// The plugin answered with an error.
     #[error("plugin `{plugin}`: {function}: {}", describe(.error))]
-    Backend { plugin: String, function: &'static str, error: BackendError },
+    Backend {
+        plugin: String,
+        function: &'static str,
+        error: BackendError,
+    },
 
     /// A local failure of the host itself (files, the cache, the runtime).
     #[error(transparent)]

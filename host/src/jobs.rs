@@ -87,13 +87,17 @@ pub struct Jobs {
 
 impl Jobs {
     pub fn new(state_dir: &Path, plugin: &str) -> Jobs {
-        Jobs { root: state_dir.join("jobs").join(plugin) }
+        Jobs {
+            root: state_dir.join("jobs").join(plugin),
+        }
     }
 
     fn dir(&self, id: &str) -> Result<PathBuf, JobError> {
         let ok = !id.is_empty()
             && id.len() <= 64
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !ok {
             return Err(JobError::Invalid(format!(
                 "job id `{id}` is not valid (letters, digits, `-`, `_`; at most 64)"
@@ -113,11 +117,23 @@ impl Jobs {
             return Err(JobError::Invalid("the job has no command".into()));
         }
         let dir = self.dir(id)?;
-        let fail = |what: &str, e: std::io::Error| JobError::Failed(format!("{what} `{}`: {e}", dir.display()));
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.root).map_err(|e| fail("cannot create", e))?;
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| fail("cannot create job folder", e))?;
-        write_atomically(&dir.join("request.json"), &serde_json::to_vec(request).expect("serialisable"))
-            .map_err(|e| fail("cannot write to", e))?;
+        let fail = |what: &str, e: std::io::Error| {
+            JobError::Failed(format!("{what} `{}`: {e}", dir.display()))
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .map_err(|e| fail("cannot create", e))?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| fail("cannot create job folder", e))?;
+        write_atomically(
+            &dir.join("request.json"),
+            &serde_json::to_vec(request).expect("serialisable"),
+        )
+        .map_err(|e| fail("cannot write to", e))?;
 
         let out = tokio::process::Command::new(exe)
             .arg("__supervise")
@@ -127,12 +143,21 @@ impl Jobs {
             .stderr(std::process::Stdio::piped())
             .output()
             .await
-            .map_err(|e| JobError::Failed(format!("cannot start the supervisor `{}`: {e}", exe.display())))?;
+            .map_err(|e| {
+                JobError::Failed(format!(
+                    "cannot start the supervisor `{}`: {e}",
+                    exe.display()
+                ))
+            })?;
         if out.status.success() {
             Ok(())
         } else {
             let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-            Err(JobError::Invalid(if why.is_empty() { format!("the supervisor failed: {}", out.status) } else { why }))
+            Err(JobError::Invalid(if why.is_empty() {
+                format!("the supervisor failed: {}", out.status)
+            } else {
+                why
+            }))
         }
     }
 
@@ -143,16 +168,22 @@ impl Jobs {
         }
         let Some(sup) = read_json::<SupervisorRecord>(&dir.join("supervisor.json"))? else {
             return if dir.is_dir() {
-                Ok(State::Lost("the job has no supervisor record: it never started".into()))
+                Ok(State::Lost(
+                    "the job has no supervisor record: it never started".into(),
+                ))
             } else {
                 Err(JobError::NotFound(format!("no job `{id}`")))
             };
         };
         if boot_id() != sup.boot_id {
-            return Ok(State::Lost("the machine rebooted while the job was running".into()));
+            return Ok(State::Lost(
+                "the machine rebooted while the job was running".into(),
+            ));
         }
         if process_alive(sup.supervisor_pid, sup.supervisor_start_ticks) {
-            return Ok(State::Running { since: sup.started_at });
+            return Ok(State::Running {
+                since: sup.started_at,
+            });
         }
         // The supervisor may have written its result between the two reads.
         if let Some(usage) = read_json::<Usage>(&dir.join("result.json"))? {
@@ -172,7 +203,8 @@ impl Jobs {
         let dir = self.dir(id)?;
         let sup: SupervisorRecord = read_json(&dir.join("supervisor.json"))?
             .ok_or_else(|| JobError::Failed("supervisor record vanished".into()))?;
-        std::fs::write(dir.join("cancel"), b"").map_err(|e| JobError::Failed(format!("cannot mark the job cancelled: {e}")))?;
+        std::fs::write(dir.join("cancel"), b"")
+            .map_err(|e| JobError::Failed(format!("cannot mark the job cancelled: {e}")))?;
         for signal in [libc::SIGTERM, libc::SIGKILL] {
             // SAFETY: plain syscall; the group is the job's own (its leader's pid),
             // which cannot be reused while the supervisor has not reaped it.
@@ -185,7 +217,9 @@ impl Jobs {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        Err(JobError::Failed(format!("job `{id}` did not stop after SIGKILL")))
+        Err(JobError::Failed(format!(
+            "job `{id}` did not stop after SIGKILL"
+        )))
     }
 
     /// The last `max` bytes of a job's stdout or stderr.
@@ -198,7 +232,12 @@ impl Jobs {
         let mut f = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-            Err(e) => return Err(JobError::Failed(format!("cannot read `{}`: {e}", path.display()))),
+            Err(e) => {
+                return Err(JobError::Failed(format!(
+                    "cannot read `{}`: {e}",
+                    path.display()
+                )));
+            }
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         let mut buf = Vec::new();
@@ -212,7 +251,10 @@ impl Jobs {
 /// The environment every job starts from; the spec's variables go on top.
 /// Nothing else of the caller's environment (tokens, passwords) reaches a job.
 pub fn base_environment(id: &str) -> Vec<(String, String)> {
-    let mut env = vec![("PATH".to_owned(), JOB_PATH.to_owned()), ("HPC_JOB_ID".to_owned(), id.to_owned())];
+    let mut env = vec![
+        ("PATH".to_owned(), JOB_PATH.to_owned()),
+        ("HPC_JOB_ID".to_owned(), id.to_owned()),
+    ];
     for key in ["HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR"] {
         if let Ok(v) = std::env::var(key) {
             env.push((key.to_owned(), v));
@@ -227,24 +269,37 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Job
             .map(Some)
             .map_err(|e| JobError::Failed(format!("`{}` is corrupt: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(JobError::Failed(format!("cannot read `{}`: {e}", path.display()))),
+        Err(e) => Err(JobError::Failed(format!(
+            "cannot read `{}`: {e}",
+            path.display()
+        ))),
     }
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
 
 fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// State letter and start time (clock ticks since boot) of a process.
@@ -253,7 +308,10 @@ fn proc_stat(pid: i32) -> Option<(char, u64)> {
     // The command name may contain spaces and parentheses: fields start after the last `)`.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
-    Some((fields.first()?.chars().next()?, fields.get(19)?.parse().ok()?))
+    Some((
+        fields.first()?.chars().next()?,
+        fields.get(19)?.parse().ok()?,
+    ))
 }
 
 fn process_alive(pid: i32, start_ticks: u64) -> bool {
@@ -268,7 +326,8 @@ pub fn supervise_main(dir: &Path) -> i32 {
         eprintln!("error: pipe: {}", std::io::Error::last_os_error());
         return 1;
     }
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     match unsafe { libc::fork() } {
         -1 => {
             eprintln!("error: fork: {}", std::io::Error::last_os_error());
@@ -293,7 +352,14 @@ pub fn supervise_main(dir: &Path) -> i32 {
             if word == "ok" {
                 0
             } else {
-                eprintln!("{}", if word.is_empty() { "the supervisor died before starting the job" } else { word.as_str() });
+                eprintln!(
+                    "{}",
+                    if word.is_empty() {
+                        "the supervisor died before starting the job"
+                    } else {
+                        word.as_str()
+                    }
+                );
                 1
             }
         }
@@ -308,8 +374,13 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
     };
     // From here on the caller does not wait for us: let go of its pipes
     // (stdin and stdout to /dev/null, stderr to a file).
-    let log = std::fs::File::create(dir.join("supervisor.log")).map_err(|e| refuse(format!("cannot create supervisor.log: {e}")))?;
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| refuse(format!("/dev/null: {e}")))?;
+    let log = std::fs::File::create(dir.join("supervisor.log"))
+        .map_err(|e| refuse(format!("cannot create supervisor.log: {e}")))?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| refuse(format!("/dev/null: {e}")))?;
     // SAFETY: plain syscalls on descriptors we own.
     unsafe {
         libc::dup2(null.as_raw_fd(), 0);
@@ -320,7 +391,9 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
         .map_err(|e| e.to_string())
         .and_then(|r| r.ok_or_else(|| "request.json is missing".to_owned()))
         .map_err(&mut refuse)?;
-    let open = |name: &str| std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"));
+    let open = |name: &str| {
+        std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
+    };
     let stdout = open("stdout.log").map_err(&mut refuse)?;
     let stderr = open("stderr.log").map_err(&mut refuse)?;
 
@@ -348,7 +421,9 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
     }
     let started = std::time::Instant::now();
     let started_at = now();
-    let child = cmd.spawn().map_err(|e| refuse(format!("cannot start `{}`: {e}", request.argv[0])))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| refuse(format!("cannot start `{}`: {e}", request.argv[0])))?;
     let job_pid = child.id() as i32;
     let record = SupervisorRecord {
         supervisor_pid,
@@ -357,8 +432,11 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
         boot_id: boot_id(),
         started_at,
     };
-    write_atomically(&dir.join("supervisor.json"), &serde_json::to_vec(&record).expect("serialisable"))
-        .map_err(|e| refuse(format!("cannot write supervisor.json: {e}")))?;
+    write_atomically(
+        &dir.join("supervisor.json"),
+        &serde_json::to_vec(&record).expect("serialisable"),
+    )
+    .map_err(|e| refuse(format!("cannot write supervisor.json: {e}")))?;
     let _ = ready.write_all(b"ok");
     drop(ready);
 
@@ -401,8 +479,11 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
         cancelled: dir.join("cancel").exists(),
         timed_out: timed_out.load(std::sync::atomic::Ordering::SeqCst),
     };
-    write_atomically(&dir.join("result.json"), &serde_json::to_vec(&usage).expect("serialisable"))
-        .map_err(|e| format!("cannot write result.json: {e}"))
+    write_atomically(
+        &dir.join("result.json"),
+        &serde_json::to_vec(&usage).expect("serialisable"),
+    )
+    .map_err(|e| format!("cannot write result.json: {e}"))
 }
 
 #[cfg(test)]
@@ -415,15 +496,24 @@ mod tests {
         assert!(state == 'R' || state == 'S');
         assert!(start > 0);
         assert!(process_alive(std::process::id() as i32, start));
-        assert!(!process_alive(std::process::id() as i32, start + 1), "a reused pid is not our process");
+        assert!(
+            !process_alive(std::process::id() as i32, start + 1),
+            "a reused pid is not our process"
+        );
     }
 
     #[test]
     fn ids_cannot_escape_the_jobs_folder() {
         let jobs = Jobs::new(Path::new("/state"), "local");
         for bad in ["", "../x", "a/b", ".", "x y", &"a".repeat(65)] {
-            assert!(matches!(jobs.dir(bad), Err(JobError::Invalid(_))), "{bad:?}");
+            assert!(
+                matches!(jobs.dir(bad), Err(JobError::Invalid(_))),
+                "{bad:?}"
+            );
         }
-        assert_eq!(jobs.dir("0b1c-x_2").unwrap(), Path::new("/state/jobs/local/0b1c-x_2"));
+        assert_eq!(
+            jobs.dir("0b1c-x_2").unwrap(),
+            Path::new("/state/jobs/local/0b1c-x_2")
+        );
     }
 }

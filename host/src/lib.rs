@@ -29,8 +29,8 @@ pub mod spec;
 pub mod state;
 pub mod store;
 
-pub use plugin::{Host, Plugin};
 pub use error::HostError;
+pub use plugin::{Host, Plugin};
 
 /// The plugins built into this binary.
 pub mod builtin {

@@ -10,11 +10,16 @@ fn main() -> ExitCode {
     // The job supervisor forks, so it must start before any thread does.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.len() == 3 && args[1] == "__supervise" {
-        return ExitCode::from(hpc_host::jobs::supervise_main(std::path::Path::new(&args[2])) as u8);
+        return ExitCode::from(
+            hpc_host::jobs::supervise_main(std::path::Path::new(&args[2])) as u8,
+        );
     }
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -31,14 +36,18 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
+    // kube's client logs every failed connection at ERROR; the host reports
+    // it already, as `unavailable`, so keep it to `-vv`.
     let default = match verbose {
-        0 => "warn",
-        1 => "info,wasmtime=warn,cranelift=warn",
+        0 => "warn,kube_client=off",
+        1 => "info,wasmtime=warn,cranelift=warn,kube_client=off",
         _ => "debug,wasmtime=info,cranelift=info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();

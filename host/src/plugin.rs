@@ -8,26 +8,28 @@
 //! limits; a trap ends that store only.
 
 use crate::bindings::{
-    BackendError, CONTRACT_PACKAGE, CONTRACT_VERSION, HpcJobInfo, HpcPlugin, HpcPluginPre, JobLogs, JobSpec,
-    PluginInfo,
+    BackendError, CONTRACT_PACKAGE, CONTRACT_VERSION, HpcJobInfo, HpcPlugin, HpcPluginPre, JobLogs,
+    JobSpec, PluginInfo,
 };
-use crate::capabilities::{self, kv::KvCtx, process::ProcessCtx};
-use crate::engine::{EPOCH_TICK, Engine};
+use crate::capabilities::{self, kube::KubeCtx, kv::KvCtx, process::ProcessCtx};
+use crate::engine::Engine;
 use crate::error::HostError;
 use crate::jobs::Jobs;
 use crate::policy::Policy;
 use crate::settings::{Settings, check_plugin_name};
 use crate::state::{Shared, State};
 use crate::store::Store;
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use wasmtime::UpdateDeadline;
 use wasmtime::component::{Component, Linker};
 
-/// Check the CPU limit every this many epoch ticks.
+/// Check the CPU limit every this many epoch ticks (`engine::EPOCH_TICK` each).
 const CPU_CHECK_TICKS: u64 = 5;
+/// Longest text kept from a plugin's answer field (an id, a state, a reason):
+/// a plugin must not be able to flood the caller through its answers.
+const MAX_FIELD: usize = 64 << 10;
 
 /// The host: settings, the engine, the linker and the kv store, shared by
 /// every plugin it loads.
@@ -66,9 +68,16 @@ impl Host {
         let engine = Engine::new(Some(settings.cache_dir.clone()))?;
         let mut linker = Linker::new(&engine.engine);
         capabilities::add_to_linker(&mut linker)?;
-        let exe = std::env::current_exe()
-            .map_err(|e| HostError::Internal(anyhow::anyhow!("cannot find this program's path: {e}")))?;
-        Ok(Host { settings: Arc::new(settings.clone()), engine, linker, exe, store: Mutex::new(None) })
+        let exe = std::env::current_exe().map_err(|e| {
+            HostError::Internal(anyhow::anyhow!("cannot find this program's path: {e}"))
+        })?;
+        Ok(Host {
+            settings: Arc::new(settings.clone()),
+            engine,
+            linker,
+            exe,
+            store: Mutex::new(None),
+        })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -98,7 +107,10 @@ impl Host {
                 wasm: Cow::Borrowed(b.wasm),
                 sha256: b.sha256.to_owned(),
             }),
-            None => Err(HostError::PluginNotFound { name: name.to_owned(), path }),
+            None => Err(HostError::PluginNotFound {
+                name: name.to_owned(),
+                path,
+            }),
         }
     }
 
@@ -110,50 +122,84 @@ impl Host {
     pub fn load_source(&self, source: Source) -> Result<Plugin, HostError> {
         let name = source.name.clone();
         let policy = Arc::new(self.settings.policy(&name)?);
-        if let Some(pin) = &policy.sha256 {
-            if *pin != source.sha256 {
-                return Err(HostError::PluginDenied {
-                    plugin: name.clone(),
-                    message: format!(
-                        "its sha256 is {}, but `plugins.{name}.sha256` pins {pin}",
-                        source.sha256
-                    ),
-                });
-            }
+        if let Some(pin) = &policy.sha256
+            && *pin != source.sha256
+        {
+            return Err(HostError::PluginDenied {
+                plugin: name.clone(),
+                message: format!(
+                    "its sha256 is {}, but `plugins.{name}.sha256` pins {pin}",
+                    source.sha256
+                ),
+            });
+        }
+        // Folders the host owns (under its state folder) are made on first use;
+        // a site's own folders must exist already.
+        for dir in policy
+            .dirs
+            .iter()
+            .filter(|d| d.starts_with(&self.settings.state_dir))
+        {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(dir)
+            .map_err(|e| HostError::Settings(format!("cannot create `{}`: {e}", dir.display())))?;
         }
         let component = self.compile(&source)?;
         let interfaces = self.interfaces(&component);
         check_interfaces(&name, &interfaces, &policy)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| HostError::PluginLoad {
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| HostError::PluginLoad {
+                plugin: name.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let pre = HpcPluginPre::new(pre).map_err(|e| HostError::PluginLoad {
             plugin: name.clone(),
             message: format!("{e:#}"),
         })?;
-        let pre = HpcPluginPre::new(pre).map_err(|e| HostError::PluginLoad { plugin: name.clone(), message: format!("{e:#}") })?;
         let jobs = Jobs::new(&self.settings.state_dir, &name);
         let shared = Shared {
             process: ProcessCtx::new(policy.clone(), jobs, self.exe.clone()),
             kv: KvCtx::new(self.store()?, &policy.kv_prefix),
+            kube: KubeCtx::new(policy.clone()),
             policy,
         };
         Ok(Plugin { name, pre, shared })
     }
 
     pub fn compile(&self, source: &Source) -> Result<Component, HostError> {
-        self.engine.component(&source.wasm, &source.sha256).map_err(|e| HostError::PluginLoad {
-            plugin: source.name.clone(),
-            message: format!("not a valid WebAssembly component: {e:#}"),
-        })
+        self.engine
+            .component(&source.wasm, &source.sha256)
+            .map_err(|e| HostError::PluginLoad {
+                plugin: source.name.clone(),
+                message: format!("not a valid WebAssembly component: {e:#}"),
+            })
     }
 
     /// The imports and exports of a compiled component.
     pub fn interfaces(&self, component: &Component) -> Interfaces {
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine.engine).map(|(n, _)| n.to_owned()).collect();
-        let exports: Vec<String> = ty.exports(&self.engine.engine).map(|(n, _)| n.to_owned()).collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
         let contract = exports.iter().find_map(|e| {
-            e.strip_prefix(&format!("{CONTRACT_PACKAGE}/hpc-backend@")).map(str::to_owned)
+            e.strip_prefix(&format!("{CONTRACT_PACKAGE}/hpc-backend@"))
+                .map(str::to_owned)
         });
-        Interfaces { imports, exports, contract }
+        Interfaces {
+            imports,
+            exports,
+            contract,
+        }
     }
 
     fn store(&self) -> Result<Store, HostError> {
@@ -164,7 +210,12 @@ impl Host {
         let dir = &self.settings.state_dir;
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(dir)
-            .map_err(|e| HostError::Settings(format!("cannot create the state folder `{}`: {e}", dir.display())))?;
+            .map_err(|e| {
+                HostError::Settings(format!(
+                    "cannot create the state folder `{}`: {e}",
+                    dir.display()
+                ))
+            })?;
         let store = Store::open(self.settings.redis_url.as_deref(), dir)
             .map_err(|e| HostError::Settings(e.to_string()))?;
         *slot = Some(store.clone());
@@ -178,13 +229,14 @@ impl Source {
             plugin: name.to_owned(),
             message: format!("cannot read `{}`: {e}", path.display()),
         })?;
-        let sha256 = hex(&Sha256::digest(&wasm));
-        Ok(Source { name: name.to_owned(), origin: Origin::File(path.to_owned()), wasm: Cow::Owned(wasm), sha256 })
+        let sha256 = crate::engine::sha256_hex(&wasm);
+        Ok(Source {
+            name: name.to_owned(),
+            origin: Origin::File(path.to_owned()),
+            wasm: Cow::Owned(wasm),
+            sha256,
+        })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `0.1.0` and `0.1.7` are compatible; `0.2.0` and `1.0.0` are not.
@@ -193,7 +245,11 @@ fn compatible(version: &str) -> bool {
         let mut parts = v.split(['.', '-', '+']);
         let major = parts.next()?.parse().ok()?;
         let minor = parts.next()?.parse().ok()?;
-        Some(if major == 0 { (0, minor) } else { (major, u64::MAX) })
+        Some(if major == 0 {
+            (0, minor)
+        } else {
+            (major, u64::MAX)
+        })
     };
     match (key(version), key(CONTRACT_VERSION)) {
         (Some((a, b)), Some((c, d))) => a == c && (a != 0 || b == d),
@@ -202,7 +258,10 @@ fn compatible(version: &str) -> bool {
 }
 
 fn check_interfaces(name: &str, i: &Interfaces, policy: &Policy) -> Result<(), HostError> {
-    let load = |message: String| HostError::PluginLoad { plugin: name.to_owned(), message };
+    let load = |message: String| HostError::PluginLoad {
+        plugin: name.to_owned(),
+        message,
+    };
     let ours = |full: &str| -> Option<(String, String)> {
         let rest = full.strip_prefix(CONTRACT_PACKAGE)?.strip_prefix('/')?;
         let (iface, version) = rest.split_once('@')?;
@@ -215,7 +274,10 @@ fn check_interfaces(name: &str, i: &Interfaces, policy: &Policy) -> Result<(), H
                 Some(v) => format!(
                     "it was built against {CONTRACT_PACKAGE}@{v}, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}: rebuild it with hpc-plugin-sdk {CONTRACT_VERSION}"
                 ),
-                None => format!("it does not export `{CONTRACT_PACKAGE}/hpc-backend@{CONTRACT_VERSION}` (exports: {})", i.exports.join(", ")),
+                None => format!(
+                    "it does not export `{CONTRACT_PACKAGE}/hpc-backend@{CONTRACT_VERSION}` (exports: {})",
+                    i.exports.join(", ")
+                ),
             }));
         }
         Some(v) if !compatible(v) => {
@@ -226,7 +288,9 @@ fn check_interfaces(name: &str, i: &Interfaces, policy: &Policy) -> Result<(), H
         Some(_) => {}
     }
     for import in &i.imports {
-        let Some((iface, version)) = ours(import) else { continue };
+        let Some((iface, version)) = ours(import) else {
+            continue;
+        };
         if !compatible(&version) {
             return Err(load(format!(
                 "it imports `{import}`, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}"
@@ -235,10 +299,15 @@ fn check_interfaces(name: &str, i: &Interfaces, policy: &Policy) -> Result<(), H
         if !policy.grants(&iface) {
             return Err(HostError::PluginDenied {
                 plugin: name.to_owned(),
-                message: capabilities::denied(name, &iface, import, format!(
-                    "it imports `{import}`, which its policy does not grant (set {})",
-                    policy.grant_hint(&iface)
-                )),
+                message: capabilities::denied(
+                    name,
+                    &iface,
+                    import,
+                    format!(
+                        "it imports `{import}`, which its policy does not grant (set {})",
+                        policy.grant_hint(&iface)
+                    ),
+                ),
             });
         }
     }
@@ -262,19 +331,38 @@ impl Plugin {
     }
 
     pub async fn submit(&self, spec: &JobSpec) -> Result<String, HostError> {
-        let r = self.call("submit", async |s, p| p.ccat_hpc_hpc_backend().call_submit(s, spec).await).await?;
+        let r = self
+            .call("submit", async |s, p| {
+                p.ccat_hpc_hpc_backend().call_submit(s, spec).await
+            })
+            .await?;
         self.backend("submit", r)
     }
 
     pub async fn get_status(&self, job_id: &str) -> Result<HpcJobInfo, HostError> {
-        let r = self.call("get-status", async |s, p| p.ccat_hpc_hpc_backend().call_get_status(s, job_id).await).await?;
-        self.backend("get-status", r)
+        let r = self
+            .call("get-status", async |s, p| {
+                p.ccat_hpc_hpc_backend().call_get_status(s, job_id).await
+            })
+            .await?;
+        self.backend("get-status", r).map(bounded)
     }
 
     /// Statuses of many jobs in one call; per-id errors stay per id.
-    pub async fn get_statuses(&self, ids: &[String]) -> Result<Vec<Result<HpcJobInfo, BackendError>>, HostError> {
-        let r = self.call("get-statuses", async |s, p| p.ccat_hpc_hpc_backend().call_get_statuses(s, ids).await).await?;
-        let list = self.backend("get-statuses", r)?;
+    pub async fn get_statuses(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, HostError> {
+        let r = self
+            .call("get-statuses", async |s, p| {
+                p.ccat_hpc_hpc_backend().call_get_statuses(s, ids).await
+            })
+            .await?;
+        let list: Vec<_> = self
+            .backend("get-statuses", r)?
+            .into_iter()
+            .map(|r| r.map(bounded))
+            .collect();
         if list.len() != ids.len() {
             return Err(HostError::PluginTrap {
                 plugin: self.name.clone(),
@@ -286,21 +374,40 @@ impl Plugin {
     }
 
     pub async fn cancel(&self, job_id: &str) -> Result<(), HostError> {
-        let r = self.call("cancel", async |s, p| p.ccat_hpc_hpc_backend().call_cancel(s, job_id).await).await?;
+        let r = self
+            .call("cancel", async |s, p| {
+                p.ccat_hpc_hpc_backend().call_cancel(s, job_id).await
+            })
+            .await?;
         self.backend("cancel", r)
     }
 
     pub async fn get_logs(&self, job_id: &str) -> Result<JobLogs, HostError> {
-        let r = self.call("get-logs", async |s, p| p.ccat_hpc_hpc_backend().call_get_logs(s, job_id).await).await?;
+        let r = self
+            .call("get-logs", async |s, p| {
+                p.ccat_hpc_hpc_backend().call_get_logs(s, job_id).await
+            })
+            .await?;
         self.backend("get-logs", r)
     }
 
     pub async fn describe(&self) -> Result<PluginInfo, HostError> {
-        self.call("describe", async |s, p| p.ccat_hpc_hpc_backend().call_describe(s).await).await
+        self.call("describe", async |s, p| {
+            p.ccat_hpc_hpc_backend().call_describe(s).await
+        })
+        .await
     }
 
-    fn backend<T>(&self, function: &'static str, r: Result<T, BackendError>) -> Result<T, HostError> {
-        r.map_err(|error| HostError::Backend { plugin: self.name.clone(), function, error })
+    fn backend<T>(
+        &self,
+        function: &'static str,
+        r: Result<T, BackendError>,
+    ) -> Result<T, HostError> {
+        r.map_err(|error| HostError::Backend {
+            plugin: self.name.clone(),
+            function,
+            error,
+        })
     }
 
     /// One call in a fresh store, under the policy's memory, CPU and wall-clock limits.
@@ -319,24 +426,32 @@ impl Plugin {
             let s = cx.data();
             let guest = s.started.elapsed().saturating_sub(s.clock.host_time());
             if guest > cpu {
-                Err(wasmtime::format_err!("used more than {:.1} s of CPU time (the policy's `cpu_seconds`)", cpu.as_secs_f64()))
+                Err(wasmtime::format_err!(
+                    "used more than {:.1} s of CPU time (the policy's `cpu_seconds`)",
+                    cpu.as_secs_f64()
+                ))
             } else {
                 Ok(UpdateDeadline::Continue(CPU_CHECK_TICKS))
             }
         });
-        let _ = EPOCH_TICK;
         let work = async {
             let plugin = self.pre.instantiate_async(&mut store).await?;
             f(&mut store, &plugin).await
         };
-        let trap = |message: String| HostError::PluginTrap { plugin: self.name.clone(), function, message };
+        let trap = |message: String| HostError::PluginTrap {
+            plugin: self.name.clone(),
+            function,
+            message,
+        };
         match tokio::time::timeout(limits.wall_time, work).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
-                let mut message = format!("{e:#}");
-                if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
-                    message = format!("{t}");
-                }
+                // The cause, not wasmtime's backtrace: the log has the rest.
+                tracing::debug!(plugin = %self.name, function, "plugin call failed: {e:?}");
+                let mut message = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(t) => t.to_string(),
+                    None => e.root_cause().to_string(),
+                };
                 let stderr = store.data().captured_stderr();
                 if !stderr.is_empty() {
                     message.push_str(&format!("; plugin stderr: {stderr}"));
@@ -351,6 +466,28 @@ impl Plugin {
             }),
         }
     }
+}
+
+/// Cut every text field of an answer to `MAX_FIELD`.
+fn bounded(mut info: HpcJobInfo) -> HpcJobInfo {
+    for field in [
+        Some(&mut info.job_id),
+        info.native_state.as_mut(),
+        info.reason.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if field.len() > MAX_FIELD {
+            let mut cut = MAX_FIELD;
+            while !field.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            field.truncate(cut);
+            field.push_str(" [truncated by hpc-host]");
+        }
+    }
+    info
 }
 
 #[cfg(test)]

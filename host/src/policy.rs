@@ -23,6 +23,9 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Programs the plugin may have running at once.
     pub processes: usize,
+    /// Programs the plugin may start in one call: a status query needs a
+    /// handful, so a flood is cut off long before it costs the machine.
+    pub runs_per_call: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +36,7 @@ impl Default for Limits {
             wall_time: Duration::from_secs(120),
             output_bytes: 16 << 20,
             processes: 8,
+            runs_per_call: 64,
         }
     }
 }
@@ -68,6 +72,7 @@ pub struct Policy {
 /// dirs = ["/data/ccat/workspaces"]
 /// env = ["SLURM_CONF"]
 /// memory_mb = 64
+/// max_runs_per_call = 16
 /// [default.plugins.slurm.config]
 /// HPC_SLURM_WORKDIR = "/data/ccat/workspaces"
 /// ```
@@ -87,6 +92,7 @@ pub struct PolicyFile {
     pub wall_seconds: Option<f64>,
     pub output_bytes: Option<usize>,
     pub max_processes: Option<usize>,
+    pub max_runs_per_call: Option<usize>,
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
 }
@@ -134,14 +140,20 @@ impl Policy {
                 }
                 let workdir = cx.state_dir.join("slurm");
                 p.dirs.push(workdir.clone());
-                p.env = vec!["SLURM_CONF".into()];
-                p.config.insert("HPC_SLURM_WORKDIR".into(), workdir.display().to_string());
+                // A batch job inherits sbatch's environment: give it the
+                // user's identity and locale, and the site's SLURM_CONF.
+                p.env = ["HOME", "USER", "LOGNAME", "LANG", "SLURM_CONF"]
+                    .map(String::from)
+                    .to_vec();
+                p.config
+                    .insert("HPC_SLURM_WORKDIR".into(), workdir.display().to_string());
                 if let Some(part) = cx.slurm_partition {
                     p.config.insert("SLURM_PARTITION".into(), part.to_owned());
                 }
             }
             "kubernetes" => {
-                p.kube_namespaces.extend(cx.k8s_namespace.map(str::to_owned));
+                p.kube_namespaces
+                    .extend(cx.k8s_namespace.map(str::to_owned));
                 p.kube_kinds = vec!["Job".into(), "Pod".into()];
                 if let Some(ns) = cx.k8s_namespace {
                     p.config.insert("K8S_NAMESPACE".into(), ns.to_owned());
@@ -168,7 +180,10 @@ impl Policy {
         }
         if let Some(dirs) = file.dirs {
             if let Some(d) = dirs.iter().find(|d| !d.is_absolute()) {
-                return Err(format!("`plugins.{name}.dirs` entries must be absolute, not `{}`", d.display()));
+                return Err(format!(
+                    "`plugins.{name}.dirs` entries must be absolute, not `{}`",
+                    d.display()
+                ));
             }
             self.dirs = dirs;
         }
@@ -188,6 +203,7 @@ impl Policy {
             k8s_kinds => self.kube_kinds,
             output_bytes => self.limits.output_bytes,
             max_processes => self.limits.processes,
+            max_runs_per_call => self.limits.runs_per_call,
         }
         if let Some(sha) = file.sha256 {
             self.sha256 = Some(sha.to_ascii_lowercase());
@@ -199,7 +215,9 @@ impl Policy {
             if v.is_finite() && v > 0.0 {
                 Ok(Duration::from_secs_f64(v))
             } else {
-                Err(format!("`plugins.{name}.{key}` must be a positive number of seconds"))
+                Err(format!(
+                    "`plugins.{name}.{key}` must be a positive number of seconds"
+                ))
             }
         };
         if let Some(s) = file.cpu_seconds {
@@ -244,7 +262,11 @@ mod tests {
     use super::*;
 
     fn cx() -> PolicyContext<'static> {
-        PolicyContext { state_dir: Path::new("/state"), slurm_partition: Some("debug"), k8s_namespace: Some("ccat") }
+        PolicyContext {
+            state_dir: Path::new("/state"),
+            slurm_partition: Some("debug"),
+            k8s_namespace: Some("ccat"),
+        }
     }
 
     #[test]
@@ -252,10 +274,15 @@ mod tests {
         let local = Policy::default_for("local", &cx());
         assert!(local.supervise && local.programs.is_empty() && local.kube_namespaces.is_empty());
         let slurm = Policy::default_for("slurm", &cx());
-        assert_eq!(slurm.programs.keys().collect::<Vec<_>>(), ["sacct", "sbatch", "scancel", "squeue"]);
+        assert_eq!(
+            slurm.programs.keys().collect::<Vec<_>>(),
+            ["sacct", "sbatch", "scancel", "squeue"]
+        );
         assert!(!slurm.supervise && slurm.grants("process") && !slurm.grants("kube"));
         let k8s = Policy::default_for("kubernetes", &cx());
-        assert!(k8s.programs.is_empty() && k8s.kube_namespaces == ["ccat"] && !k8s.grants("process"));
+        assert!(
+            k8s.programs.is_empty() && k8s.kube_namespaces == ["ccat"] && !k8s.grants("process")
+        );
         let other = Policy::default_for("mysite", &cx());
         assert!(!other.grants("process") && !other.grants("kube") && other.grants("kv"));
         assert_eq!(other.kv_prefix, "hpc-host:mysite:");
@@ -276,6 +303,11 @@ mod tests {
 
         let bad: PolicyFile = toml::from_str("programs = { sbatch = \"sbatch\" }").unwrap();
         assert!(p.apply(bad).unwrap_err().contains("absolute"));
-        assert!(toml::from_str::<PolicyFile>("programz = {}").unwrap_err().to_string().contains("programz"));
+        assert!(
+            toml::from_str::<PolicyFile>("programz = {}")
+                .unwrap_err()
+                .to_string()
+                .contains("programz")
+        );
     }
 }

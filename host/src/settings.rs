@@ -28,7 +28,7 @@
 use crate::error::HostError;
 use crate::policy::{Policy, PolicyContext, PolicyFile};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The prefix of environment overrides, as the workflow manager's Dynaconf uses it.
 pub const ENV_PREFIX: &str = "CCAT_WORKFLOW_MANAGER_";
@@ -66,13 +66,23 @@ impl Settings {
 
     /// Resolve settings from explicit inputs (the environment as a list, for tests).
     pub fn resolve(o: &Overrides, vars: &[(String, String)]) -> Result<Settings, HostError> {
-        let var = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+        let var = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
         let home = var("HOME").map(PathBuf::from);
         let xdg = |key: &str, fallback: &str| -> Option<PathBuf> {
-            var(key).map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(fallback)))
+            var(key)
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(fallback)))
         };
 
-        let explicit = o.config.clone().or_else(|| var("HPC_HOST_CONFIG").map(PathBuf::from))
+        let explicit = o
+            .config
+            .clone()
+            .or_else(|| var("HPC_HOST_CONFIG").map(PathBuf::from))
             .or_else(|| var("SETTINGS_FILE_FOR_DYNACONF").map(PathBuf::from));
         let file = match explicit {
             Some(p) => Some(p),
@@ -83,31 +93,58 @@ impl Settings {
         let root = match &file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    HostError::Settings(format!("cannot read settings file `{}`: {e}", path.display()))
+                    HostError::Settings(format!(
+                        "cannot read settings file `{}`: {e}",
+                        path.display()
+                    ))
                 })?;
                 text.parse::<toml::Table>().map_err(|e| {
-                    HostError::Settings(format!("settings file `{}` is not valid TOML: {e}", path.display()))
+                    HostError::Settings(format!(
+                        "settings file `{}` is not valid TOML: {e}",
+                        path.display()
+                    ))
                 })?
             }
             None => toml::Table::new(),
         };
 
-        let env = o.env.clone().or_else(|| var("ENV_FOR_DYNACONF")).unwrap_or_else(|| "development".into());
+        let env = o
+            .env
+            .clone()
+            .or_else(|| var("ENV_FOR_DYNACONF"))
+            .unwrap_or_else(|| "development".into());
         let table = |name: &str| -> Result<toml::Table, HostError> {
             match root.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
                 None => Ok(toml::Table::new()),
                 Some((_, toml::Value::Table(t))) => Ok(upper_keys(t.clone())),
-                Some((k, _)) => Err(HostError::Settings(format!("`[{k}]` in the settings file must be a table"))),
+                Some((k, _)) => Err(HostError::Settings(format!(
+                    "`[{k}]` in the settings file must be a table"
+                ))),
             }
         };
         let mut merged = table("default")?;
         deep_merge(&mut merged, table(&env)?);
 
         for (name, value) in vars {
-            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let mut path = key.split("__");
             let top = path.next().unwrap_or_default().to_ascii_uppercase();
-            let rest: Vec<String> = path.map(str::to_ascii_lowercase).collect();
+            // Plugin names and policy keys are lowercase; the keys of a
+            // plugin's `config` table are the plugin's own and keep their case.
+            let mut in_config = false;
+            let rest: Vec<String> = path
+                .map(|seg| {
+                    let key = if in_config {
+                        seg.to_owned()
+                    } else {
+                        seg.to_ascii_lowercase()
+                    };
+                    in_config = in_config || seg.eq_ignore_ascii_case("config");
+                    key
+                })
+                .collect();
             set_path(&mut merged, &top, &rest, parse_env_value(value))
                 .map_err(|m| HostError::Settings(format!("`{name}`: {m}")))?;
         }
@@ -123,8 +160,14 @@ impl Settings {
             }
         };
         let dir = |key: &str, xdg_key: &str, fallback: &str| -> Result<PathBuf, HostError> {
-            string(key)?.map(PathBuf::from).or_else(|| xdg(xdg_key, fallback).map(|d| d.join("hpc-host")))
-                .ok_or_else(|| HostError::Settings(format!("`{key}` is not set and there is no `HOME` to default it from")))
+            string(key)?
+                .map(PathBuf::from)
+                .or_else(|| xdg(xdg_key, fallback).map(|d| d.join("hpc-host")))
+                .ok_or_else(|| {
+                    HostError::Settings(format!(
+                        "`{key}` is not set and there is no `HOME` to default it from"
+                    ))
+                })
         };
         let state_dir = dir("HPC_STATE_DIR", "XDG_STATE_HOME", ".local/state")?;
         let backend = match &o.backend {
@@ -135,7 +178,11 @@ impl Settings {
         let plugin_tables = match merged.get("PLUGINS") {
             None => BTreeMap::new(),
             Some(toml::Value::Table(t)) => t.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Some(_) => return Err(HostError::Settings("`plugins` must be a table of plugin tables".into())),
+            Some(_) => {
+                return Err(HostError::Settings(
+                    "`plugins` must be a table of plugin tables".into(),
+                ));
+            }
         };
         Ok(Settings {
             file,
@@ -181,7 +228,9 @@ impl Settings {
 pub fn check_plugin_name(name: &str) -> Result<(), HostError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -192,7 +241,9 @@ pub fn check_plugin_name(name: &str) -> Result<(), HostError> {
 }
 
 fn upper_keys(t: toml::Table) -> toml::Table {
-    t.into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v)).collect()
+    t.into_iter()
+        .map(|(k, v)| (k.to_ascii_uppercase(), v))
+        .collect()
 }
 
 fn deep_merge(base: &mut toml::Table, over: toml::Table) {
@@ -206,17 +257,30 @@ fn deep_merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
-fn set_path(t: &mut toml::Table, top: &str, rest: &[String], value: toml::Value) -> Result<(), String> {
+fn set_path(
+    t: &mut toml::Table,
+    top: &str,
+    rest: &[String],
+    value: toml::Value,
+) -> Result<(), String> {
     let Some((last, middle)) = rest.split_last() else {
         t.insert(top.to_owned(), value);
         return Ok(());
     };
-    let mut cur = t.entry(top.to_owned()).or_insert_with(|| toml::Value::Table(Default::default()));
+    let mut cur = t
+        .entry(top.to_owned())
+        .or_insert_with(|| toml::Value::Table(Default::default()));
     for key in middle {
-        let toml::Value::Table(inner) = cur else { return Err("reaches into a value that is not a table".into()) };
-        cur = inner.entry(key.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+        let toml::Value::Table(inner) = cur else {
+            return Err("reaches into a value that is not a table".into());
+        };
+        cur = inner
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
     }
-    let toml::Value::Table(inner) = cur else { return Err("reaches into a value that is not a table".into()) };
+    let toml::Value::Table(inner) = cur else {
+        return Err("reaches into a value that is not a table".into());
+    };
     inner.insert(last.clone(), value);
     Ok(())
 }
@@ -230,21 +294,20 @@ fn parse_env_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
 }
 
-/// For tests and `plugins inspect`: a path relative to nothing.
-pub fn display(p: &Path) -> String {
-    p.display().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     fn write(text: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("hpc-host-settings-{}.toml", uuid::Uuid::new_v4()));
+        let p =
+            std::env::temp_dir().join(format!("hpc-host-settings-{}.toml", uuid::Uuid::new_v4()));
         std::fs::write(&p, text).unwrap();
         p
     }
@@ -255,7 +318,10 @@ mod tests {
         assert_eq!(s.backend, "local");
         assert_eq!(s.redis_url, None);
         assert_eq!(s.state_dir, Path::new("/home/u/.local/state/hpc-host"));
-        assert_eq!(s.plugins_dir, Path::new("/home/u/.local/share/hpc-host/plugins"));
+        assert_eq!(
+            s.plugins_dir,
+            Path::new("/home/u/.local/share/hpc-host/plugins")
+        );
         assert_eq!(s.cache_dir, Path::new("/home/u/.cache/hpc-host"));
     }
 
@@ -265,8 +331,15 @@ mod tests {
             "[default]\nhpc_backend = \"local\"\nSLURM_PARTITION = \"debug\"\n[default.plugins.slurm]\nmemory_mb = 32\n\
              [production]\nHPC_BACKEND = \"slurm\"\n[production.plugins.slurm]\ncpu_seconds = 2\n",
         );
-        let o = Overrides { config: Some(f.clone()), ..Default::default() };
-        let s = Settings::resolve(&o, &vars(&[("HOME", "/h"), ("ENV_FOR_DYNACONF", "production")])).unwrap();
+        let o = Overrides {
+            config: Some(f.clone()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(
+            &o,
+            &vars(&[("HOME", "/h"), ("ENV_FOR_DYNACONF", "production")]),
+        )
+        .unwrap();
         assert_eq!(s.backend, "slurm");
         assert_eq!(s.slurm_partition.as_deref(), Some("debug"));
         let p = s.policy("slurm").unwrap();
@@ -278,30 +351,68 @@ mod tests {
             ("ENV_FOR_DYNACONF", "production"),
             ("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "local"),
             ("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__MEMORY_MB", "64"),
+            (
+                "CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__CONFIG__SLURM_COMMAND_TIMEOUT_MS",
+                "5000",
+            ),
         ]);
         let s = Settings::resolve(&o, &env).unwrap();
         assert_eq!(s.backend, "local");
         assert_eq!(s.policy("slurm").unwrap().limits.memory_bytes, 64 << 20);
+        assert_eq!(
+            s.policy("slurm").unwrap().config["SLURM_COMMAND_TIMEOUT_MS"],
+            "5000",
+            "config keys keep their case"
+        );
 
-        let cli = Overrides { config: Some(f), env: Some("default".into()), backend: Some("slurm".into()) };
+        let cli = Overrides {
+            config: Some(f),
+            env: Some("default".into()),
+            backend: Some("slurm".into()),
+        };
         assert_eq!(Settings::resolve(&cli, &env).unwrap().backend, "slurm");
     }
 
     #[test]
     fn bad_settings_are_named() {
         let f = write("[default.plugins.local]\nsupervize = true\n");
-        let o = Overrides { config: Some(f), ..Default::default() };
+        let o = Overrides {
+            config: Some(f),
+            ..Default::default()
+        };
         let s = Settings::resolve(&o, &vars(&[("HOME", "/h")])).unwrap();
         let e = s.policy("local").unwrap_err().to_string();
-        assert!(e.contains("plugins.local") && e.contains("supervize"), "{e}");
+        assert!(
+            e.contains("plugins.local") && e.contains("supervize"),
+            "{e}"
+        );
 
         let f = write("[default\n");
-        let o = Overrides { config: Some(f), ..Default::default() };
-        assert!(Settings::resolve(&o, &vars(&[])).unwrap_err().to_string().contains("not valid TOML"));
+        let o = Overrides {
+            config: Some(f),
+            ..Default::default()
+        };
+        assert!(
+            Settings::resolve(&o, &vars(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("not valid TOML")
+        );
 
-        let o = Overrides { backend: Some("../evil".into()), ..Default::default() };
+        let o = Overrides {
+            backend: Some("../evil".into()),
+            ..Default::default()
+        };
         assert!(Settings::resolve(&o, &vars(&[("HOME", "/h")])).is_err());
-        let o = Overrides { config: Some("/nonexistent/settings.toml".into()), ..Default::default() };
-        assert!(Settings::resolve(&o, &vars(&[])).unwrap_err().to_string().contains("cannot read"));
+        let o = Overrides {
+            config: Some("/nonexistent/settings.toml".into()),
+            ..Default::default()
+        };
+        assert!(
+            Settings::resolve(&o, &vars(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read")
+        );
     }
 }

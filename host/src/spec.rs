@@ -63,7 +63,8 @@ impl Scalar {
 
 /// Parse a JSON spec.
 pub fn parse_spec(text: &str) -> Result<JobSpec, HostError> {
-    let s: SpecJson = serde_json::from_str(text).map_err(|e| HostError::Input(format!("invalid job spec: {e}")))?;
+    let s: SpecJson = serde_json::from_str(text)
+        .map_err(|e| HostError::Input(format!("invalid job spec: {e}")))?;
     let argv = match s.execution_command {
         Command::Argv(v) => v,
         Command::Shell(line) => vec!["/bin/sh".into(), "-c".into(), line],
@@ -77,10 +78,20 @@ pub fn parse_spec(text: &str) -> Result<JobSpec, HostError> {
         extra: Vec::new(),
     };
     for (key, value) in s.resource_requirements {
-        let bad = |what: &str| HostError::Input(format!("invalid job spec: `resource_requirements.{key}` must be {what}"));
-        let count = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad("a whole number"));
+        let bad = |what: &str| {
+            HostError::Input(format!(
+                "invalid job spec: `resource_requirements.{key}` must be {what}"
+            ))
+        };
+        let count = |v: &serde_json::Value| {
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| bad("a whole number"))
+        };
         let amount = |v: &serde_json::Value| {
-            v.as_f64().filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| bad("a non-negative number"))
+            v.as_f64()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| bad("a non-negative number"))
         };
         match key.as_str() {
             _ if value.is_null() => {}
@@ -92,7 +103,9 @@ pub fn parse_spec(text: &str) -> Result<JobSpec, HostError> {
             _ => {
                 let text = match value {
                     serde_json::Value::String(s) => s,
-                    v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string(),
+                    v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
+                        v.to_string()
+                    }
                     _ => return Err(bad("a string, number or boolean")),
                 };
                 r.extra.push((key, text));
@@ -108,7 +121,11 @@ pub fn parse_spec(text: &str) -> Result<JobSpec, HostError> {
         workspace_dir: s.workspace_dir,
         manifest_path: s.manifest_path,
         resource_requirements: r,
-        environment_variables: s.environment_variables.into_iter().map(|(k, v)| (k, v.into_string())).collect(),
+        environment_variables: s
+            .environment_variables
+            .into_iter()
+            .map(|(k, v)| (k, v.into_string()))
+            .collect(),
         job_name: s.job_name,
     };
     validate(&spec)?;
@@ -138,10 +155,13 @@ pub fn validate(spec: &JobSpec) -> Result<(), HostError> {
             return bad(format!("`{k}` is not a valid environment variable name"));
         }
     }
-    if let Some(r) = [spec.resource_requirements.memory_gb, spec.resource_requirements.time_hours]
-        .into_iter()
-        .flatten()
-        .find(|x| !x.is_finite() || *x < 0.0)
+    if let Some(r) = [
+        spec.resource_requirements.memory_gb,
+        spec.resource_requirements.time_hours,
+    ]
+    .into_iter()
+    .flatten()
+    .find(|x| !x.is_finite() || *x < 0.0)
     {
         return bad(format!("`{r}` is not a valid amount"));
     }
@@ -210,8 +230,17 @@ mod tests {
         assert_eq!(s.execution_command, ["echo", "a b"]);
         assert_eq!(s.resource_requirements.cpu, Some(4));
         assert_eq!(s.resource_requirements.memory_gb, Some(16.0));
-        assert_eq!(s.resource_requirements.extra, [("account".into(), "ccat".into()), ("exclusive".into(), "true".into())]);
-        assert_eq!(s.environment_variables, [("A".into(), "1".into()), ("N".into(), "3".into())]);
+        assert_eq!(
+            s.resource_requirements.extra,
+            [
+                ("account".into(), "ccat".into()),
+                ("exclusive".into(), "true".into())
+            ]
+        );
+        assert_eq!(
+            s.environment_variables,
+            [("A".into(), "1".into()), ("N".into(), "3".into())]
+        );
     }
 
     #[test]
@@ -224,10 +253,22 @@ mod tests {
     fn malformed_specs_are_refused_with_the_field_named() {
         for (text, needle) in [
             (r#"{"execution_command": []}"#, "empty"),
-            (r#"{"execution_command": ["x"], "cpu": 3}"#, "unknown field `cpu`"),
-            (r#"{"execution_command": ["x"], "resource_requirements": {"cpu": -1}}"#, "resource_requirements.cpu"),
-            (r#"{"execution_command": ["x"], "resource_requirements": {"memory_gb": "lots"}}"#, "memory_gb"),
-            (r#"{"execution_command": ["x"], "environment_variables": {"A B": "1"}}"#, "`A B`"),
+            (
+                r#"{"execution_command": ["x"], "cpu": 3}"#,
+                "unknown field `cpu`",
+            ),
+            (
+                r#"{"execution_command": ["x"], "resource_requirements": {"cpu": -1}}"#,
+                "resource_requirements.cpu",
+            ),
+            (
+                r#"{"execution_command": ["x"], "resource_requirements": {"memory_gb": "lots"}}"#,
+                "memory_gb",
+            ),
+            (
+                r#"{"execution_command": ["x"], "environment_variables": {"A B": "1"}}"#,
+                "`A B`",
+            ),
             (r#"{"execution_command": ["x\u0000"]}"#, "NUL"),
             (r#"{"execution_command": 7}"#, "invalid job spec"),
             ("not json", "invalid job spec"),

@@ -23,7 +23,10 @@ pub struct HostClock(Arc<AtomicU64>);
 impl HostClock {
     /// Count the time until the guard drops as host time.
     pub fn enter(&self) -> HostClockGuard<'_> {
-        HostClockGuard { clock: self, start: Instant::now() }
+        HostClockGuard {
+            clock: self,
+            start: Instant::now(),
+        }
     }
     pub fn host_time(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.0.load(Ordering::Relaxed))
@@ -37,7 +40,9 @@ pub struct HostClockGuard<'a> {
 
 impl Drop for HostClockGuard<'_> {
     fn drop(&mut self) {
-        self.clock.0.fetch_add(self.start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.clock
+            .0
+            .fetch_add(self.start.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
@@ -60,6 +65,8 @@ pub struct Shared {
     pub policy: Arc<Policy>,
     pub process: ProcessCtx,
     pub kv: KvCtx,
+    /// Holds the Kubernetes client, built on the plugin's first kube call.
+    pub kube: KubeCtx,
 }
 
 impl State {
@@ -74,7 +81,9 @@ impl State {
             if dir.is_dir() {
                 let p = dir.display().to_string();
                 wasi.preopened_dir(dir, &p, FsPerms::ReadWrite)
-                    .map_err(|e| anyhow::anyhow!("cannot open `{p}` for plugin `{}`: {e}", policy.plugin))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot open `{p}` for plugin `{}`: {e}", policy.plugin)
+                    })?;
             }
         }
         let clock = HostClock::default();
@@ -82,6 +91,8 @@ impl State {
         process.clock = clock.clone();
         let mut kv = shared.kv.clone();
         kv.clock = clock.clone();
+        let mut kube = shared.kube.clone();
+        kube.clock = clock.clone();
         Ok(State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -94,9 +105,13 @@ impl State {
                 .build(),
             process,
             kv,
-            kube: KubeCtx::new(policy.clone()),
-            config: WasiConfigVariables::from_iter(policy.config.iter().map(|(k, v)| (k.clone(), v.clone()))),
-            logging: LoggingCtx { plugin: policy.plugin.clone().into() },
+            kube,
+            config: WasiConfigVariables::from_iter(
+                policy.config.iter().map(|(k, v)| (k.clone(), v.clone())),
+            ),
+            logging: LoggingCtx {
+                plugin: policy.plugin.clone().into(),
+            },
             clock,
             started: Instant::now(),
             stderr,
@@ -105,12 +120,17 @@ impl State {
 
     /// What the plugin wrote to stderr during this call (a panic message).
     pub fn captured_stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_owned()
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_owned()
     }
 }
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }

@@ -39,7 +39,9 @@ impl Store {
     pub fn open(redis_url: Option<&str>, state_dir: &Path) -> Result<Store, StoreError> {
         Ok(match redis_url {
             Some(url) => Store::Redis(Arc::new(RedisStore::new(url)?)),
-            None => Store::Embedded(Arc::new(EmbeddedStore::open(&state_dir.join("store.sqlite3"))?)),
+            None => Store::Embedded(Arc::new(EmbeddedStore::open(
+                &state_dir.join("store.sqlite3"),
+            )?)),
         })
     }
 
@@ -67,7 +69,12 @@ impl Store {
         }
     }
 
-    pub async fn set(&self, key: String, value: Vec<u8>, ttl: Option<u32>) -> Result<(), StoreError> {
+    pub async fn set(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<u32>,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Redis(r) => {
                 let mut c = r.conn().await?;
@@ -96,7 +103,10 @@ impl Store {
                 let n: u64 = c.del(key).await.map_err(redis_error)?;
                 Ok(n > 0)
             }
-            Store::Embedded(e) => e.run(move |c| Ok(c.execute("DELETE FROM kv WHERE key = ?1", [key])? > 0)).await,
+            Store::Embedded(e) => {
+                e.run(move |c| Ok(c.execute("DELETE FROM kv WHERE key = ?1", [key])? > 0))
+                    .await
+            }
         }
     }
 
@@ -126,15 +136,18 @@ impl Store {
                 keys.sort();
                 Ok(keys)
             }
-            Store::Embedded(e) => e.run(move |c| {
-                let now = unix_now();
-                let mut stmt = c.prepare_cached(
-                    "SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1
+            Store::Embedded(e) => {
+                e.run(move |c| {
+                    let now = unix_now();
+                    let mut stmt = c.prepare_cached(
+                        "SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1
                      AND (expires_at IS NULL OR expires_at > ?2) ORDER BY key",
-                )?;
-                let rows = stmt.query_map(params![prefix, now], |r| r.get(0))?;
-                rows.collect()
-            }).await,
+                    )?;
+                    let rows = stmt.query_map(params![prefix, now], |r| r.get(0))?;
+                    rows.collect()
+                })
+                .await
+            }
         }
     }
 
@@ -145,29 +158,37 @@ impl Store {
                 c.incr(key, delta).await.map_err(redis_error)
             }
             Store::Embedded(e) => {
-                let result = e.run(move |c| {
-                    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    let current: Option<Vec<u8>> = tx
-                        .query_row("SELECT value FROM kv WHERE key = ?1", [&key], |r| r.get(0))
-                        .optional()?;
-                    let current = match current {
-                        None => 0,
-                        Some(v) => match std::str::from_utf8(&v).ok().and_then(|s| s.parse::<i64>().ok()) {
-                            Some(n) => n,
-                            None => return Ok(Err(format!("`{key}` does not hold an integer"))),
-                        },
-                    };
-                    let Some(next) = current.checked_add(delta) else {
-                        return Ok(Err(format!("incrementing `{key}` would overflow")));
-                    };
-                    tx.execute(
-                        "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL)
+                let result = e
+                    .run(move |c| {
+                        let tx =
+                            c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                        let current: Option<Vec<u8>> = tx
+                            .query_row("SELECT value FROM kv WHERE key = ?1", [&key], |r| r.get(0))
+                            .optional()?;
+                        let current = match current {
+                            None => 0,
+                            Some(v) => match std::str::from_utf8(&v)
+                                .ok()
+                                .and_then(|s| s.parse::<i64>().ok())
+                            {
+                                Some(n) => n,
+                                None => {
+                                    return Ok(Err(format!("`{key}` does not hold an integer")));
+                                }
+                            },
+                        };
+                        let Some(next) = current.checked_add(delta) else {
+                            return Ok(Err(format!("incrementing `{key}` would overflow")));
+                        };
+                        tx.execute(
+                            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL)
                          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        params![key, next.to_string().into_bytes()],
-                    )?;
-                    tx.commit()?;
-                    Ok(Ok(next))
-                }).await?;
+                            params![key, next.to_string().into_bytes()],
+                        )?;
+                        tx.commit()?;
+                        Ok(Ok(next))
+                    })
+                    .await?;
                 result.map_err(StoreError::Invalid)
             }
         }
@@ -184,7 +205,10 @@ impl RedisStore {
     fn new(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Invalid(format!("bad Redis URL: {e}")))?;
-        Ok(RedisStore { client, conn: OnceCell::new() })
+        Ok(RedisStore {
+            client,
+            conn: OnceCell::new(),
+        })
     }
 
     async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
@@ -192,7 +216,10 @@ impl RedisStore {
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT));
         self.conn
-            .get_or_try_init(|| self.client.get_multiplexed_async_connection_with_config(&config))
+            .get_or_try_init(|| {
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config)
+            })
             .await
             .cloned()
             .map_err(|e| {
@@ -235,13 +262,17 @@ impl EmbeddedStore {
         };
         let conn = rusqlite::Connection::open(path).map_err(fail)?;
         conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(fail)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER)",
         )
         .map_err(fail)?;
-        Ok(EmbeddedStore { conn: Arc::new(Mutex::new(conn)) })
+        Ok(EmbeddedStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     async fn run<T: Send + 'static>(
@@ -257,7 +288,10 @@ impl EmbeddedStore {
         .map_err(|e| StoreError::Other(format!("embedded store task failed: {e}")))?
         .map_err(|e| match e {
             rusqlite::Error::SqliteFailure(f, _)
-                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
             {
                 StoreError::Unavailable(format!("embedded store busy: {e}"))
             }
@@ -267,7 +301,10 @@ impl EmbeddedStore {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -284,15 +321,23 @@ mod tests {
         let dir = tempdir();
         let s = Store::open(None, &dir).unwrap();
         s.set("p:a".into(), b"1".to_vec(), None).await.unwrap();
-        s.set("p:b".into(), b"2".to_vec(), Some(3600)).await.unwrap();
+        s.set("p:b".into(), b"2".to_vec(), Some(3600))
+            .await
+            .unwrap();
         s.set("q:c".into(), b"3".to_vec(), None).await.unwrap();
-        let got = s.get_many(vec!["p:a".into(), "nope".into(), "p:b".into()]).await.unwrap();
+        let got = s
+            .get_many(vec!["p:a".into(), "nope".into(), "p:b".into()])
+            .await
+            .unwrap();
         assert_eq!(got, vec![Some(b"1".to_vec()), None, Some(b"2".to_vec())]);
         assert_eq!(s.list_keys("p:".into()).await.unwrap(), vec!["p:a", "p:b"]);
         assert_eq!(s.increment("p:a".into(), 41).await.unwrap(), 42);
         assert!(matches!(s.increment("q:x".into(), 1).await, Ok(1)));
         s.set("q:text".into(), b"abc".to_vec(), None).await.unwrap();
-        assert!(matches!(s.increment("q:text".into(), 1).await, Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            s.increment("q:text".into(), 1).await,
+            Err(StoreError::Invalid(_))
+        ));
         assert!(s.delete("p:a".into()).await.unwrap());
         assert!(!s.delete("p:a".into()).await.unwrap());
         // `%` and `_` are not wildcards here (no LIKE).
@@ -304,7 +349,9 @@ mod tests {
     async fn expired_keys_are_gone() {
         let dir = tempdir();
         let s = Store::open(None, &dir).unwrap();
-        let Store::Embedded(e) = &s else { unreachable!() };
+        let Store::Embedded(e) = &s else {
+            unreachable!()
+        };
         e.run(|c| {
             c.execute("INSERT INTO kv VALUES ('old', x'00', 1)", [])?;
             Ok(())

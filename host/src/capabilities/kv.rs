@@ -26,12 +26,18 @@ pub struct KvCtx {
 
 impl KvCtx {
     pub fn new(store: Store, prefix: &str) -> Self {
-        KvCtx { store, prefix: prefix.into(), clock: HostClock::default() }
+        KvCtx {
+            store,
+            prefix: prefix.into(),
+            clock: HostClock::default(),
+        }
     }
 
     fn key(&self, key: &str) -> Result<String, KvError> {
         if key.is_empty() || key.len() > MAX_KEY {
-            return Err(KvError::Invalid(format!("a key must have 1 to {MAX_KEY} bytes")));
+            return Err(KvError::Invalid(format!(
+                "a key must have 1 to {MAX_KEY} bytes"
+            )));
         }
         Ok(format!("{}{key}", self.prefix))
     }
@@ -52,14 +58,23 @@ type R<T> = wasmtime::Result<Result<T, KvError>>;
 
 impl kv::Host for KvCtx {
     async fn get(&mut self, key: String) -> R<Option<Vec<u8>>> {
-        Ok(self.get_many(vec![key]).await?.map(|mut v| v.pop().flatten()))
+        Ok(self
+            .get_many(vec![key])
+            .await?
+            .map(|mut v| v.pop().flatten()))
     }
 
     async fn get_many(&mut self, keys: Vec<String>) -> R<Vec<Option<Vec<u8>>>> {
         if keys.len() > MAX_KEYS {
-            return Ok(Err(KvError::Invalid(format!("at most {MAX_KEYS} keys per call"))));
+            return Ok(Err(KvError::Invalid(format!(
+                "at most {MAX_KEYS} keys per call"
+            ))));
         }
-        let keys = match keys.iter().map(|k| self.key(k)).collect::<Result<Vec<_>, _>>() {
+        let keys = match keys
+            .iter()
+            .map(|k| self.key(k))
+            .collect::<Result<Vec<_>, _>>()
+        {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
@@ -70,7 +85,9 @@ impl kv::Host for KvCtx {
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl: Option<u32>) -> R<()> {
         if value.len() > MAX_VALUE {
-            return Ok(Err(KvError::Invalid(format!("a value must be at most {MAX_VALUE} bytes"))));
+            return Ok(Err(KvError::Invalid(format!(
+                "a value must be at most {MAX_VALUE} bytes"
+            ))));
         }
         let key = match self.key(&key) {
             Ok(k) => k,
@@ -96,9 +113,12 @@ impl kv::Host for KvCtx {
         let clock = self.clock.clone();
         let _t = clock.enter();
         let own = self.prefix.len();
-        Ok(self.store.list_keys(full).await.map_err(kv_error).map(|keys| {
-            keys.into_iter().map(|k| k[own..].to_owned()).collect()
-        }))
+        Ok(self
+            .store
+            .list_keys(full)
+            .await
+            .map_err(kv_error)
+            .map(|keys| keys.into_iter().map(|k| k[own..].to_owned()).collect()))
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> R<i64> {

@@ -14,7 +14,12 @@ pub struct LoggingCtx {
 }
 
 impl logging::Host for LoggingCtx {
-    async fn log(&mut self, level: Level, context: String, mut message: String) -> wasmtime::Result<()> {
+    async fn log(
+        &mut self,
+        level: Level,
+        context: String,
+        mut message: String,
+    ) -> wasmtime::Result<()> {
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;
             while !message.is_char_boundary(cut) {
@@ -41,5 +46,6 @@ impl HasData for HasLogging {
 }
 
 pub fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
-    logging::add_to_linker::<State, HasLogging>(linker, |s| &mut s.logging).map_err(anyhow::Error::from)
+    logging::add_to_linker::<State, HasLogging>(linker, |s| &mut s.logging)
+        .map_err(anyhow::Error::from)
 }

@@ -30,17 +30,31 @@ pub struct ProcessCtx {
     /// This binary, which is also the job supervisor.
     exe: PathBuf,
     slots: Arc<Semaphore>,
+    /// Programs started in this call (the context is cloned for every call).
+    runs: usize,
     pub(crate) clock: HostClock,
 }
 
 impl ProcessCtx {
     pub fn new(policy: Arc<Policy>, jobs: Jobs, exe: PathBuf) -> Self {
         let slots = Arc::new(Semaphore::new(policy.limits.processes.max(1)));
-        ProcessCtx { policy, jobs, exe, slots, clock: HostClock::default() }
+        ProcessCtx {
+            policy,
+            jobs,
+            exe,
+            slots,
+            runs: 0,
+            clock: HostClock::default(),
+        }
     }
 
     fn deny(&self, target: &str, message: String) -> ProcessError {
-        ProcessError::Denied(super::denied(&self.policy.plugin, "process", target, message))
+        ProcessError::Denied(super::denied(
+            &self.policy.plugin,
+            "process",
+            target,
+            message,
+        ))
     }
 
     fn program(&self, name: &str) -> Result<PathBuf, ProcessError> {
@@ -60,34 +74,64 @@ impl ProcessCtx {
                 && !k.starts_with(|c: char| c.is_ascii_digit())
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(ProcessError::Invalid(format!("`{k}` is not a valid environment variable name")));
+                return Err(ProcessError::Invalid(format!(
+                    "`{k}` is not a valid environment variable name"
+                )));
             }
             // The dynamic loader's variables would run code the policy never granted.
             if k.starts_with("LD_") {
-                return Err(self.deny(k, format!("plugin `{}` may not set `{k}` for a program", self.policy.plugin)));
+                return Err(self.deny(
+                    k,
+                    format!(
+                        "plugin `{}` may not set `{k}` for a program",
+                        self.policy.plugin
+                    ),
+                ));
             }
         }
         Ok(())
     }
 
-    async fn run(&self, req: RunRequest) -> Result<RunOutput, ProcessError> {
+    async fn run(&mut self, req: RunRequest) -> Result<RunOutput, ProcessError> {
         let path = self.program(&req.program)?;
         self.check_env(&req.env)?;
+        let budget = self.policy.limits.runs_per_call;
+        if self.runs >= budget {
+            let plugin = &self.policy.plugin;
+            return Err(self.deny(&req.program, format!(
+                "plugin `{plugin}` started {budget} programs in one call, its limit (`plugins.{plugin}.max_runs_per_call`)"
+            )));
+        }
+        self.runs += 1;
         let _slot = self.slots.acquire().await.expect("never closed");
         let limit = self.policy.limits.wall_time;
-        let timeout = req.timeout_ms.map_or(DEFAULT_RUN_TIMEOUT, |ms| Duration::from_millis(ms.into())).min(limit);
+        let timeout = req
+            .timeout_ms
+            .map_or(DEFAULT_RUN_TIMEOUT, |ms| Duration::from_millis(ms.into()))
+            .min(limit);
 
         let mut cmd = tokio::process::Command::new(&path);
         cmd.args(&req.args)
             .env_clear()
             .env("PATH", jobs::JOB_PATH)
-            .envs(self.policy.env.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k, v))))
+            .envs(
+                self.policy
+                    .env
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (k, v))),
+            )
             .envs(req.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if req.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| ProcessError::Failed(format!("cannot start `{}`: {e}", path.display())))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ProcessError::Failed(format!("cannot start `{}`: {e}", path.display())))?;
         if let (Some(input), Some(mut stdin)) = (req.stdin, child.stdin.take()) {
             tokio::spawn(async move {
                 let _ = stdin.write_all(&input).await;
@@ -97,14 +141,23 @@ impl ProcessCtx {
         let out = child.stdout.take().expect("piped");
         let err = child.stderr.take().expect("piped");
         let work = async {
-            let (out, err, status) = tokio::join!(read_capped(out, cap), read_capped(err, cap), child.wait());
+            let (out, err, status) =
+                tokio::join!(read_capped(out, cap), read_capped(err, cap), child.wait());
             (out, err, status)
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(((stdout, t1), (stderr, t2), status)) => {
-                let status = status.map_err(|e| ProcessError::Failed(format!("waiting for `{}`: {e}", req.program)))?;
+                let status = status.map_err(|e| {
+                    ProcessError::Failed(format!("waiting for `{}`: {e}", req.program))
+                })?;
                 use std::os::unix::process::ExitStatusExt;
-                Ok(RunOutput { exit_code: status.code(), signal: status.signal(), stdout, stderr, truncated: t1 || t2 })
+                Ok(RunOutput {
+                    exit_code: status.code(),
+                    signal: status.signal(),
+                    stdout,
+                    stderr,
+                    truncated: t1 || t2,
+                })
             }
             Err(_) => Err(ProcessError::TimedOut(format!(
                 "`{}` did not finish within {:.1} s and was killed",
@@ -151,9 +204,12 @@ impl process::Host for ProcessCtx {
     async fn spawn_job(&mut self, req: JobRequest) -> R<()> {
         let plugin = &self.policy.plugin;
         if !self.policy.supervise {
-            return Ok(Err(self.deny("spawn-job", format!(
-                "plugin `{plugin}` may not start supervised jobs (`plugins.{plugin}.supervise`)"
-            ))));
+            return Ok(Err(self.deny(
+                "spawn-job",
+                format!(
+                    "plugin `{plugin}` may not start supervised jobs (`plugins.{plugin}.supervise`)"
+                ),
+            )));
         }
         if let Err(e) = self.check_env(&req.env) {
             return Ok(Err(e));
@@ -168,10 +224,17 @@ impl process::Host for ProcessCtx {
             working_dir: req.working_dir.map(PathBuf::from),
             time_limit_seconds: req.time_limit_seconds,
         };
-        Ok(self.jobs.spawn(&req.id, &request, &self.exe).await.map_err(job_error))
+        Ok(self
+            .jobs
+            .spawn(&req.id, &request, &self.exe)
+            .await
+            .map_err(job_error))
     }
 
-    async fn job_states(&mut self, ids: Vec<String>) -> wasmtime::Result<Vec<Result<JobState, ProcessError>>> {
+    async fn job_states(
+        &mut self,
+        ids: Vec<String>,
+    ) -> wasmtime::Result<Vec<Result<JobState, ProcessError>>> {
         let _t = self.clock.enter();
         Ok(ids
             .iter()
@@ -202,7 +265,10 @@ impl process::Host for ProcessCtx {
     async fn read_job_log(&mut self, id: String, which: LogStream, max_bytes: u64) -> R<String> {
         let _t = self.clock.enter();
         let max = max_bytes.min(self.policy.limits.output_bytes as u64);
-        Ok(self.jobs.read_log(&id, matches!(which, LogStream::Stderr), max).map_err(job_error))
+        Ok(self
+            .jobs
+            .read_log(&id, matches!(which, LogStream::Stderr), max)
+            .map_err(job_error))
     }
 }
 
@@ -212,5 +278,6 @@ impl HasData for HasProcess {
 }
 
 pub fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
-    process::add_to_linker::<State, HasProcess>(linker, |s| &mut s.process).map_err(anyhow::Error::from)
+    process::add_to_linker::<State, HasProcess>(linker, |s| &mut s.process)
+        .map_err(anyhow::Error::from)
 }

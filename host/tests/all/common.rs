@@ -20,13 +20,18 @@ impl TestEnv {
         let home = std::env::temp_dir().join(format!("hpc-host-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&home).unwrap();
         // Every test shares one compile cache, as every call on a login node does.
-        let cache = std::env::temp_dir().join(format!("hpc-host-test-cache-{}", unsafe { libc::geteuid() }));
+        let cache = std::env::temp_dir().join(format!("hpc-host-test-cache-{}", unsafe {
+            libc::geteuid()
+        }));
         TestEnv {
             home: home.clone(),
             vars: vec![
                 ("HOME".into(), home.display().to_string()),
                 ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-                ("HPC_CACHE_DIR".into(), cache.display().to_string()),
+                (
+                    "CCAT_WORKFLOW_MANAGER_HPC_CACHE_DIR".into(),
+                    cache.display().to_string(),
+                ),
             ],
         }
     }
@@ -49,13 +54,18 @@ impl TestEnv {
     /// Put a test plugin into the plugins folder under `name`.
     pub fn install_plugin(&self, file: &str, name: &str) {
         std::fs::create_dir_all(self.plugins_dir()).unwrap();
-        std::fs::copy(Path::new(TEST_PLUGINS).join(format!("{file}.wasm")), self.plugins_dir().join(format!("{name}.wasm")))
-            .unwrap();
+        std::fs::copy(
+            Path::new(TEST_PLUGINS).join(format!("{file}.wasm")),
+            self.plugins_dir().join(format!("{name}.wasm")),
+        )
+        .unwrap();
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).env_clear().envs(self.vars.iter().map(|(k, v)| (k, v)));
+        cmd.args(args)
+            .env_clear()
+            .envs(self.vars.iter().map(|(k, v)| (k, v)));
         cmd.output().unwrap()
     }
 
@@ -75,7 +85,12 @@ impl TestEnv {
     /// Run expecting failure with `code`; returns stderr.
     pub fn fail(&self, code: i32, args: &[&str]) -> String {
         let out = self.run(args);
-        assert_eq!(out.status.code(), Some(code), "hpc-host {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "hpc-host {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stderr).unwrap()
     }
 
@@ -91,7 +106,8 @@ impl TestEnv {
     }
 
     pub fn wait(&self, id: &str) -> Value {
-        serde_json::from_str(&self.expect(0, &["--output", "json", "wait", "--timeout", "60", id])).unwrap()
+        serde_json::from_str(&self.expect(0, &["--output", "json", "wait", "--timeout", "60", id]))
+            .unwrap()
     }
 
     /// Poll until `pred` holds for the job's status.
@@ -102,14 +118,21 @@ impl TestEnv {
             if pred(&s) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "job {id} never became {what}: {s}");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never became {what}: {s}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// The supervisor's record of a local job.
     pub fn supervisor_record(&self, id: &str) -> Value {
-        let p = self.state_dir().join("jobs/local").join(id).join("supervisor.json");
+        let p = self
+            .state_dir()
+            .join("jobs/local")
+            .join(id)
+            .join("supervisor.json");
         serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
     }
 }
@@ -124,9 +147,15 @@ impl Drop for TestEnv {
 pub fn group_members(pgid: i64) -> Vec<i64> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i64>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i64>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
         if fields[0] != "Z" && fields[2].parse::<i64>().ok() == Some(pgid) {
             found.push(pid);

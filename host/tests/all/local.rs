@@ -7,9 +7,23 @@ use std::time::Duration;
 #[test]
 fn submit_status_wait_logs() {
     let env = TestEnv::new();
-    let out = env.expect(0, &["submit", "--job-name", "hello", "--", "sh", "-c", "echo hi; echo oops >&2; sleep 1"]);
+    let out = env.expect(
+        0,
+        &[
+            "submit",
+            "--job-name",
+            "hello",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; echo oops >&2; sleep 1",
+        ],
+    );
     let id = out.trim();
-    assert!(uuid::Uuid::parse_str(id).is_ok(), "a UUID job id, not {id:?}");
+    assert!(
+        uuid::Uuid::parse_str(id).is_ok(),
+        "a UUID job id, not {id:?}"
+    );
 
     // The submitting process has exited; the job still runs.
     let s = env.status(id);
@@ -27,12 +41,16 @@ fn submit_status_wait_logs() {
     let out = env.run(&["logs", id]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
-    let logs: serde_json::Value = serde_json::from_str(&env.expect(0, &["--output", "json", "logs", id])).unwrap();
+    let logs: serde_json::Value =
+        serde_json::from_str(&env.expect(0, &["--output", "json", "logs", id])).unwrap();
     assert_eq!(logs["stdout"], "hi\n");
 
     // The text form names the state too.
     let text = env.expect(0, &["status", id]);
-    assert!(text.starts_with(id) && text.contains("completed") && text.contains("exit=0"), "{text}");
+    assert!(
+        text.starts_with(id) && text.contains("completed") && text.contains("exit=0"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -61,7 +79,10 @@ fn peak_memory_of_a_200_mb_job_is_reported_within_20_percent() {
     assert_eq!(s["status"], "completed", "{s}");
     let peak = s["peak_memory_gb"].as_f64().unwrap();
     let expected = 200.0 / 1024.0;
-    assert!((peak - expected).abs() / expected < 0.2, "peak {peak} GB vs {expected} GB");
+    assert!(
+        (peak - expected).abs() / expected < 0.2,
+        "peak {peak} GB vs {expected} GB"
+    );
 }
 
 #[test]
@@ -85,7 +106,10 @@ fn the_job_outlives_the_submitter_and_gets_a_minimal_environment() {
     assert_eq!(env.status(id)["status"], "running");
     assert_eq!(env.wait(id)["status"], "completed");
     let logs = String::from_utf8(env.run(&["logs", id]).stdout).unwrap();
-    assert_eq!(logs, format!("{hostile}|unset|/usr/local/bin:/usr/bin:/bin"));
+    assert_eq!(
+        logs,
+        format!("{hostile}|unset|/usr/local/bin:/usr/bin:/bin")
+    );
     assert!(!std::path::Path::new("/tmp/pwned").exists());
 }
 
@@ -106,7 +130,11 @@ fn cancel_kills_the_whole_process_group() {
     let s = env.status(&id);
     assert_eq!(s["status"], "failed", "{s}");
     assert_eq!(s["native_state"], "CANCELLED");
-    assert!(group_members(pgid).is_empty(), "left behind: {:?}", group_members(pgid));
+    assert!(
+        group_members(pgid).is_empty(),
+        "left behind: {:?}",
+        group_members(pgid)
+    );
     // Cancelling a job that has ended is not an error.
     env.expect(0, &["cancel", &id]);
 }
@@ -137,7 +165,13 @@ fn a_killed_supervisor_means_failed_with_a_reason() {
 fn time_hours_limits_the_job() {
     let env = TestEnv::new();
     // 1.8 s, rounded up to 2 s by the plugin.
-    let id = env.expect(0, &["submit", "--time-hours", "0.0005", "--", "sleep", "30"]).trim().to_owned();
+    let id = env
+        .expect(
+            0,
+            &["submit", "--time-hours", "0.0005", "--", "sleep", "30"],
+        )
+        .trim()
+        .to_owned();
     let s = env.wait(&id);
     assert_eq!(s["status"], "failed", "{s}");
     assert_eq!(s["native_state"], "TIMEOUT");
@@ -156,9 +190,15 @@ fn status_of_many_ids_keeps_order_and_reports_unknown_ones() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let v = v.as_array().unwrap();
     assert_eq!(v.len(), 4);
-    assert_eq!((v[0]["job_id"].as_str().unwrap(), &v[0]["status"]), (a.as_str(), &"completed".into()));
+    assert_eq!(
+        (v[0]["job_id"].as_str().unwrap(), &v[0]["status"]),
+        (a.as_str(), &"completed".into())
+    );
     assert_eq!(v[1]["error"]["kind"], "not-found");
-    assert_eq!((v[2]["job_id"].as_str().unwrap(), &v[2]["status"]), (b.as_str(), &"failed".into()));
+    assert_eq!(
+        (v[2]["job_id"].as_str().unwrap(), &v[2]["status"]),
+        (b.as_str(), &"failed".into())
+    );
     assert_eq!(v[3]["error"]["kind"], "not-found");
 }
 
@@ -197,9 +237,15 @@ fn a_json_spec_from_stdin() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["job_id"].as_str().unwrap().to_owned();
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(env.wait(&id)["status"], "completed");
-    assert_eq!(String::from_utf8(env.run(&["logs", &id]).stdout).unwrap(), "7-x\n");
+    assert_eq!(
+        String::from_utf8(env.run(&["logs", &id]).stdout).unwrap(),
+        "7-x\n"
+    );
 }
 
 #[test]

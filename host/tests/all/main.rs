@@ -8,5 +8,9 @@
 
 mod common;
 mod contain;
+mod hostile;
+mod kube;
+mod kube_fake;
 mod local;
 mod redis_store;
+mod slurm;

@@ -16,7 +16,12 @@ fn redis_env() -> TestEnv {
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().expect("redis-cli");
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -24,13 +29,25 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 #[ignore = "needs redis"]
 fn jobs_are_recorded_in_redis() {
     let env = redis_env();
-    assert_eq!(redis_cli(6379, &["ping"]).trim(), "PONG", "the tests need Redis on 127.0.0.1:6379");
+    assert_eq!(
+        redis_cli(6379, &["ping"]).trim(),
+        "PONG",
+        "the tests need Redis on 127.0.0.1:6379"
+    );
     let id = env.submit(&["sh", "-c", "echo from-redis"]);
-    let prefix = &env.vars.iter().find(|(k, _)| k.ends_with("KV_PREFIX")).unwrap().1;
+    let prefix = &env
+        .vars
+        .iter()
+        .find(|(k, _)| k.ends_with("KV_PREFIX"))
+        .unwrap()
+        .1;
     let record = redis_cli(6379, &["get", &format!("{prefix}job/{id}")]);
     assert!(record.contains(&id), "record in Redis: {record}");
     assert_eq!(env.wait(&id)["status"], "completed");
-    assert_eq!(String::from_utf8(env.run(&["logs", &id]).stdout).unwrap(), "from-redis\n");
+    assert_eq!(
+        String::from_utf8(env.run(&["logs", &id]).stdout).unwrap(),
+        "from-redis\n"
+    );
     // No embedded store was used.
     assert!(!env.state_dir().join("store.sqlite3").exists());
 }
@@ -44,15 +61,33 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(dir: &Path, port: u16) -> OwnRedis {
-        let mut r = OwnRedis { port, dir: dir.to_owned(), child: None };
+        let mut r = OwnRedis {
+            port,
+            dir: dir.to_owned(),
+            child: None,
+        };
         r.restart();
         r
     }
 
     fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-            .args(["--appendfsync", "always", "--dir", self.dir.to_str().unwrap()])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ])
+            .args([
+                "--appendfsync",
+                "always",
+                "--dir",
+                self.dir.to_str().unwrap(),
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server");
@@ -86,23 +121,36 @@ fn redis_down_is_unavailable_and_loses_nothing() {
     let dir = env.home.join("redis");
     std::fs::create_dir_all(&dir).unwrap();
     let mut redis = OwnRedis::start(&dir, port);
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", &format!("redis://127.0.0.1:{port}/0"));
+    env.set(
+        "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
+        &format!("redis://127.0.0.1:{port}/0"),
+    );
 
     let id = env.submit(&["sh", "-c", "sleep 1; echo finished while redis was down"]);
     redis.stop();
 
     let start = Instant::now();
     let err = env.fail(3, &["submit", "--", "true"]);
-    assert!(err.contains("unavailable") && err.contains("Redis"), "{err}");
+    assert!(
+        err.contains("unavailable") && err.contains("Redis"),
+        "{err}"
+    );
     let err = env.fail(3, &["status", &id]);
     assert!(err.contains("unavailable"), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(10), "failing took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "failing took {:?}",
+        start.elapsed()
+    );
 
     std::thread::sleep(Duration::from_millis(1500));
     redis.restart();
     let s = env.wait(&id);
     assert_eq!(s["status"], "completed", "{s}");
-    assert_eq!(String::from_utf8(env.run(&["logs", &id]).stdout).unwrap(), "finished while redis was down\n");
+    assert_eq!(
+        String::from_utf8(env.run(&["logs", &id]).stdout).unwrap(),
+        "finished while redis was down\n"
+    );
     // Exactly one record: the refused submit left none behind.
     let keys = redis_cli(port, &["--scan", "--pattern", "hpc-host:local:*"]);
     assert_eq!(keys.lines().count(), 1, "{keys}");

@@ -67,7 +67,9 @@ impl hpc_plugin_sdk::Guest for Local {
     }
 
     fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
-        Self::get_statuses(vec![job_id])?.pop().expect("one result per id")
+        Self::get_statuses(vec![job_id])?
+            .pop()
+            .expect("one result per id")
     }
 
     fn get_statuses(
@@ -80,9 +82,10 @@ impl hpc_plugin_sdk::Guest for Local {
             .into_iter()
             .map(|id| {
                 let id = id?;
-                let bytes = stored.next().flatten().ok_or_else(|| {
-                    BackendError::NotFound(format!("no local job `{id}`"))
-                })?;
+                let bytes = stored
+                    .next()
+                    .flatten()
+                    .ok_or_else(|| BackendError::NotFound(format!("no local job `{id}`")))?;
                 JobRecord::decode(&bytes)
             })
             .collect();

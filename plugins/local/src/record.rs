@@ -52,7 +52,9 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), BackendError> {
     }
     if let Some(dir) = &spec.workspace_dir {
         if !dir.starts_with('/') {
-            return invalid(format!("`workspace_dir` must be an absolute path, not `{dir}`"));
+            return invalid(format!(
+                "`workspace_dir` must be an absolute path, not `{dir}`"
+            ));
         }
     }
     Ok(())
@@ -122,7 +124,11 @@ impl JobRecord {
             info.wall_time_seconds = Some((now() - since).max(0.0));
         }
         if let Some(o) = self.outcome {
-            info.status = if o.completed { JobStatus::Completed } else { JobStatus::Failed };
+            info.status = if o.completed {
+                JobStatus::Completed
+            } else {
+                JobStatus::Failed
+            };
             info.exit_code = o.exit_code;
             info.wall_time_seconds = o.wall_time_seconds;
             info.cpu_hours = o.cpu_hours;
@@ -136,7 +142,11 @@ impl JobRecord {
 
 fn outcome(u: &JobUsage) -> Outcome {
     let (completed, native, reason) = if u.cancelled {
-        (false, "CANCELLED", Some("cancelled by `hpc-host cancel`".to_owned()))
+        (
+            false,
+            "CANCELLED",
+            Some("cancelled by `hpc-host cancel`".to_owned()),
+        )
     } else if u.timed_out {
         (false, "TIMEOUT", Some("time limit reached".to_owned()))
     } else if let Some(sig) = u.signal {
@@ -144,7 +154,11 @@ fn outcome(u: &JobUsage) -> Outcome {
     } else if u.exit_code == Some(0) {
         (true, "COMPLETED", None)
     } else {
-        (false, "FAILED", Some(format!("exit code {}", u.exit_code.unwrap_or(-1))))
+        (
+            false,
+            "FAILED",
+            Some(format!("exit code {}", u.exit_code.unwrap_or(-1))),
+        )
     };
     Outcome {
         completed,

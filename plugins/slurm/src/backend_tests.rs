@@ -2,100 +2,11 @@
 //! squeue/sacct output in [`crate::sacct::tests`] and counts every call.
 
 use super::*;
+use crate::host::fake::{Fake, fail, ok};
 use crate::sacct::tests::{SACCT_LIST, SQUEUE_LIST, SQUEUE_LIVE, SQUEUE_UNKNOWN_STDERR};
-use hpc_plugin_sdk::host::kv::KvError;
 use hpc_plugin_sdk::host::process::ProcessError;
 use hpc_plugin_sdk::{JobStatus, ResourceRequirements};
-use std::collections::VecDeque;
 use std::path::PathBuf;
-
-#[derive(Default)]
-struct Fake {
-    settings: HashMap<String, String>,
-    answers: HashMap<String, VecDeque<Result<RunOutput, ProcessError>>>,
-    calls: Vec<RunRequest>,
-    kv: HashMap<String, Vec<u8>>,
-    /// kv writes fail from this many successful ones on.
-    kv_fail_after: Option<usize>,
-    kv_writes: usize,
-    warnings: Vec<String>,
-    clock: u64,
-}
-
-impl Fake {
-    fn new() -> Self {
-        let mut f = Fake::default();
-        f.settings.insert(SETTING_PARTITION.into(), "debug".into());
-        f
-    }
-    fn answer(&mut self, program: &str, answer: Result<RunOutput, ProcessError>) -> &mut Self {
-        self.answers
-            .entry(program.into())
-            .or_default()
-            .push_back(answer);
-        self
-    }
-    fn calls_to(&self, program: &str) -> Vec<&RunRequest> {
-        self.calls.iter().filter(|c| c.program == program).collect()
-    }
-}
-
-impl Host for Fake {
-    fn setting(&self, key: &str) -> Option<String> {
-        self.settings.get(key).cloned()
-    }
-    fn run(&mut self, req: &RunRequest) -> Result<RunOutput, ProcessError> {
-        self.calls.push(req.clone());
-        self.answers
-            .get_mut(&req.program)
-            .and_then(VecDeque::pop_front)
-            .unwrap_or_else(|| panic!("unexpected call to `{}` {:?}", req.program, req.args))
-    }
-    fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        Ok(self.kv.get(key).cloned())
-    }
-    fn kv_set(&mut self, key: &str, value: &[u8], _ttl: Option<u32>) -> Result<(), KvError> {
-        if self.kv_fail_after.is_some_and(|n| self.kv_writes >= n) {
-            return Err(KvError::Unavailable("redis is down".into()));
-        }
-        self.kv_writes += 1;
-        self.kv.insert(key.into(), value.to_vec());
-        Ok(())
-    }
-    fn kv_delete(&mut self, key: &str) -> Result<bool, KvError> {
-        Ok(self.kv.remove(key).is_some())
-    }
-    fn warn(&mut self, msg: &str) {
-        self.warnings.push(msg.into());
-    }
-    fn now_millis(&mut self) -> u64 {
-        self.clock += 1;
-        1_700_000_000_000 + self.clock
-    }
-    fn random(&mut self) -> u64 {
-        0xabcdef
-    }
-}
-
-fn ok(stdout: &str) -> Result<RunOutput, ProcessError> {
-    Ok(RunOutput {
-        exit_code: Some(0),
-        signal: None,
-        stdout: stdout.into(),
-        stderr: vec![],
-        truncated: false,
-    })
-}
-
-fn fail(stderr: &str) -> Result<RunOutput, ProcessError> {
-    Ok(RunOutput {
-        exit_code: Some(1),
-        signal: None,
-        stdout: vec![],
-        stderr: stderr.into(),
-        truncated: false,
-    })
-}
 
 fn workspace(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -194,6 +105,7 @@ fn submit_with_store_down_fails_before_sbatch() {
     ));
     assert!(h.calls.is_empty());
     assert_eq!(files_in(&ws), 0, "the script is removed again");
+    std::fs::remove_dir_all(ws).unwrap();
 }
 
 #[test]
@@ -208,6 +120,7 @@ fn submit_store_failing_after_sbatch_still_returns_the_id() {
         "{:?}",
         h.warnings
     );
+    std::fs::remove_dir_all(ws).unwrap();
 }
 
 #[test]
@@ -234,6 +147,7 @@ fn submit_refused_or_unreachable() {
         submit(&mut h, &spec(&ws)),
         Err(BackendError::Unavailable(_))
     ));
+    std::fs::remove_dir_all(ws).unwrap();
 }
 
 #[test]

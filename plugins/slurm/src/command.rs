@@ -138,17 +138,20 @@ pub fn parse_sbatch_id(stdout: &str) -> Result<String, BackendError> {
     }
 }
 
-/// Whether `id` is a plain SLURM job id: 1 to 10 ASCII digits, not zero.
+/// Whether `id` is a plain SLURM job id: ASCII digits for a number from 1
+/// to 2147483647.
 ///
-/// Array (`12_3`) and heterogeneous (`12+0`) ids are not accepted: this
-/// backend never submits such jobs.
+/// squeue 22.05 reads ids as a C `int`: for 2147483648 to 4294967295 it
+/// refuses the whole list (`squeue: error: Invalid job id: N`), so such an
+/// id must never reach it. Array (`12_3`) and heterogeneous (`12+0`) ids
+/// are not accepted either: this backend never submits such jobs.
 pub fn is_job_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 10
         && id.bytes().all(|b| b.is_ascii_digit())
         && id
             .parse::<u64>()
-            .is_ok_and(|n| n > 0 && n <= u32::MAX as u64)
+            .is_ok_and(|n| n > 0 && n <= i32::MAX as u64)
 }
 
 /// The answer for an id that [`is_job_id`] refuses, without asking SLURM.
@@ -248,7 +251,7 @@ mod tests {
 
     #[test]
     fn job_ids() {
-        for ok in ["1", "42", "4294967295"] {
+        for ok in ["1", "42", "2147483647"] {
             assert!(is_job_id(ok), "{ok}");
         }
         for bad in [
@@ -260,7 +263,8 @@ mod tests {
             "1.0",
             "12_3",
             "12+0",
-            "4294967296",
+            "2147483648",
+            "4294967295",
             "12345678901",
             " 1",
             "١",

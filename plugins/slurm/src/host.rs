@@ -72,3 +72,7 @@ impl Host for SdkHost {
             .finish()
     }
 }
+
+#[cfg(test)]
+#[path = "fake_host.rs"]
+pub(crate) mod fake;

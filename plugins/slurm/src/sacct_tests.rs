@@ -67,6 +67,29 @@ pub const SACCT_ENDED: &str = "\
 pub const SQUEUE_ENDED: &str =
     "25|CANCELLED|None\n24|COMPLETED|None\n26|FAILED|NonZeroExitCode\n27|FAILED|JobLaunchFailure\n";
 
+/// `sacct ... -j 28,29,31,6,999999` for jobs the plugin submitted
+/// (tests/real_slurm.rs): sacct sorts by id; job 28 ran for less than one
+/// sample, so it has no MaxRSS at all.
+pub const SACCT_PLUGIN_JOBS: &str = "\
+6|PENDING|0:0|0|00:00:00||BeginTime
+28|COMPLETED|0:0|0|00:00.003||None
+28.batch|COMPLETED|0:0|0|00:00.003||
+29|FAILED|3:0|1|00:00.004||None
+29.batch|FAILED|3:0|1|00:00.004|3203072|
+31|CANCELLED by 0|0:0|2|00:00.003||None
+31.batch|CANCELLED|0:15|2|00:00.003|1691648|
+";
+
+#[test]
+fn short_job_has_no_peak_memory() {
+    let a = parse_sacct(SACCT_PLUGIN_JOBS).unwrap();
+    assert_eq!(a.len(), 4);
+    assert_eq!(a["28"].max_rss_bytes, None);
+    assert_eq!(a["28"].total_cpu_seconds, Some(0.003));
+    assert_eq!(a["31"].state, "CANCELLED by 0");
+    assert_eq!(a["29"].max_rss_bytes, Some(3203072));
+}
+
 #[test]
 fn command_lines() {
     assert_eq!(

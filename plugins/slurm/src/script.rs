@@ -27,6 +27,10 @@
 //! are quoted for sbatch's own parser ([`directive_quote`]) and may not hold
 //! control characters, the job name is reduced to a safe character set, and
 //! environment variable names must be plain identifiers.
+//!
+//! With `sif-path` the command runs as `apptainer exec --bind <input-dir>
+//! --bind <output-dir> --bind <workspace> <sif-path> argv...`. `image-ref`
+//! and `manifest-path` do not change the script.
 
 use hpc_plugin_sdk::JobSpec;
 

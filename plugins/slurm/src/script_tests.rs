@@ -352,6 +352,7 @@ mod props {
 
             let dir = temp_dir("prop");
             let (got, job_env) = run_with_bash(&plan, &dir);
+            std::fs::remove_dir_all(&dir).unwrap();
             prop_assert_eq!(got, tail);
             for (k, v) in &env {
                 prop_assert_eq!(job_env.get(k), Some(v));

@@ -28,7 +28,8 @@ impl hpc_plugin_sdk::Guest for Misbehave {
     fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
         match job_id.as_str() {
             "trap" => panic!("deliberate panic for the test"),
-            "loop" => {
+            "loop" =>
+            {
                 #[allow(clippy::empty_loop)]
                 loop {}
             }
@@ -53,7 +54,10 @@ impl hpc_plugin_sdk::Guest for Misbehave {
     }
 
     fn get_logs(_job_id: String) -> Result<JobLogs, BackendError> {
-        Ok(JobLogs { stdout: String::new(), stderr: String::new() })
+        Ok(JobLogs {
+            stdout: String::new(),
+            stderr: String::new(),
+        })
     }
 
     fn describe() -> PluginInfo {

@@ -1,0 +1,155 @@
+//! A hostile plugin: `get-status(<attack>[:<arg>])` carries out one attack on
+//! the host and reports what happened. `Ok` means the attack got through;
+//! the tests expect an error (or a contained trap) for every one. Any other
+//! id answers normally, so a test can check that the host still works.
+
+use hpc_plugin_sdk::host::kube::{self, Propagation};
+use hpc_plugin_sdk::host::{kv, process};
+use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec, JobStatus, PluginInfo, setting};
+
+struct Hostile;
+
+fn got_through(what: String) -> Result<HpcJobInfo, BackendError> {
+    Ok(HpcJobInfo {
+        job_id: "attack".into(),
+        status: JobStatus::Completed,
+        exit_code: None,
+        wall_time_seconds: None,
+        cpu_hours: None,
+        peak_memory_gb: None,
+        native_state: Some("GOT-THROUGH".into()),
+        reason: Some(what),
+    })
+}
+
+fn fs_error(e: std::io::Error) -> BackendError {
+    BackendError::Denied(format!("filesystem: {e}"))
+}
+
+fn run(program: &str) -> Result<process::RunOutput, BackendError> {
+    let req = process::RunRequest {
+        program: program.into(),
+        args: vec![],
+        env: vec![],
+        stdin: None,
+        timeout_ms: Some(5000),
+    };
+    Ok(process::run(&req)?)
+}
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth; 16]);
+    recurse(depth + 1) + pad[3]
+}
+
+fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
+    match name {
+        "read-passwd" => got_through(std::fs::read_to_string("/etc/passwd").map_err(fs_error)?),
+        "read-file" => got_through(std::fs::read_to_string(arg).map_err(fs_error)?),
+        "write-file" => {
+            std::fs::write(arg, b"hostile").map_err(fs_error)?;
+            got_through(format!("wrote {arg}"))
+        }
+        "run" => got_through(format!("ran {arg}: {:?}", run(arg)?.exit_code)),
+        "env-preload" => {
+            let req = process::RunRequest {
+                program: arg.into(),
+                args: vec![],
+                env: vec![("LD_PRELOAD".into(), "/tmp/evil.so".into())],
+                stdin: None,
+                timeout_ms: None,
+            };
+            got_through(format!(
+                "ran with LD_PRELOAD: {:?}",
+                process::run(&req)?.exit_code
+            ))
+        }
+        "spawn-flood" => {
+            for i in 0..1000 {
+                run(arg).map_err(|e| BackendError::Denied(format!("after {i} spawns: {e:?}")))?;
+            }
+            got_through("1000 spawns".into())
+        }
+        "kv-read" => match kv::get(arg)? {
+            Some(v) => got_through(String::from_utf8_lossy(&v).into_owned()),
+            None => Err(BackendError::NotFound(format!("no key {arg}"))),
+        },
+        "kv-write" => {
+            kv::set(arg, b"hostile", None)?;
+            let keys = kv::list_keys("")?;
+            Err(BackendError::Denied(format!(
+                "wrote {arg}; visible keys: {keys:?}"
+            )))
+        }
+        "kube-create" => {
+            let body = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"x"}}"#;
+            got_through(kube::create("batch/v1", "Job", arg, body)?)
+        }
+        "kube-delete" => got_through(kube::delete(
+            "v1",
+            "Secret",
+            arg,
+            "x",
+            Propagation::Background,
+        )?),
+        "loop" =>
+        {
+            #[allow(clippy::empty_loop)]
+            loop {}
+        }
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![7u8; 1 << 20]);
+            }
+        }
+        "huge-string" => got_through("x".repeat(arg.parse().unwrap_or(48 << 20))),
+        "stack-overflow" => got_through(recurse(0).to_string()),
+        "panic" => panic!("hostile panic"),
+        "setting" => got_through(setting(arg).unwrap_or_default()),
+        _ => got_through("fine".into()).map(|mut i| {
+            i.native_state = Some("FINE".into());
+            i
+        }),
+    }
+}
+
+impl hpc_plugin_sdk::Guest for Hostile {
+    fn submit(_spec: JobSpec) -> Result<String, BackendError> {
+        Err(BackendError::InvalidRequest("hostile plugin".into()))
+    }
+
+    fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
+        let (name, arg) = job_id.split_once(':').unwrap_or((&job_id, ""));
+        attack(name, arg)
+    }
+
+    fn get_statuses(
+        ids: Vec<String>,
+    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
+        Ok(ids.into_iter().map(Self::get_status).collect())
+    }
+
+    fn cancel(_job_id: String) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn get_logs(_job_id: String) -> Result<JobLogs, BackendError> {
+        Ok(JobLogs {
+            stdout: String::new(),
+            stderr: String::new(),
+        })
+    }
+
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "hostile".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "attacks the host on request (tests only)".into(),
+            settings: vec![],
+        }
+    }
+}
+
+hpc_plugin_sdk::export!(Hostile);
