@@ -19,6 +19,7 @@ pub mod bindings;
 pub mod capabilities;
 pub mod cli;
 pub mod commands;
+pub mod contract;
 pub mod engine;
 pub mod error;
 pub mod jobs;
@@ -28,6 +29,7 @@ pub mod settings;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod supervisor;
 
 pub use error::HostError;
 pub use plugin::{Host, Plugin};

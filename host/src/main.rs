@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.len() == 3 && args[1] == "__supervise" {
         return ExitCode::from(
-            hpc_host::jobs::supervise_main(std::path::Path::new(&args[2])) as u8,
+            hpc_host::supervisor::supervise_main(std::path::Path::new(&args[2])) as u8,
         );
     }
     let cli = Cli::parse();

@@ -8,10 +8,11 @@
 //! limits; a trap ends that store only.
 
 use crate::bindings::{
-    BackendError, CONTRACT_PACKAGE, CONTRACT_VERSION, HpcJobInfo, HpcPlugin, HpcPluginPre, JobLogs,
-    JobSpec, PluginInfo,
+    BackendError, CONTRACT_PACKAGE, HpcJobInfo, HpcPlugin, HpcPluginPre, JobLogs, JobSpec,
+    PluginInfo,
 };
 use crate::capabilities::{self, kube::KubeCtx, kv::KvCtx, process::ProcessCtx};
+use crate::contract::Interfaces;
 use crate::engine::Engine;
 use crate::error::HostError;
 use crate::jobs::Jobs;
@@ -53,14 +54,6 @@ pub struct Source {
     pub origin: Origin,
     pub wasm: Cow<'static, [u8]>,
     pub sha256: String,
-}
-
-/// What a component says about itself through its imports and exports.
-pub struct Interfaces {
-    pub imports: Vec<String>,
-    pub exports: Vec<String>,
-    /// The `ccat:hpc` version of its `hpc-backend` export, if any.
-    pub contract: Option<String>,
 }
 
 impl Host {
@@ -125,12 +118,13 @@ impl Host {
         if let Some(pin) = &policy.sha256
             && *pin != source.sha256
         {
+            let message = format!(
+                "its sha256 is {}, but `plugins.{name}.sha256` pins {pin}",
+                source.sha256
+            );
             return Err(HostError::PluginDenied {
                 plugin: name.clone(),
-                message: format!(
-                    "its sha256 is {}, but `plugins.{name}.sha256` pins {pin}",
-                    source.sha256
-                ),
+                message: capabilities::denied(&name, "load", &source.sha256, message),
             });
         }
         // Folders the host owns (under its state folder) are made on first use;
@@ -149,7 +143,7 @@ impl Host {
         }
         let component = self.compile(&source)?;
         let interfaces = self.interfaces(&component);
-        check_interfaces(&name, &interfaces, &policy)?;
+        crate::contract::check(&name, &interfaces, &policy)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -237,81 +231,6 @@ impl Source {
             sha256,
         })
     }
-}
-
-/// `0.1.0` and `0.1.7` are compatible; `0.2.0` and `1.0.0` are not.
-fn compatible(version: &str) -> bool {
-    let key = |v: &str| -> Option<(u64, u64)> {
-        let mut parts = v.split(['.', '-', '+']);
-        let major = parts.next()?.parse().ok()?;
-        let minor = parts.next()?.parse().ok()?;
-        Some(if major == 0 {
-            (0, minor)
-        } else {
-            (major, u64::MAX)
-        })
-    };
-    match (key(version), key(CONTRACT_VERSION)) {
-        (Some((a, b)), Some((c, d))) => a == c && (a != 0 || b == d),
-        _ => false,
-    }
-}
-
-fn check_interfaces(name: &str, i: &Interfaces, policy: &Policy) -> Result<(), HostError> {
-    let load = |message: String| HostError::PluginLoad {
-        plugin: name.to_owned(),
-        message,
-    };
-    let ours = |full: &str| -> Option<(String, String)> {
-        let rest = full.strip_prefix(CONTRACT_PACKAGE)?.strip_prefix('/')?;
-        let (iface, version) = rest.split_once('@')?;
-        Some((iface.to_owned(), version.to_owned()))
-    };
-    match &i.contract {
-        None => {
-            let other = i.exports.iter().find_map(|e| ours(e)).map(|(_, v)| v);
-            return Err(load(match other {
-                Some(v) => format!(
-                    "it was built against {CONTRACT_PACKAGE}@{v}, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}: rebuild it with hpc-plugin-sdk {CONTRACT_VERSION}"
-                ),
-                None => format!(
-                    "it does not export `{CONTRACT_PACKAGE}/hpc-backend@{CONTRACT_VERSION}` (exports: {})",
-                    i.exports.join(", ")
-                ),
-            }));
-        }
-        Some(v) if !compatible(v) => {
-            return Err(load(format!(
-                "it was built against {CONTRACT_PACKAGE}@{v}, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}: rebuild it with hpc-plugin-sdk {CONTRACT_VERSION}"
-            )));
-        }
-        Some(_) => {}
-    }
-    for import in &i.imports {
-        let Some((iface, version)) = ours(import) else {
-            continue;
-        };
-        if !compatible(&version) {
-            return Err(load(format!(
-                "it imports `{import}`, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}"
-            )));
-        }
-        if !policy.grants(&iface) {
-            return Err(HostError::PluginDenied {
-                plugin: name.to_owned(),
-                message: capabilities::denied(
-                    name,
-                    &iface,
-                    import,
-                    format!(
-                        "it imports `{import}`, which its policy does not grant (set {})",
-                        policy.grant_hint(&iface)
-                    ),
-                ),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// A loaded plugin, ready to be called any number of times.
@@ -493,10 +412,23 @@ fn bounded(mut info: HpcJobInfo) -> HpcJobInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::JobStatus;
 
     #[test]
-    fn contract_versions() {
-        assert!(compatible("0.1.0") && compatible("0.1.9"));
-        assert!(!compatible("0.2.0") && !compatible("1.0.0") && !compatible("x"));
+    fn answers_are_bounded_on_a_char_boundary() {
+        let info = HpcJobInfo {
+            job_id: "j".into(),
+            status: JobStatus::Failed,
+            exit_code: None,
+            wall_time_seconds: None,
+            cpu_hours: None,
+            peak_memory_gb: None,
+            native_state: Some("é".repeat(MAX_FIELD)),
+            reason: Some("short".into()),
+        };
+        let b = bounded(info);
+        let state = b.native_state.unwrap();
+        assert!(state.len() <= MAX_FIELD + 32 && state.ends_with("[truncated by hpc-host]"));
+        assert_eq!(b.reason.as_deref(), Some("short"));
     }
 }

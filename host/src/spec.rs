@@ -148,10 +148,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), HostError> {
         return bad("a command argument, environment value or job name contains a NUL byte".into());
     }
     for (k, _) in &spec.environment_variables {
-        let ok = !k.is_empty()
-            && !k.starts_with(|c: char| c.is_ascii_digit())
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
+        if !is_env_name(k) {
             return bad(format!("`{k}` is not a valid environment variable name"));
         }
     }
@@ -166,6 +163,13 @@ pub fn validate(spec: &JobSpec) -> Result<(), HostError> {
         return bad(format!("`{r}` is not a valid amount"));
     }
     Ok(())
+}
+
+/// A name a shell could set: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `status --output json`: the seed's `HPCJobInfo` plus native state and reason.

@@ -70,10 +70,7 @@ impl ProcessCtx {
 
     fn check_env(&self, env: &[(String, String)]) -> Result<(), ProcessError> {
         for (k, _) in env {
-            let valid = !k.is_empty()
-                && !k.starts_with(|c: char| c.is_ascii_digit())
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
+            if !crate::spec::is_env_name(k) {
                 return Err(ProcessError::Invalid(format!(
                     "`{k}` is not a valid environment variable name"
                 )));

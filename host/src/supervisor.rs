@@ -1,0 +1,188 @@
+//! The job supervisor: the `hpc-host __supervise <job dir>` process.
+//!
+//! It forks: the child calls `setsid` (so it outlives the caller and its
+//! terminal), starts the job in a process group of its own, and tells its
+//! parent "ok" (or why it could not start) through a pipe; the parent relays
+//! that as its exit status, so a bad command fails `submit` at once and no
+//! zombie is left. The supervisor then waits for the job with `wait4` and
+//! writes `result.json` (exit status and rusage) atomically. The job gets
+//! SIGKILL if the supervisor dies (`PR_SET_PDEATHSIG`), and whatever the job
+//! left in its process group is killed when it ends, as a batch scheduler does.
+
+use crate::jobs::{
+    CANCEL_GRACE, Request, SupervisorRecord, Usage, boot_id, now, proc_stat, read_json,
+    write_atomically,
+};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// The `__supervise <dir>` entry point. Runs before any thread exists, since it forks.
+pub fn supervise_main(dir: &Path) -> i32 {
+    let mut fds = [0; 2];
+    // SAFETY: plain syscalls on fresh descriptors; this process has one thread.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!("error: pipe: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("error: fork: {}", std::io::Error::last_os_error());
+            1
+        }
+        0 => {
+            drop(read_end);
+            unsafe { libc::setsid() };
+            let code = match supervise(dir, write_end) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("supervisor: {e}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+        _child => {
+            drop(write_end);
+            let mut word = String::new();
+            let _ = std::fs::File::from(read_end).read_to_string(&mut word);
+            if word == "ok" {
+                0
+            } else {
+                eprintln!(
+                    "{}",
+                    if word.is_empty() {
+                        "the supervisor died before starting the job"
+                    } else {
+                        word.as_str()
+                    }
+                );
+                1
+            }
+        }
+    }
+}
+
+fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
+    let mut ready = std::fs::File::from(ready);
+    let mut refuse = |msg: String| {
+        let _ = ready.write_all(msg.as_bytes());
+        msg
+    };
+    // From here on the caller does not wait for us: let go of its pipes
+    // (stdin and stdout to /dev/null, stderr to a file).
+    let log = std::fs::File::create(dir.join("supervisor.log"))
+        .map_err(|e| refuse(format!("cannot create supervisor.log: {e}")))?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| refuse(format!("/dev/null: {e}")))?;
+    // SAFETY: plain syscalls on descriptors we own.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(null.as_raw_fd(), 1);
+        libc::dup2(log.as_raw_fd(), 2);
+    }
+    let request: Request = read_json(&dir.join("request.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.ok_or_else(|| "request.json is missing".to_owned()))
+        .map_err(&mut refuse)?;
+    let open = |name: &str| {
+        std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
+    };
+    let stdout = open("stdout.log").map_err(&mut refuse)?;
+    let stderr = open("stderr.log").map_err(&mut refuse)?;
+
+    let mut cmd = std::process::Command::new(&request.argv[0]);
+    cmd.args(&request.argv[1..])
+        .env_clear()
+        .envs(request.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(request.working_dir.as_deref().unwrap_or(dir))
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    let supervisor_pid = std::process::id() as i32;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The supervisor may have died before prctl took effect.
+            if libc::getppid() != supervisor_pid {
+                libc::_exit(137);
+            }
+            Ok(())
+        });
+    }
+    let started = std::time::Instant::now();
+    let started_at = now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| refuse(format!("cannot start `{}`: {e}", request.argv[0])))?;
+    let job_pid = child.id() as i32;
+    let record = SupervisorRecord {
+        supervisor_pid,
+        supervisor_start_ticks: proc_stat(supervisor_pid).map(|(_, t)| t).unwrap_or(0),
+        job_pid,
+        boot_id: boot_id(),
+        started_at,
+    };
+    write_atomically(
+        &dir.join("supervisor.json"),
+        &serde_json::to_vec(&record).expect("serialisable"),
+    )
+    .map_err(|e| refuse(format!("cannot write supervisor.json: {e}")))?;
+    let _ = ready.write_all(b"ok");
+    drop(ready);
+
+    let timed_out = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(limit) = request.time_limit_seconds {
+        let flag = timed_out.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(limit));
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            unsafe { libc::killpg(job_pid, libc::SIGTERM) };
+            std::thread::sleep(CANCEL_GRACE);
+            unsafe { libc::killpg(job_pid, libc::SIGKILL) };
+        });
+    }
+
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        let r = unsafe { libc::wait4(job_pid, &mut status, 0, &mut rusage) };
+        if r == job_pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("wait4: {err}"));
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    // Like a batch scheduler, end what the job left behind in its group.
+    unsafe { libc::killpg(job_pid, libc::SIGKILL) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let usage = Usage {
+        exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+        wall_time_seconds: wall,
+        cpu_seconds: tv(rusage.ru_utime) + tv(rusage.ru_stime),
+        // Linux reports ru_maxrss in KiB.
+        peak_rss_bytes: (rusage.ru_maxrss.max(0) as u64) * 1024,
+        cancelled: dir.join("cancel").exists(),
+        timed_out: timed_out.load(std::sync::atomic::Ordering::SeqCst),
+    };
+    write_atomically(
+        &dir.join("result.json"),
+        &serde_json::to_vec(&usage).expect("serialisable"),
+    )
+    .map_err(|e| format!("cannot write result.json: {e}"))
+}
