@@ -126,6 +126,7 @@ impl Jobs {
         write_atomically(
             &dir.join("request.json"),
             &serde_json::to_vec(request).expect("serialisable"),
+            false,
         )
         .map_err(|e| fail("cannot write to", e))?;
 
@@ -270,7 +271,11 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Opt
     }
 }
 
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Write a file whole or not at all. `durable` also waits for the disk: only
+/// for what must survive a crash (a job's result). Records that a crash makes
+/// moot anyway (the request, the supervisor's pids, void after a reboot) skip
+/// it, which keeps `submit` fast.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -279,7 +284,9 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)
 }
 

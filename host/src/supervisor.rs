@@ -136,6 +136,7 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
     write_atomically(
         &dir.join("supervisor.json"),
         &serde_json::to_vec(&record).expect("serialisable"),
+        false,
     )
     .map_err(|e| refuse(format!("cannot write supervisor.json: {e}")))?;
     let _ = ready.write_all(b"ok");
@@ -183,6 +184,7 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
     write_atomically(
         &dir.join("result.json"),
         &serde_json::to_vec(&usage).expect("serialisable"),
+        true,
     )
     .map_err(|e| format!("cannot write result.json: {e}"))
 }
