@@ -31,6 +31,13 @@ fi
 log "starting the SLURM test cluster"
 scripts/slurm-testcluster.sh
 
+# rust-toolchain.toml lists the wasm target; make sure rustup has it even
+# where it does not install targets on first use.
+if ! [ -d "$(rustc --print target-libdir --target wasm32-wasip2 2>/dev/null)" ]; then
+  log "adding the wasm32-wasip2 target"
+  rustup target add wasm32-wasip2
+fi
+
 log "building and testing (release profile: the plugins' compile cache and the benchmarks use it too)"
 # The plugins are wasm32-wasip2 cdylibs built by host/build.rs; their native
 # unit tests (pure logic) run here too.
