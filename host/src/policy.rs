@@ -251,6 +251,9 @@ impl Policy {
         let name = &self.plugin;
         match interface {
             "process" => format!("`plugins.{name}.programs` or `plugins.{name}.supervise`"),
+            "kube" if name == "kubernetes" => {
+                format!("`K8S_NAMESPACE`, or `plugins.{name}.k8s_namespaces`")
+            }
             "kube" => format!("`plugins.{name}.k8s_namespaces`"),
             other => format!("no setting grants `{other}`"),
         }
