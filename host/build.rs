@@ -92,6 +92,11 @@ fn main() {
         test_dir.display()
     );
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
+    // Cargo gives this build-script run the same identity in every checkout,
+    // and it checks the paths above as they were in the checkout that ran it
+    // last: two clones sharing one CARGO_TARGET_DIR (CI's cache) would see
+    // each other's plugins. scripts/test.sh names the checkout here.
+    println!("cargo:rerun-if-env-changed=HPC_HOST_CHECKOUT");
     println!(
         "cargo:rerun-if-changed={}",
         workspace.join("Cargo.lock").display()

@@ -38,6 +38,10 @@ if ! [ -d "$(rustc --print target-libdir --target wasm32-wasip2 2>/dev/null)" ];
   rustup target add wasm32-wasip2
 fi
 
+# A build cache shared between checkouts must not hand one checkout's plugins
+# to another (see host/build.rs).
+export HPC_HOST_CHECKOUT="$PWD"
+
 log "building and testing (release profile: the plugins' compile cache and the benchmarks use it too)"
 # The plugins are wasm32-wasip2 cdylibs built by host/build.rs; their native
 # unit tests (pure logic) run here too.

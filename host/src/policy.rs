@@ -108,6 +108,12 @@ fn find_program(name: &str) -> PathBuf {
         .unwrap_or_else(|| Path::new("/usr/bin").join(name))
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// What the host knows when it resolves policies.
 pub struct PolicyContext<'a> {
     pub state_dir: &'a Path,
@@ -133,7 +139,12 @@ impl Policy {
             config: BTreeMap::new(),
         };
         match plugin {
-            "local" => p.supervise = true,
+            "local" => {
+                p.supervise = true;
+                // Job records may live in a Redis shared by several login
+                // nodes; the plugin notes which one runs each job.
+                p.config.insert("HPC_NODE".into(), hostname());
+            }
             "slurm" => {
                 for prog in ["sbatch", "squeue", "sacct", "scancel"] {
                     p.programs.insert(prog.to_owned(), find_program(prog));

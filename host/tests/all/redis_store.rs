@@ -155,3 +155,44 @@ fn redis_down_is_unavailable_and_loses_nothing() {
     let keys = redis_cli(port, &["--scan", "--pattern", "hpc-host:local:*"]);
     assert_eq!(keys.lines().count(), 1, "{keys}");
 }
+
+#[test]
+#[ignore = "needs redis"]
+fn a_job_seen_from_another_login_node_says_where_it_runs() {
+    // Two "login nodes": separate state folders, one Redis, one key prefix.
+    let mut a = redis_env();
+    let prefix = a
+        .vars
+        .iter()
+        .find(|(k, _)| k.ends_with("KV_PREFIX"))
+        .unwrap()
+        .1
+        .clone();
+    a.set(
+        "CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__CONFIG__HPC_NODE",
+        "node-a",
+    );
+    let mut b = redis_env();
+    b.set("CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__KV_PREFIX", &prefix);
+    b.set(
+        "CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__CONFIG__HPC_NODE",
+        "node-b",
+    );
+
+    let id = a.submit(&["sleep", "30"]);
+    assert_eq!(a.status(&id)["status"], "running");
+    for args in [
+        vec!["status", id.as_str()],
+        vec!["logs", id.as_str()],
+        vec!["cancel", id.as_str()],
+    ] {
+        let err = b.fail(3, &args);
+        assert!(
+            err.contains("runs on `node-a`") && err.contains("this is `node-b`"),
+            "{args:?}: {err}"
+        );
+    }
+    a.expect(0, &["cancel", &id]);
+    // Once its end is recorded, every node can read it.
+    assert_eq!(b.status(&id)["native_state"], "CANCELLED");
+}

@@ -108,7 +108,7 @@ impl hpc_plugin_sdk::Guest for Local {
                         // down now, the supervisor's record is still there.
                         let _ = kv::set(&key(&record.job_id), &record.encode(), None);
                     }
-                    Err(e) => record.host_error = Some(e.into()),
+                    Err(e) => record.host_error = Some(record.locate(e.into())),
                 }
             }
         }
@@ -116,18 +116,29 @@ impl hpc_plugin_sdk::Guest for Local {
     }
 
     fn cancel(job_id: String) -> Result<(), BackendError> {
-        let record = load(&job_id)?;
+        let mut record = load(&job_id)?;
         if record.outcome.is_none() {
-            process::kill_job(&record.job_id)?;
+            process::kill_job(&record.job_id).map_err(|e| record.locate(e.into()))?;
+            // Record the end now, so every node sharing the store sees it.
+            if let Some(Ok(state @ (JobState::Exited(_) | JobState::Lost(_)))) =
+                process::job_states(std::slice::from_ref(&record.job_id)).pop()
+            {
+                record.finish(state);
+                let _ = kv::set(&key(&record.job_id), &record.encode(), None);
+            }
         }
         Ok(())
     }
 
     fn get_logs(job_id: String) -> Result<JobLogs, BackendError> {
         let record = load(&job_id)?;
+        let read = |which| {
+            process::read_job_log(&record.job_id, which, MAX_LOG_BYTES)
+                .map_err(|e| record.locate(e.into()))
+        };
         Ok(JobLogs {
-            stdout: process::read_job_log(&record.job_id, LogStream::Stdout, MAX_LOG_BYTES)?,
-            stderr: process::read_job_log(&record.job_id, LogStream::Stderr, MAX_LOG_BYTES)?,
+            stdout: read(LogStream::Stdout)?,
+            stderr: read(LogStream::Stderr)?,
         })
     }
 

@@ -6,6 +6,9 @@ use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobSpec, JobStatus, bytes_to_gb};
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The setting that names this machine (the host sets it to its hostname).
+pub const NODE_SETTING: &str = "HPC_NODE";
+
 /// Longest job name kept; the name is metadata only, never run.
 const MAX_NAME: usize = 255;
 
@@ -16,6 +19,10 @@ pub struct JobRecord {
     pub job_name: Option<String>,
     pub argv: Vec<String>,
     pub submitted_at: f64,
+    /// The machine whose supervisor runs the job (`HPC_NODE`): with a Redis
+    /// shared by several login nodes, only that one can see the process.
+    #[serde(default)]
+    pub node: Option<String>,
     pub outcome: Option<Outcome>,
     /// From the supervisor, this call only.
     #[serde(skip)]
@@ -74,9 +81,26 @@ impl JobRecord {
             job_name: spec.job_name.clone(),
             argv: spec.execution_command.clone(),
             submitted_at: now(),
+            node: hpc_plugin_sdk::setting(NODE_SETTING),
             outcome: None,
             running_since: None,
             host_error: None,
+        }
+    }
+
+    /// The host does not know the job here: if it was started on another
+    /// machine, say where, rather than "not found".
+    pub fn locate(&self, e: BackendError) -> BackendError {
+        let here = hpc_plugin_sdk::setting(NODE_SETTING);
+        match (&e, &self.node) {
+            (BackendError::NotFound(_), Some(node)) if here.as_ref() != Some(node) => {
+                BackendError::Unavailable(format!(
+                    "local job `{}` runs on `{node}`; only hpc-host there can see it (this is `{}`)",
+                    self.job_id,
+                    here.as_deref().unwrap_or("an unnamed machine")
+                ))
+            }
+            _ => e,
         }
     }
 
