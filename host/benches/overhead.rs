@@ -219,7 +219,7 @@ fn main() {
     let hhost = Host::new(&hs).unwrap();
     let hp = hhost.backend().unwrap();
     let (plain, denied, allowed) = rt.block_on(async {
-        let mut time = async |id: &str, n: usize| {
+        let time = async |id: &str, n: usize| {
             let mut v = Vec::new();
             for _ in 0..n {
                 let t = Instant::now();

@@ -52,27 +52,27 @@ fn main() {
     let workdir = home.join("raw");
     std::fs::create_dir_all(&workdir).unwrap();
 
+    let raw_sbatch = || {
+        let mut c = Command::new("sbatch");
+        c.args([
+            "--parsable",
+            "-p",
+            "debug",
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "true",
+        ])
+        .current_dir(&workdir);
+        c
+    };
+
     // ---- submit: hpc-host vs raw sbatch, interleaved --------------------------
     let n = 30;
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..n {
         ours.push(timed(&mut host(&["submit", "--", "true"])).0);
-        raw.push(
-            timed(
-                Command::new("sbatch")
-                    .args([
-                        "--parsable",
-                        "-p",
-                        "debug",
-                        "-o",
-                        "/dev/null",
-                        "--wrap",
-                        "true",
-                    ])
-                    .current_dir(&workdir),
-            )
-            .0,
-        );
+        raw.push(timed(&mut raw_sbatch()).0);
     }
     let (ours, raw) = (median(ours), median(raw));
     let mut rows = vec![
@@ -90,21 +90,7 @@ fn main() {
 
     // ---- status of 200 finished jobs -------------------------------------------
     let ids: Vec<String> = (0..200)
-        .map(|_| {
-            run(Command::new("sbatch")
-                .args([
-                    "--parsable",
-                    "-p",
-                    "debug",
-                    "-o",
-                    "/dev/null",
-                    "--wrap",
-                    "true",
-                ])
-                .current_dir(&workdir))
-            .trim()
-            .to_owned()
-        })
+        .map(|_| run(&mut raw_sbatch()).trim().to_owned())
         .collect();
     let list = ids.join(",");
     let deadline = Instant::now() + Duration::from_secs(600);

@@ -158,9 +158,7 @@ impl Guest for Kubernetes {
     }
 
     fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
-        Self::get_statuses(vec![job_id])?
-            .pop()
-            .expect("one result per id")
+        hpc_plugin_sdk::single(Self::get_statuses(vec![job_id]))
     }
 
     fn get_statuses(

@@ -103,6 +103,15 @@ impl JobStatus {
     }
 }
 
+/// `get-status` as the one-id case of `get-statuses`, for plugins whose
+/// batch query is the only query they have.
+pub fn single(
+    all: Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError>,
+) -> Result<HpcJobInfo, BackendError> {
+    all?.pop()
+        .unwrap_or_else(|| Err(BackendError::Internal("no status returned".into())))
+}
+
 /// Bytes to GB as the contract counts them (1 GB = 1024^3 bytes).
 pub fn bytes_to_gb(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0 * 1024.0)

@@ -45,9 +45,10 @@ impl Guest for Slurm {
     }
 
     fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
-        let mut all = backend::statuses(&mut SdkHost, std::slice::from_ref(&job_id))?;
-        all.pop()
-            .unwrap_or_else(|| Err(BackendError::Internal("no status returned".into())))
+        hpc_plugin_sdk::single(backend::statuses(
+            &mut SdkHost,
+            std::slice::from_ref(&job_id),
+        ))
     }
 
     fn get_statuses(
