@@ -20,6 +20,8 @@
 //! assert_eq!(deadline_seconds, Some(7200));
 //! ```
 
+use hpc_plugin_sdk::resources::{hours_to_seconds, memory_kubernetes};
+use hpc_plugin_sdk::spec::check_command;
 use hpc_plugin_sdk::{BackendError, JobSpec, ResourceRequirements};
 use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
 use k8s_openapi::api::core::v1::{
@@ -78,26 +80,17 @@ pub fn resources(r: &ResourceRequirements) -> Result<Resources, BackendError> {
             .insert(GPU_RESOURCE.into(), Quantity(gpus.to_string()));
     }
     if let Some(h) = r.time_hours {
-        if !(h.is_finite() && h > 0.0) {
-            return invalid(format!("`time_hours` must be positive, not {h}"));
-        }
-        // At least one second: a deadline of 0 is invalid to the API server.
-        out.deadline_seconds = Some(((h * 3600.0).ceil() as i64).max(1));
+        // At least one second (a deadline of 0 is invalid to the API server),
+        // at most a century, so the cast cannot saturate.
+        let seconds = hours_to_seconds(h, "time_hours").map_err(BackendError::InvalidRequest)?;
+        out.deadline_seconds = Some(i64::try_from(seconds).unwrap_or(i64::MAX));
     }
     Ok(out)
 }
 
 /// `16` -> `16Gi`; `0.5` -> `512Mi`; fractions of a MiB round up.
 fn memory(gb: f64) -> Result<String, BackendError> {
-    if !(gb.is_finite() && gb > 0.0) {
-        return Err(BackendError::InvalidRequest(format!(
-            "`memory_gb` must be positive, not {gb}"
-        )));
-    }
-    if gb.fract() == 0.0 {
-        return Ok(format!("{}Gi", gb as u64));
-    }
-    Ok(format!("{}Mi", (gb * 1024.0).ceil() as u64))
+    memory_kubernetes(gb, "memory_gb").map_err(BackendError::InvalidRequest)
 }
 
 /// The Job for `spec`, named `name`; `ttl` is `ttlSecondsAfterFinished`.
@@ -112,11 +105,8 @@ pub fn build(spec: &JobSpec, name: &str, ttl: Option<i32>) -> Result<Job, Backen
                 "a Kubernetes job needs a container image: set `image_ref`".into(),
             )
         })?;
-    if spec.execution_command.is_empty() {
-        return Err(BackendError::InvalidRequest(
-            "`execution_command` is empty".into(),
-        ));
-    }
+    check_command(&spec.execution_command, "execution_command")
+        .map_err(BackendError::InvalidRequest)?;
     let r = resources(&spec.resource_requirements)?;
     let labels: BTreeMap<String, String> = [
         (ID_LABEL.to_owned(), name.to_owned()),

@@ -16,6 +16,7 @@
 //!   measures neither CPU time nor peak memory (always null here).
 
 use crate::job::{CONTAINER, requested_cpus};
+use hpc_plugin_sdk::resources::seconds_to_hours;
 use hpc_plugin_sdk::{HpcJobInfo, JobStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
@@ -120,7 +121,7 @@ pub fn job_info(job: &Job, pods: &[&Pod], now: f64) -> HpcJobInfo {
         status: JobStatus::Pending,
         exit_code: ended.map(|t| t.exit_code),
         wall_time_seconds: wall,
-        cpu_hours: wall.zip(cpus).map(|(w, c)| w * c / 3600.0),
+        cpu_hours: wall.zip(cpus).map(|(w, c)| seconds_to_hours(w * c)),
         peak_memory_gb: None,
         native_state: None,
         reason: None,

@@ -2,9 +2,10 @@
 //! becomes the seed's `HPCJobInfo`.
 
 use hpc_plugin_sdk::host::process::{JobState, JobUsage};
-use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobSpec, JobStatus, bytes_to_gb};
+use hpc_plugin_sdk::resources::{bytes_to_gb, seconds_to_hours};
+use hpc_plugin_sdk::spec::check_command;
+use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobSpec, JobStatus};
 use serde::{Deserialize, Serialize};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The setting that names this machine (the host sets it to its hostname).
 pub const NODE_SETTING: &str = "HPC_NODE";
@@ -44,11 +45,11 @@ pub struct Outcome {
     pub reason: Option<String>,
 }
 
+/// Refuse a spec this backend cannot run as given.
 pub fn validate_spec(spec: &JobSpec) -> Result<(), BackendError> {
     let invalid = |m: String| Err(BackendError::InvalidRequest(m));
-    if spec.execution_command.is_empty() {
-        return invalid("`execution_command` is empty".into());
-    }
+    check_command(&spec.execution_command, "execution_command")
+        .map_err(BackendError::InvalidRequest)?;
     if let Some(name) = &spec.job_name {
         if name.chars().count() > MAX_NAME {
             return invalid(format!("`job_name` is longer than {MAX_NAME} characters"));
@@ -67,31 +68,24 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), BackendError> {
     Ok(())
 }
 
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
-
 impl JobRecord {
-    pub fn new(job_id: &str, spec: &JobSpec) -> Self {
+    /// The record of a job submitted at `now` (Unix seconds) on `node`.
+    pub fn new(job_id: &str, spec: &JobSpec, now: f64, node: Option<String>) -> Self {
         JobRecord {
             job_id: job_id.to_owned(),
             job_name: spec.job_name.clone(),
             argv: spec.execution_command.clone(),
-            submitted_at: now(),
-            node: hpc_plugin_sdk::setting(NODE_SETTING),
+            submitted_at: now,
+            node,
             outcome: None,
             running_since: None,
             host_error: None,
         }
     }
 
-    /// The host does not know the job here: if it was started on another
-    /// machine, say where, rather than "not found".
-    pub fn locate(&self, e: BackendError) -> BackendError {
-        let here = hpc_plugin_sdk::setting(NODE_SETTING);
+    /// The host does not know the job here (`here`, the `HPC_NODE` setting):
+    /// if it was started on another machine, say where, rather than "not found".
+    pub fn locate(&self, e: BackendError, here: Option<String>) -> BackendError {
         match (&e, &self.node) {
             (BackendError::NotFound(_), Some(node)) if here.as_ref() != Some(node) => {
                 BackendError::Unavailable(format!(
@@ -104,16 +98,17 @@ impl JobRecord {
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a job record always serialises")
+    /// JSON bytes for the store.
+    pub fn encode(&self) -> Result<Vec<u8>, BackendError> {
+        hpc_plugin_sdk::record::encode(self)
     }
 
+    /// A record from the store.
     pub fn decode(bytes: &[u8]) -> Result<Self, BackendError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| BackendError::Internal(format!("unreadable job record: {e}")))
+        hpc_plugin_sdk::record::decode(bytes).map_err(BackendError::Internal)
     }
 
-    /// Record the end the supervisor reported.
+    /// Record the end the supervisor reported (a running state changes nothing).
     pub fn finish(&mut self, state: JobState) {
         self.outcome = Some(match state {
             JobState::Exited(usage) => outcome(&usage),
@@ -126,11 +121,15 @@ impl JobRecord {
                 native_state: "LOST".into(),
                 reason: Some(why),
             },
-            JobState::Running(_) => unreachable!("a running job has not finished"),
+            JobState::Running(since) => {
+                self.running_since = Some(since);
+                return;
+            }
         });
     }
 
-    pub fn info(self) -> Result<HpcJobInfo, BackendError> {
+    /// The contract's view of the job, at Unix time `now`.
+    pub fn info(self, now: f64) -> Result<HpcJobInfo, BackendError> {
         if let Some(e) = self.host_error {
             return Err(e);
         }
@@ -145,7 +144,7 @@ impl JobRecord {
             reason: None,
         };
         if let Some(since) = self.running_since {
-            info.wall_time_seconds = Some((now() - since).max(0.0));
+            info.wall_time_seconds = Some((now - since).max(0.0));
         }
         if let Some(o) = self.outcome {
             info.status = if o.completed {
@@ -188,7 +187,7 @@ fn outcome(u: &JobUsage) -> Outcome {
         completed,
         exit_code: u.exit_code,
         wall_time_seconds: Some(u.wall_time_seconds),
-        cpu_hours: Some(u.cpu_seconds / 3600.0),
+        cpu_hours: Some(seconds_to_hours(u.cpu_seconds)),
         peak_memory_gb: Some(bytes_to_gb(u.peak_rss_bytes)),
         native_state: native.into(),
         reason,

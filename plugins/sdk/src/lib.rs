@@ -13,8 +13,17 @@
 //! hpc_plugin_sdk::export!(MySite);
 //! ```
 //!
-//! The host interfaces (`process`, `kv`, `kube`) are in [`host`]; settings come
-//! from [`setting`], logs go through [`log`].
+//! The host interfaces (`process`, `kv`, `kube`, settings, logging) are
+//! behind the [`host::Host`] trait: write the backend over `&mut impl Host`,
+//! call it with [`host::SdkHost`] in the `Guest` impl and with
+//! `fake::FakeHost` (feature `fake`) in native unit tests. The raw imports
+//! are re-exported in [`host`] for their types.
+//!
+//! Helpers every backend shares: [`time`], [`resources`] (guarded
+//! conversions), [`spec`] (checks), [`record`] (kv records as JSON),
+//! [`apptainer`] (running a command in a SIF image).
+//!
+//! `plugins/template` is a minimal plugin built on all of this, to copy.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -29,10 +38,16 @@ pub use ccat::hpc::types::{
 };
 pub use exports::ccat::hpc::hpc_backend::Guest;
 
-/// The host interfaces a plugin may import, subject to its policy.
-pub mod host {
-    pub use crate::ccat::hpc::{kube, kv, process};
-}
+pub mod apptainer;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+pub mod host;
+pub mod record;
+pub mod resources;
+pub mod spec;
+pub mod time;
+
+pub use resources::bytes_to_gb;
 
 /// The version of the contract this SDK was built against.
 pub const CONTRACT_VERSION: &str = "0.1.0";
@@ -110,9 +125,4 @@ pub fn single(
 ) -> Result<HpcJobInfo, BackendError> {
     all?.pop()
         .unwrap_or_else(|| Err(BackendError::Internal("no status returned".into())))
-}
-
-/// Bytes to GB as the contract counts them (1 GB = 1024^3 bytes).
-pub fn bytes_to_gb(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0 * 1024.0)
 }

@@ -90,9 +90,16 @@ pub fn submit(host: &mut impl Host, spec: &JobSpec) -> Result<String, BackendErr
     let (plan, unique) = write_script(host, spec, &partition, default_workspace.as_deref())?;
     let mut rec = JobRecord::new(&plan, host.now_millis() / 1000);
     let pending_key = record::pending_key(&unique);
+    let bytes = match rec.to_bytes() {
+        Ok(b) => b,
+        Err(e) => {
+            remove_quietly(&plan.script_path);
+            return Err(e);
+        }
+    };
     if let Err(e) = host.kv_set(
         &pending_key,
-        &rec.to_bytes(),
+        &bytes,
         Some(record::PENDING_TTL_SECONDS),
     ) {
         remove_quietly(&plan.script_path);
@@ -114,7 +121,11 @@ pub fn submit(host: &mut impl Host, spec: &JobSpec) -> Result<String, BackendErr
     let job_id = command::parse_sbatch_id(&String::from_utf8_lossy(&out.stdout))?;
 
     rec.job_id = Some(job_id.clone());
-    match host.kv_set(&record::job_key(&job_id), &rec.to_bytes(), Some(record::JOB_TTL_SECONDS)) {
+    let stored = rec.to_bytes().and_then(|bytes| {
+        host.kv_set(&record::job_key(&job_id), &bytes, Some(record::JOB_TTL_SECONDS))
+            .map_err(BackendError::from)
+    });
+    match stored {
         Ok(()) => {
             let _ = host.kv_delete(&pending_key);
         }

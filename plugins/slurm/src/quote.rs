@@ -96,17 +96,8 @@ pub fn check_directive_value(what: &str, value: &str) -> Result<(), String> {
     }
 }
 
-/// Refuse a value bound for the job's argv or environment if it holds NUL,
-/// which no program argument or environment value can carry.
-pub fn check_no_nul(what: &str, value: &str) -> Result<(), String> {
-    if value.contains('\0') {
-        Err(format!(
-            "{what} contains a NUL character, which no program argument or environment value can carry"
-        ))
-    } else {
-        Ok(())
-    }
-}
+/// A NUL in a value no program argument or environment value can carry.
+pub use hpc_plugin_sdk::spec::check_no_nul;
 
 /// A readable name for a control character in an error message.
 fn describe_control(c: char) -> String {

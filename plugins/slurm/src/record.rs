@@ -16,6 +16,7 @@
 //! assert_eq!(rec.stdout, "/w/x.out");
 //! ```
 
+use hpc_plugin_sdk::BackendError;
 use serde::{Deserialize, Serialize};
 
 use crate::script::ScriptPlan;
@@ -76,13 +77,12 @@ impl JobRecord {
     }
 
     /// JSON bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Serializing plain strings and numbers cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+    pub fn to_bytes(&self) -> Result<Vec<u8>, BackendError> {
+        hpc_plugin_sdk::record::encode(self)
     }
 
     /// Parse JSON bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("not a job record: {e}"))
+        hpc_plugin_sdk::record::decode(bytes)
     }
 }

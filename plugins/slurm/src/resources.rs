@@ -119,47 +119,19 @@ pub fn directives(req: &ResourceRequirements) -> Result<Vec<String>, String> {
 }
 
 /// `--mem` for `gb` (1 GB = 1024 MiB, as SLURM counts): whole GiB as `NG`,
-/// anything else rounded up to whole MiB as `NM`.
+/// anything else rounded up to whole MiB as `NM`. Never `--mem=0`, which
+/// means "all the memory of the node" to SLURM.
 pub fn format_memory(gb: f64) -> Result<String, String> {
-    // `--mem=0` means "all the memory of the node" to SLURM: never send it.
-    if !gb.is_finite() || gb <= 0.0 {
-        return Err(format!(
-            "`resource-requirements.memory-gb` must be a positive number, not `{gb}`"
-        ));
-    }
-    // 2^40 MiB is a petabyte per node; beyond that it is a mistake, and the
-    // cast below must not saturate.
-    let mib = (gb * 1024.0).ceil();
-    if mib > (1u64 << 40) as f64 {
-        return Err(format!(
-            "`resource-requirements.memory-gb` is too large: `{gb}`"
-        ));
-    }
-    let mib = (mib as u64).max(1);
-    Ok(if mib.is_multiple_of(1024) {
-        format!("{}G", mib / 1024)
-    } else {
-        format!("{mib}M")
-    })
+    hpc_plugin_sdk::resources::memory_slurm(gb, "resource-requirements.memory-gb")
 }
 
 /// `--time` for `hours`: `HH:MM:SS`, or `D-HH:MM:SS` from one day on, rounded
 /// up to whole minutes.
 pub fn format_time(hours: f64) -> Result<String, String> {
-    if !hours.is_finite() || hours <= 0.0 {
-        return Err(format!(
-            "`resource-requirements.time-hours` must be a positive number, not `{hours}`"
-        ));
-    }
-    // A century is beyond any partition's limit; refuse rather than overflow.
-    if hours > 100.0 * 366.0 * 24.0 {
-        return Err(format!(
-            "`resource-requirements.time-hours` is too large: `{hours}`"
-        ));
-    }
-    // Round to whole seconds first, so that float noise (1.1 h is
-    // 66.00000000000001 minutes) does not add a minute.
-    let seconds = (hours * 3600.0).round() as u64;
+    let seconds = hpc_plugin_sdk::resources::hours_to_seconds(
+        hours,
+        "resource-requirements.time-hours",
+    )?;
     let minutes = seconds.div_ceil(60).max(1);
     let (days, hh, mm) = (minutes / (24 * 60), (minutes / 60) % 24, minutes % 60);
     Ok(if days > 0 {

@@ -33,6 +33,8 @@
 //! and `manifest-path` do not change the script.
 
 use hpc_plugin_sdk::JobSpec;
+use hpc_plugin_sdk::apptainer::{self, Mount};
+use hpc_plugin_sdk::spec::check_command;
 
 use crate::quote::{bash_quote, check_directive_value, check_no_nul, directive_quote};
 use crate::resources;
@@ -83,7 +85,7 @@ pub const BASH_MANAGED_VARIABLES: &[&str] = &[
 
 /// The program that runs a job with a `sif-path`, looked up in the job's `PATH`
 /// on the compute node.
-pub const APPTAINER: &str = "apptainer";
+pub const APPTAINER: &str = apptainer::DEFAULT_PROGRAM;
 
 /// What [`build`] needs besides the spec.
 pub struct ScriptInputs<'a> {
@@ -247,53 +249,16 @@ fn check_workspace(what: &str, dir: &str) -> Result<String, String> {
 /// running it in `sif-path` with the input, output and workspace folders
 /// bound at their own paths.
 fn command_words(spec: &JobSpec, workspace: &str) -> Result<Vec<String>, String> {
-    if spec.execution_command.is_empty() {
-        return Err("`execution-command` is empty".into());
-    }
-    if spec.execution_command[0].is_empty() {
-        return Err("`execution-command` starts with an empty program name".into());
-    }
-    for (i, word) in spec.execution_command.iter().enumerate() {
-        check_no_nul(&format!("`execution-command` element {i}"), word)?;
-    }
+    check_command(&spec.execution_command, "execution-command")?;
     let Some(sif) = &spec.sif_path else {
         return Ok(spec.execution_command.clone());
     };
-    check_no_nul("`sif-path`", sif)?;
-    // Absolute, so that it can never be read as an option of `apptainer exec`.
-    if !sif.starts_with('/') {
-        return Err(format!(
-            "`sif-path` must be an absolute path, not `{}`",
-            sif.escape_debug()
-        ));
-    }
-    let mut words = vec![APPTAINER.to_string(), "exec".to_string()];
-    let dirs = [
-        ("`input-dir`", spec.input_dir.as_deref()),
-        ("`output-dir`", spec.output_dir.as_deref()),
-        ("the workspace", Some(workspace)),
+    let mounts = [
+        Mount::new("`input-dir`", spec.input_dir.as_deref()),
+        Mount::new("`output-dir`", spec.output_dir.as_deref()),
+        Mount::new("the workspace", Some(workspace)),
     ];
-    let mut bound: Vec<&str> = Vec::new();
-    for (what, dir) in dirs {
-        let Some(dir) = dir else { continue };
-        check_no_nul(what, dir)?;
-        // `--bind src[:dest[:opts]][,src...]`: a `,` or `:` would be read as
-        // syntax, so such a folder cannot be bound as itself.
-        if !dir.starts_with('/') || dir.contains([',', ':']) {
-            return Err(format!(
-                "{what} `{}` cannot be bound into the container: it must be an absolute path without `,` or `:`",
-                dir.escape_debug()
-            ));
-        }
-        if !bound.contains(&dir) {
-            bound.push(dir);
-            words.push("--bind".into());
-            words.push(dir.into());
-        }
-    }
-    words.push(sif.clone());
-    words.extend(spec.execution_command.iter().cloned());
-    Ok(words)
+    apptainer::wrap(APPTAINER, sif, &mounts, &spec.execution_command)
 }
 
 /// The spec's environment as `export` pairs, checked.
@@ -326,11 +291,7 @@ fn environment(spec: &JobSpec) -> Result<Vec<(String, String)>, String> {
         out.push((name.clone(), value.clone()));
     }
     if spec.sif_path.is_some() {
-        let prefixed: Vec<_> = out
-            .iter()
-            .map(|(n, v)| (format!("APPTAINERENV_{n}"), v.clone()))
-            .collect();
-        out.extend(prefixed);
+        out = apptainer::container_env(&out);
     }
     Ok(out)
 }

@@ -1,0 +1,194 @@
+//! The Local backend over the SDK's fake host: what it asks the supervisor
+//! to run, what it stores, and how the supervisor's word becomes a status.
+
+use super::*;
+use hpc_plugin_sdk::JobStatus;
+use hpc_plugin_sdk::ResourceRequirements;
+use hpc_plugin_sdk::fake::{FakeHost, exited};
+
+fn spec(argv: &[&str]) -> JobSpec {
+    JobSpec {
+        execution_command: argv.iter().map(|s| s.to_string()).collect(),
+        image_ref: None,
+        sif_path: None,
+        input_dir: None,
+        output_dir: None,
+        workspace_dir: None,
+        manifest_path: None,
+        resource_requirements: ResourceRequirements {
+            cpu: None,
+            memory_gb: None,
+            time_hours: None,
+            gpus: None,
+            nodes: None,
+            extra: vec![],
+        },
+        environment_variables: vec![("N".into(), "7".into())],
+        job_name: Some("t".into()),
+    }
+}
+
+fn host() -> FakeHost {
+    FakeHost::new().with_setting(NODE_SETTING, "login1")
+}
+
+fn status(h: &mut FakeHost, id: &str) -> Result<HpcJobInfo, BackendError> {
+    hpc_plugin_sdk::single(statuses(h, &[id.to_string()]))
+}
+
+#[test]
+fn submit_records_then_spawns_the_command_as_given() {
+    let mut h = host();
+    let mut s = spec(&["sh", "-c", "echo $N"]);
+    s.workspace_dir = Some("/work/ws".into());
+    s.resource_requirements.time_hours = Some(1.1);
+    let id = submit(&mut h, &s).unwrap();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    let req = &h.spawned[0];
+    assert_eq!((req.id.as_str(), req.argv.as_slice()), (id.as_str(), &s.execution_command[..]));
+    assert_eq!(req.env, [("N".to_string(), "7".to_string())]);
+    assert_eq!(req.working_dir.as_deref(), Some("/work/ws"));
+    assert_eq!(req.time_limit_seconds, Some(3960));
+    let rec = JobRecord::decode(&h.kv[&format!("job/{id}")]).unwrap();
+    assert_eq!(rec.node.as_deref(), Some("login1"));
+    assert_eq!(rec.submitted_at, 1_700_000_000.001);
+}
+
+#[test]
+fn sif_path_runs_the_command_under_apptainer_exec_with_binds() {
+    let mut h = host().with_setting("HPC_APPTAINER", "/opt/apptainer/bin/apptainer");
+    let mut s = spec(&["python3", "-c", "print(1)"]);
+    s.sif_path = Some("/images/app.sif".into());
+    s.input_dir = Some("/data/in".into());
+    s.output_dir = Some("/data/out".into());
+    s.workspace_dir = Some("/data/in".into());
+    submit(&mut h, &s).unwrap();
+    let req = &h.spawned[0];
+    assert_eq!(
+        req.argv,
+        [
+            "/opt/apptainer/bin/apptainer", "exec", "--bind", "/data/in", "--bind", "/data/out",
+            "/images/app.sif", "python3", "-c", "print(1)"
+        ]
+    );
+    assert_eq!(
+        req.env,
+        [("N".to_string(), "7".to_string()), ("APPTAINERENV_N".into(), "7".into())]
+    );
+    // Without the setting, `apptainer` from the job's PATH.
+    let mut h = host();
+    submit(&mut h, &s).unwrap();
+    assert_eq!(h.spawned[0].argv[0], "apptainer");
+}
+
+#[test]
+fn bad_specs_are_refused_before_anything_is_stored_or_started() {
+    let mut relative = spec(&["true"]);
+    relative.sif_path = Some("app.sif".into());
+    let mut bad_bind = spec(&["true"]);
+    bad_bind.sif_path = Some("/app.sif".into());
+    bad_bind.output_dir = Some("/out:/etc".into());
+    let mut cases = vec![
+        (spec(&[]), "`execution_command` is empty"),
+        (spec(&["", "x"]), "empty program name"),
+        (relative, "`sif-path` must be an absolute path"),
+        (bad_bind, "`output_dir` `/out:/etc` cannot be bound"),
+    ];
+    for hours in [f64::NAN, -1.0, 0.0, 1e300] {
+        let mut s = spec(&["true"]);
+        s.resource_requirements.time_hours = Some(hours);
+        cases.push((s, "`resource_requirements.time_hours`"));
+    }
+    let mut empty_program = host().with_setting("HPC_APPTAINER", " ");
+    let mut s = spec(&["true"]);
+    s.sif_path = Some("/app.sif".into());
+    assert!(
+        matches!(submit(&mut empty_program, &s), Err(BackendError::InvalidRequest(m)) if m.contains("`HPC_APPTAINER` setting is empty"))
+    );
+    for (s, want) in cases {
+        let mut h = host();
+        match submit(&mut h, &s) {
+            Err(BackendError::InvalidRequest(m)) => assert!(m.contains(want), "{m} / {want}"),
+            other => panic!("{want}: {other:?}"),
+        }
+        assert!(h.kv.is_empty() && h.spawned.is_empty());
+    }
+}
+
+#[test]
+fn store_down_starts_nothing_and_a_failed_spawn_leaves_no_record() {
+    let mut h = host();
+    h.kv_down = true;
+    assert!(matches!(submit(&mut h, &spec(&["true"])), Err(BackendError::Unavailable(_))));
+    assert!(h.spawned.is_empty());
+
+    let mut h = host();
+    h.spawn_error = Some(ProcessError::Invalid("no such program `nope`".into()));
+    assert!(
+        matches!(submit(&mut h, &spec(&["nope"])), Err(BackendError::InvalidRequest(m)) if m.contains("nope"))
+    );
+    assert!(h.kv.is_empty(), "{:?}", h.kv.keys());
+}
+
+#[test]
+fn status_follows_the_supervisor_and_caches_the_end() {
+    let mut h = host();
+    let id = submit(&mut h, &spec(&["true"])).unwrap();
+    let s = status(&mut h, &id).unwrap();
+    assert_eq!((s.status, s.native_state.as_deref()), (JobStatus::Running, Some("RUNNING")));
+    assert!(s.wall_time_seconds.is_some_and(|w| w >= 0.0), "{s:?}");
+
+    h.jobs.insert(id.clone(), exited(3));
+    let s = status(&mut h, &id).unwrap();
+    assert_eq!((s.status, s.exit_code), (JobStatus::Failed, Some(3)));
+    assert_eq!(s.reason.as_deref(), Some("exit code 3"));
+    assert_eq!(s.peak_memory_gb, Some(1.0 / 1024.0));
+    assert_eq!(s.cpu_hours, Some(0.5 / 3600.0));
+
+    // The end is in the record now: no supervisor needed.
+    h.jobs.clear();
+    assert_eq!(status(&mut h, &id).unwrap().native_state.as_deref(), Some("FAILED"));
+}
+
+#[test]
+fn unknown_and_malformed_ids_are_not_found_one_by_one() {
+    let mut h = host();
+    let id = submit(&mut h, &spec(&["true"])).unwrap();
+    h.jobs.insert(id.clone(), exited(0));
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let all = statuses(&mut h, &[id.clone(), "42".into(), unknown]).unwrap();
+    assert_eq!(all[0].as_ref().unwrap().status, JobStatus::Completed);
+    assert!(matches!(&all[1], Err(BackendError::NotFound(m)) if m.contains("not a UUID")));
+    assert!(matches!(&all[2], Err(BackendError::NotFound(_))));
+}
+
+#[test]
+fn cancel_kills_and_records_the_end_once() {
+    let mut h = host();
+    let id = submit(&mut h, &spec(&["sleep", "100"])).unwrap();
+    cancel(&mut h, &id).unwrap();
+    assert_eq!(h.killed, [id.clone()]);
+    h.jobs.clear();
+    let s = status(&mut h, &id).unwrap();
+    assert_eq!(s.native_state.as_deref(), Some("CANCELLED"));
+    // Cancelling an ended job asks the supervisor nothing.
+    cancel(&mut h, &id).unwrap();
+    assert_eq!(h.killed.len(), 1);
+}
+
+#[test]
+fn logs_come_from_the_supervisor_or_name_the_node_that_has_them() {
+    let mut h = host();
+    let id = submit(&mut h, &spec(&["true"])).unwrap();
+    h.job_logs.insert(id.clone(), ("hi\n".into(), "oops\n".into()));
+    let logs = logs(&mut h, &id).unwrap();
+    assert_eq!((logs.stdout.as_str(), logs.stderr.as_str()), ("hi\n", "oops\n"));
+
+    h.job_logs.clear();
+    h.settings.insert(NODE_SETTING.into(), "login2".into());
+    let e = super::logs(&mut h, &id).unwrap_err();
+    assert!(
+        matches!(&e, BackendError::Unavailable(m) if m.contains("runs on `login1`") && m.contains("this is `login2`")),
+        "{e:?}"
+    );
+}

@@ -1,0 +1,38 @@
+//! The current time, as every plugin needs it (submit times, wall times).
+//!
+//! In a component `SystemTime` is `wasi:clocks/wall-clock`; natively it is
+//! the machine's clock. A clock before 1970 reads as 0 rather than failing:
+//! a wrong timestamp is better than a lost job.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Seconds since the Unix epoch, with a fraction.
+pub fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Milliseconds (as [`crate::host::Host::now_millis`] gives them) to seconds.
+pub fn millis_to_seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clocks_agree_and_are_after_2020() {
+        let (ms, s) = (now_millis(), now_seconds());
+        assert!(ms > 1_577_836_800_000, "{ms}");
+        assert!((millis_to_seconds(ms) - s).abs() < 5.0, "{ms} {s}");
+    }
+}
