@@ -45,4 +45,5 @@ export HPC_HOST_CHECKOUT="$PWD"
 log "building and testing (release profile: the plugins' compile cache and the benchmarks use it too)"
 # The plugins are wasm32-wasip2 cdylibs built by host/build.rs; their native
 # unit tests (pure logic) run here too.
-cargo test --release --locked -p hpc-host -p hpc-plugin-slurm -p hpc-plugin-kubernetes -- --include-ignored
+cargo test --release --locked -p hpc-host -p hpc-plugin-slurm -p hpc-plugin-kubernetes \
+  -p hpc-plugin-sdk -p hpc-plugin-local -p hpc-plugin-template -- --include-ignored

@@ -258,3 +258,75 @@ fn wait_timeout_exits_1() {
     assert_eq!(v["status"], "running");
     env.expect(0, &["cancel", &id]);
 }
+
+/// `sif_path` runs the command as `apptainer exec --bind <input_dir> --bind
+/// <output_dir> --bind <workspace_dir> <sif> argv...`, as the seed's Local
+/// backend does. Apptainer is not packaged for this machine, so a stand-in
+/// script takes its place (through the `HPC_APPTAINER` setting): it records
+/// its argv, then runs the command after the image path as apptainer would.
+#[test]
+fn sif_path_runs_the_command_under_apptainer_exec_with_binds() {
+    let mut env = TestEnv::new();
+    let dir = |name: &str| {
+        let d = env.home.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d.display().to_string()
+    };
+    let (input, output, workspace, tools) = (dir("in"), dir("out"), dir("ws"), dir("tools"));
+    let argv_file = format!("{tools}/argv");
+    let stand_in = format!("{tools}/apptainer");
+    std::fs::write(
+        &stand_in,
+        format!(
+            "#!/bin/sh\n\
+             printf '%s\\n' \"$@\" > '{argv_file}'\n\
+             [ \"$1\" = exec ] || exit 97\n\
+             shift\n\
+             while [ \"$1\" = --bind ]; do shift 2; done\n\
+             shift\n\
+             exec \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.set(
+        "CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__CONFIG__HPC_APPTAINER",
+        &stand_in,
+    );
+
+    let script = "printf '%s|%s|' \"$GREETING\" \"$APPTAINERENV_GREETING\"; pwd";
+    let out = env.expect(
+        0,
+        &[
+            "--output", "json", "submit",
+            "--sif-path", "/images/app.sif",
+            "--input-dir", &input,
+            "--output-dir", &output,
+            "--workspace-dir", &workspace,
+            "--env-var", "GREETING=hi there",
+            "--", "sh", "-c", script,
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    let s = env.wait(&id);
+    assert_eq!(s["status"], "completed", "{s}");
+
+    let recorded = std::fs::read_to_string(&argv_file).unwrap();
+    let expected = [
+        "exec", "--bind", &input, "--bind", &output, "--bind", &workspace,
+        "/images/app.sif", "sh", "-c", script,
+    ]
+    .map(|w| format!("{w}\n"))
+    .concat();
+    assert_eq!(recorded, expected);
+    let logs = String::from_utf8(env.run(&["logs", &id]).stdout).unwrap();
+    assert_eq!(logs, format!("hi there|hi there|{workspace}\n"));
+
+    // A relative image path is refused before anything runs.
+    std::fs::remove_file(&argv_file).unwrap();
+    let err = env.fail(2, &["submit", "--sif-path", "app.sif", "--", "true"]);
+    assert!(err.contains("`sif-path` must be an absolute path"), "{err}");
+    assert!(!std::path::Path::new(&argv_file).exists());
+}

@@ -1,12 +1,14 @@
 //! The Kubernetes backend's operations over a [`Host`]: the component calls
 //! them with the real host, unit tests with the SDK's fake.
 
+use crate::Kubernetes;
 use crate::job::{self, CONTAINER, ID_LABEL, POD_LABEL};
+use hpc_plugin_sdk::backend::Backend;
 use crate::{name, status};
 use hpc_plugin_sdk::host::Host;
 use hpc_plugin_sdk::host::kube::{KubeError, Propagation};
 use hpc_plugin_sdk::time::millis_to_seconds;
-use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec};
+use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec, PluginInfo};
 use k8s_openapi::List;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -113,170 +115,182 @@ fn was_cancelled(h: &mut impl Host, id: &str) -> bool {
     matches!(h.kv_get(&cancelled_key(id)), Ok(Some(_)))
 }
 
-/// Create a Job for `spec`; its name is the job id.
-pub fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError> {
-    let ns = namespace(h)?;
-    let ttl = ttl(h)?;
-    let mut last = None;
-    for _ in 0..NAME_TRIES {
-        let name = name::job_name(spec.job_name.as_deref(), &name::suffix());
-        let body = serde_json::to_string(&job::build(spec, &name, ttl)?)
-            .map_err(|e| BackendError::Internal(format!("cannot encode the Job: {e}")))?;
-        match h.kube_create(BATCH_V1, "Job", &ns, &body) {
-            Ok(_) => return Ok(name),
-            Err(KubeError::Conflict(m)) => last = Some(m),
+impl Backend for Kubernetes {
+    /// Create a Job for `spec`; its name is the job id.
+    fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError> {
+        let ns = namespace(h)?;
+        let ttl = ttl(h)?;
+        let mut last = None;
+        for _ in 0..NAME_TRIES {
+            let name = name::job_name(spec.job_name.as_deref(), &name::suffix());
+            let body = serde_json::to_string(&job::build(spec, &name, ttl)?)
+                .map_err(|e| BackendError::Internal(format!("cannot encode the Job: {e}")))?;
+            match h.kube_create(BATCH_V1, "Job", &ns, &body) {
+                Ok(_) => return Ok(name),
+                Err(KubeError::Conflict(m)) => last = Some(m),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(BackendError::Internal(format!(
+            "no free Job name after {NAME_TRIES} tries: {}",
+            last.unwrap_or_default()
+        )))
+    }
+
+    /// The state of each job in `job_ids`, in order.
+    fn statuses(
+    h: &mut impl Host,
+    job_ids: &[String],
+    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
+        let ns = namespace(h)?;
+        let mut valid: Vec<&str> = job_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|i| name::is_valid(i))
+            .collect();
+        valid.sort_unstable();
+        valid.dedup();
+        let mut jobs: HashMap<String, Job> = HashMap::new();
+        let mut pods: HashMap<String, Vec<Pod>> = HashMap::new();
+        for chunk in valid.chunks(IDS_PER_LIST) {
+            let found: Vec<Job> = list(h, BATCH_V1, "Job", &ns, &selector(ID_LABEL, chunk))?;
+            if found.is_empty() {
+                continue;
+            }
+            for pod in list::<Pod>(h, CORE_V1, "Pod", &ns, &selector(POD_LABEL, chunk))? {
+                let owner = pod
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(POD_LABEL))
+                    .cloned();
+                pods.entry(owner.unwrap_or_default()).or_default().push(pod);
+            }
+            jobs.extend(
+                found
+                    .into_iter()
+                    .filter_map(|j| Some((j.metadata.name.clone()?, j))),
+            );
+        }
+        // Jobs not found may have been deleted by `cancel`: one store round trip for all.
+        let missing: Vec<&str> = valid
+            .iter()
+            .copied()
+            .filter(|i| !jobs.contains_key(*i))
+            .collect();
+        let keys: Vec<String> = missing.iter().map(|i| cancelled_key(i)).collect();
+        let markers = if keys.is_empty() {
+            Ok(vec![])
+        } else {
+            h.kv_get_many(&keys)
+        };
+        let cancelled: Vec<&str> = match markers {
+            Ok(found) => missing
+                .iter()
+                .zip(found)
+                .filter(|(_, m)| m.is_some())
+                .map(|(i, _)| *i)
+                .collect(),
+            Err(_) => vec![],
+        };
+        let now = millis_to_seconds(h.now_millis());
+        Ok(job_ids
+            .iter()
+            .map(|id| {
+                if let Some(job) = jobs.get(id) {
+                    let own: Vec<&Pod> =
+                        pods.get(id).map(|p| p.iter().collect()).unwrap_or_default();
+                    Ok(status::job_info(job, &own, now))
+                } else if cancelled.contains(&id.as_str()) {
+                    Ok(status::cancelled(id))
+                } else if name::is_valid(id) {
+                    Err(not_found(id, &ns))
+                } else {
+                    Err(BackendError::NotFound(format!(
+                        "no Kubernetes job `{id}` (not a valid job name)"
+                    )))
+                }
+            })
+            .collect())
+    }
+
+    /// Delete a Job that has not ended, and remember that it was cancelled.
+    fn cancel(h: &mut impl Host, job_id: &str) -> Result<(), BackendError> {
+        let ns = namespace(h)?;
+        if !name::is_valid(job_id) {
+            return Err(not_found(job_id, &ns));
+        }
+        let Some(job) = get_job(h, &ns, job_id)? else {
+            // Cancelling twice is not an error; cancelling what never was is.
+            return if was_cancelled(h, job_id) {
+                Ok(())
+            } else {
+                Err(not_found(job_id, &ns))
+            };
+        };
+        if status::is_finished(&job) {
+            // Ended already: keep the Job, its status and its logs until their TTL.
+            return Ok(());
+        }
+        match h.kube_delete(BATCH_V1, "Job", &ns, job_id, Propagation::Background) {
+            Ok(_) | Err(KubeError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-    }
-    Err(BackendError::Internal(format!(
-        "no free Job name after {NAME_TRIES} tries: {}",
-        last.unwrap_or_default()
-    )))
-}
-
-/// The state of each job in `job_ids`, in order.
-pub fn statuses(
-h: &mut impl Host,
-job_ids: &[String],
-) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
-    let ns = namespace(h)?;
-    let mut valid: Vec<&str> = job_ids
-        .iter()
-        .map(String::as_str)
-        .filter(|i| name::is_valid(i))
-        .collect();
-    valid.sort_unstable();
-    valid.dedup();
-    let mut jobs: HashMap<String, Job> = HashMap::new();
-    let mut pods: HashMap<String, Vec<Pod>> = HashMap::new();
-    for chunk in valid.chunks(IDS_PER_LIST) {
-        let found: Vec<Job> = list(h, BATCH_V1, "Job", &ns, &selector(ID_LABEL, chunk))?;
-        if found.is_empty() {
-            continue;
+        // Best effort: without the marker a cancelled job reads as not-found.
+        let ttl = ttl(h).ok().flatten().map(|t| t.max(60) as u32);
+        if let Err(e) = h.kv_set(&cancelled_key(job_id), b"1", ttl) {
+            h.warn(&format!(
+                "cannot record that `{job_id}` was cancelled: {e:?}"
+            ));
         }
-        for pod in list::<Pod>(h, CORE_V1, "Pod", &ns, &selector(POD_LABEL, chunk))? {
-            let owner = pod
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(POD_LABEL))
-                .cloned();
-            pods.entry(owner.unwrap_or_default()).or_default().push(pod);
+        Ok(())
+    }
+
+    /// The container log of the Job's newest pod.
+    fn logs(h: &mut impl Host, job_id: &str) -> Result<JobLogs, BackendError> {
+        let ns = namespace(h)?;
+        if !name::is_valid(job_id) {
+            return Err(not_found(job_id, &ns));
         }
-        jobs.extend(
-            found
-                .into_iter()
-                .filter_map(|j| Some((j.metadata.name.clone()?, j))),
-        );
-    }
-    // Jobs not found may have been deleted by `cancel`: one store round trip for all.
-    let missing: Vec<&str> = valid
-        .iter()
-        .copied()
-        .filter(|i| !jobs.contains_key(*i))
-        .collect();
-    let keys: Vec<String> = missing.iter().map(|i| cancelled_key(i)).collect();
-    let markers = if keys.is_empty() {
-        Ok(vec![])
-    } else {
-        h.kv_get_many(&keys)
-    };
-    let cancelled: Vec<&str> = match markers {
-        Ok(found) => missing
-            .iter()
-            .zip(found)
-            .filter(|(_, m)| m.is_some())
-            .map(|(i, _)| *i)
-            .collect(),
-        Err(_) => vec![],
-    };
-    let now = millis_to_seconds(h.now_millis());
-    Ok(job_ids
-        .iter()
-        .map(|id| {
-            if let Some(job) = jobs.get(id) {
-                let own: Vec<&Pod> =
-                    pods.get(id).map(|p| p.iter().collect()).unwrap_or_default();
-                Ok(status::job_info(job, &own, now))
-            } else if cancelled.contains(&id.as_str()) {
-                Ok(status::cancelled(id))
-            } else if name::is_valid(id) {
-                Err(not_found(id, &ns))
-            } else {
-                Err(BackendError::NotFound(format!(
-                    "no Kubernetes job `{id}` (not a valid job name)"
-                )))
-            }
-        })
-        .collect())
-}
-
-/// Delete a Job that has not ended, and remember that it was cancelled.
-pub fn cancel(h: &mut impl Host, job_id: &str) -> Result<(), BackendError> {
-    let ns = namespace(h)?;
-    if !name::is_valid(job_id) {
-        return Err(not_found(job_id, &ns));
-    }
-    let Some(job) = get_job(h, &ns, job_id)? else {
-        // Cancelling twice is not an error; cancelling what never was is.
-        return if was_cancelled(h, job_id) {
-            Ok(())
-        } else {
-            Err(not_found(job_id, &ns))
+        let pods = pods_of(h, &ns, job_id)?;
+        let Some(pod) = status::newest(&pods.iter().collect::<Vec<_>>()) else {
+            return match get_job(h, &ns, job_id)? {
+                None => Err(not_found(job_id, &ns)),
+                Some(job) if status::is_finished(&job) => Err(BackendError::NotFound(format!(
+                    "job `{job_id}` has ended and its pod is gone: Kubernetes keeps no logs without the pod"
+                ))),
+                Some(_) => Err(BackendError::Unavailable(format!(
+                    "job `{job_id}` has no logs yet: its pod has not been created; try again"
+                ))),
+            };
         };
-    };
-    if status::is_finished(&job) {
-        // Ended already: keep the Job, its status and its logs until their TTL.
-        return Ok(());
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        if let Some((why, _)) = status::waiting(pod) {
+            return Err(BackendError::Unavailable(format!(
+                "job `{job_id}` has no logs yet: its container is still being created ({why}); try again"
+            )));
+        }
+        match h.kube_pod_logs(&ns, &pod_name, Some(CONTAINER), Some(LOG_LINES)) {
+            Ok(text) => Ok(JobLogs {
+                stdout: text,
+                stderr: String::new(),
+            }),
+            // The container was still starting when the server looked (a race with the check above).
+            Err(KubeError::Invalid(m)) => Err(BackendError::Unavailable(format!(
+                "job `{job_id}` has no logs yet: {m}; try again"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
-    match h.kube_delete(BATCH_V1, "Job", &ns, job_id, Propagation::Background) {
-        Ok(_) | Err(KubeError::NotFound(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    // Best effort: without the marker a cancelled job reads as not-found.
-    let ttl = ttl(h).ok().flatten().map(|t| t.max(60) as u32);
-    if let Err(e) = h.kv_set(&cancelled_key(job_id), b"1", ttl) {
-        h.warn(&format!(
-            "cannot record that `{job_id}` was cancelled: {e:?}"
-        ));
-    }
-    Ok(())
-}
 
-/// The container log of the Job's newest pod.
-pub fn logs(h: &mut impl Host, job_id: &str) -> Result<JobLogs, BackendError> {
-    let ns = namespace(h)?;
-    if !name::is_valid(job_id) {
-        return Err(not_found(job_id, &ns));
-    }
-    let pods = pods_of(h, &ns, job_id)?;
-    let Some(pod) = status::newest(&pods.iter().collect::<Vec<_>>()) else {
-        return match get_job(h, &ns, job_id)? {
-            None => Err(not_found(job_id, &ns)),
-            Some(job) if status::is_finished(&job) => Err(BackendError::NotFound(format!(
-                "job `{job_id}` has ended and its pod is gone: Kubernetes keeps no logs without the pod"
-            ))),
-            Some(_) => Err(BackendError::Unavailable(format!(
-                "job `{job_id}` has no logs yet: its pod has not been created; try again"
-            ))),
-        };
-    };
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    if let Some((why, _)) = status::waiting(pod) {
-        return Err(BackendError::Unavailable(format!(
-            "job `{job_id}` has no logs yet: its container is still being created ({why}); try again"
-        )));
-    }
-    match h.kube_pod_logs(&ns, &pod_name, Some(CONTAINER), Some(LOG_LINES)) {
-        Ok(text) => Ok(JobLogs {
-            stdout: text,
-            stderr: String::new(),
-        }),
-        // The container was still starting when the server looked (a race with the check above).
-        Err(KubeError::Invalid(m)) => Err(BackendError::Unavailable(format!(
-            "job `{job_id}` has no logs yet: {m}; try again"
-        ))),
-        Err(e) => Err(e.into()),
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "kubernetes".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "runs jobs as Kubernetes batch/v1 Jobs, through the host's API client"
+                .into(),
+            settings: vec![SETTING_NAMESPACE.into(), SETTING_TTL.into()],
+        }
     }
 }
 

@@ -2,29 +2,14 @@
 //! how the answers (and refusals) become the contract's.
 
 use super::*;
-use hpc_plugin_sdk::fake::FakeHost;
-use hpc_plugin_sdk::{JobStatus, ResourceRequirements};
+use hpc_plugin_sdk::JobStatus;
+use hpc_plugin_sdk::fake::{self, FakeHost};
 
 fn spec() -> JobSpec {
-    JobSpec {
-        execution_command: vec!["python".into(), "run.py".into()],
-        image_ref: Some("python:3.12".into()),
-        sif_path: None,
-        input_dir: None,
-        output_dir: None,
-        workspace_dir: None,
-        manifest_path: None,
-        resource_requirements: ResourceRequirements {
-            cpu: Some(1),
-            memory_gb: None,
-            time_hours: None,
-            gpus: None,
-            nodes: None,
-            extra: vec![],
-        },
-        environment_variables: vec![],
-        job_name: Some("Reduce".into()),
-    }
+    let mut s = fake::spec(&["python", "run.py"]);
+    s.image_ref = Some("python:3.12".into());
+    s.job_name = Some("Reduce".into());
+    s
 }
 
 fn host() -> FakeHost {
@@ -40,14 +25,14 @@ const RUNNING: &str =
 fn submit_needs_a_namespace_and_retries_a_taken_name() {
     let mut h = FakeHost::new();
     assert!(
-        matches!(submit(&mut h, &spec()), Err(BackendError::InvalidRequest(m)) if m.contains(SETTING_NAMESPACE))
+        matches!(Kubernetes::submit(&mut h, &spec()), Err(BackendError::InvalidRequest(m)) if m.contains(SETTING_NAMESPACE))
     );
     assert!(h.kube_calls.is_empty());
 
     let mut h = host();
     h.kube_answer("create", Err(KubeError::Conflict("exists".into())))
         .kube_answer("create", Ok("{}".into()));
-    let id = submit(&mut h, &spec()).unwrap();
+    let id = Kubernetes::submit(&mut h, &spec()).unwrap();
     let creates = h.kube_calls_to("create");
     assert_eq!(creates.len(), 2);
     assert_eq!((creates[1].kind.as_str(), creates[1].namespace.as_str()), ("Job", "hpc"));
@@ -62,7 +47,7 @@ fn submit_refuses_bad_time_before_any_call() {
     let mut s = spec();
     s.resource_requirements.time_hours = Some(f64::NAN);
     assert!(
-        matches!(submit(&mut h, &s), Err(BackendError::InvalidRequest(m)) if m.contains("`time_hours`"))
+        matches!(Kubernetes::submit(&mut h, &s), Err(BackendError::InvalidRequest(m)) if m.contains("`time_hours`"))
     );
     assert!(h.kube_calls.is_empty());
 }
@@ -73,7 +58,7 @@ fn statuses_read_cancel_markers_for_missing_jobs() {
     h.kv.insert("cancelled/gone-bcdfgh".into(), b"1".to_vec());
     h.kube_answer("list", Ok(NO_JOBS.into()));
     let ids = ["gone-bcdfgh".to_string(), "never-bcdfgh".into(), "Not A Name".into()];
-    let all = statuses(&mut h, &ids).unwrap();
+    let all = Kubernetes::statuses(&mut h, &ids).unwrap();
     assert_eq!(all[0].as_ref().unwrap().status, JobStatus::Failed);
     assert!(matches!(&all[1], Err(BackendError::NotFound(m)) if m.contains("namespace `hpc`")));
     assert!(matches!(&all[2], Err(BackendError::NotFound(m)) if m.contains("not a valid job name")));
@@ -87,19 +72,19 @@ fn cancel_deletes_a_running_job_and_leaves_a_marker() {
     let mut h = host();
     h.kube_answer("get", Ok(RUNNING.into()))
         .kube_answer("delete", Ok("{}".into()));
-    cancel(&mut h, "reduce-bcdfgh").unwrap();
+    Kubernetes::cancel(&mut h, "reduce-bcdfgh").unwrap();
     assert_eq!(h.kube_calls_to("delete")[0].arg, "reduce-bcdfgh");
     assert_eq!(h.kv["cancelled/reduce-bcdfgh"], b"1");
 
     // A job that never was is not found; the store being down only warns.
     let mut h = host();
     h.kube_answer("get", Err(KubeError::NotFound("no".into())));
-    assert!(matches!(cancel(&mut h, "never-bcdfgh"), Err(BackendError::NotFound(_))));
+    assert!(matches!(Kubernetes::cancel(&mut h, "never-bcdfgh"), Err(BackendError::NotFound(_))));
     let mut h = host();
     h.kv_down = true;
     h.kube_answer("get", Ok(RUNNING.into()))
         .kube_answer("delete", Ok("{}".into()));
-    cancel(&mut h, "reduce-bcdfgh").unwrap();
+    Kubernetes::cancel(&mut h, "reduce-bcdfgh").unwrap();
     assert!(h.warnings[0].contains("cannot record"), "{:?}", h.warnings);
 }
 
@@ -109,6 +94,6 @@ fn logs_before_the_pod_exists_are_unavailable() {
     h.kube_answer("list", Ok(NO_PODS.into()))
         .kube_answer("get", Ok(RUNNING.into()));
     assert!(
-        matches!(logs(&mut h, "reduce-bcdfgh"), Err(BackendError::Unavailable(m)) if m.contains("not been created"))
+        matches!(Kubernetes::logs(&mut h, "reduce-bcdfgh"), Err(BackendError::Unavailable(m)) if m.contains("not been created"))
     );
 }

@@ -24,49 +24,9 @@ pub mod job;
 pub mod name;
 pub mod status;
 
-use hpc_plugin_sdk::host::SdkHost;
-use hpc_plugin_sdk::{BackendError, Guest, HpcJobInfo, JobLogs, JobSpec, PluginInfo};
-
 pub use backend::{IDS_PER_LIST, SETTING_NAMESPACE, SETTING_TTL};
 
 /// The Kubernetes backend.
 pub struct Kubernetes;
 
-impl Guest for Kubernetes {
-    fn submit(spec: JobSpec) -> Result<String, BackendError> {
-        backend::submit(&mut SdkHost, &spec)
-    }
-
-    fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
-        hpc_plugin_sdk::single(backend::statuses(&mut SdkHost, &[job_id]))
-    }
-
-    fn get_statuses(
-        job_ids: Vec<String>,
-    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
-        backend::statuses(&mut SdkHost, &job_ids)
-    }
-
-    fn cancel(job_id: String) -> Result<(), BackendError> {
-        backend::cancel(&mut SdkHost, &job_id)
-    }
-
-    fn get_logs(job_id: String) -> Result<JobLogs, BackendError> {
-        backend::logs(&mut SdkHost, &job_id)
-    }
-
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "kubernetes".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "runs jobs as Kubernetes batch/v1 Jobs, through the host's API client"
-                .into(),
-            settings: vec![SETTING_NAMESPACE.into(), SETTING_TTL.into()],
-        }
-    }
-}
-
-// Exported only in the component: natively (`cargo test`) the rlib links
-// without the component's export symbols.
-#[cfg(target_arch = "wasm32")]
-hpc_plugin_sdk::export!(Kubernetes);
+hpc_plugin_sdk::export_backend!(Kubernetes);

@@ -2,14 +2,16 @@
 //! logs. The component calls them with the real host, unit tests with the
 //! SDK's fake.
 
+use crate::Local;
 use crate::record::{JobRecord, NODE_SETTING, validate_spec};
+use hpc_plugin_sdk::backend::Backend;
 use hpc_plugin_sdk::apptainer::{self, Mount};
 use hpc_plugin_sdk::host::Host;
 use hpc_plugin_sdk::host::process::{JobRequest, JobState, LogStream, ProcessError};
 use hpc_plugin_sdk::resources::hours_to_seconds;
 use hpc_plugin_sdk::spec::check_no_nul;
 use hpc_plugin_sdk::time::millis_to_seconds;
-use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec};
+use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec, PluginInfo};
 
 /// The most of each log stream `get-logs` returns (the tail is kept).
 pub const MAX_LOG_BYTES: u64 = 4 << 20;
@@ -85,110 +87,121 @@ pub fn command(
     Ok((argv, apptainer::container_env(&spec.environment_variables)))
 }
 
-/// Start the spec's command under the host's supervisor; the new job's id.
-pub fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError> {
-    validate_spec(spec)?;
-    let time_limit = spec
-        .resource_requirements
-        .time_hours
-        .map(|hours| hours_to_seconds(hours, "resource_requirements.time_hours"))
-        .transpose()
-        .map_err(BackendError::InvalidRequest)?;
-    let (argv, env) = command(h, spec)?;
-    let id = uuid::Uuid::new_v4().hyphenated().to_string();
-    let (submitted, node) = (now(h), h.setting(NODE_SETTING));
-    let record = JobRecord::new(&id, spec, submitted, node);
-    // The record goes first: if the store is down nothing starts, and a
-    // job that runs always has a record to find it by.
-    h.kv_set(&key(&id), &record.encode()?, None)?;
-    let request = JobRequest {
-        id: id.clone(),
-        argv,
-        env,
-        working_dir: spec.workspace_dir.clone(),
-        time_limit_seconds: time_limit,
-    };
-    if let Err(e) = h.spawn_job(&request) {
-        // Best effort: a record of a job that never started would only mislead.
-        let _ = h.kv_delete(&key(&id));
-        return Err(e.into());
+impl Backend for Local {
+    /// Start the spec's command under the host's supervisor; the new job's id.
+    fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError> {
+        validate_spec(spec)?;
+        let time_limit = spec
+            .resource_requirements
+            .time_hours
+            .map(|hours| hours_to_seconds(hours, "resource_requirements.time_hours"))
+            .transpose()
+            .map_err(BackendError::InvalidRequest)?;
+        let (argv, env) = command(h, spec)?;
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let (submitted, node) = (now(h), h.setting(NODE_SETTING));
+        let record = JobRecord::new(&id, spec, submitted, node);
+        // The record goes first: if the store is down nothing starts, and a
+        // job that runs always has a record to find it by.
+        h.kv_set(&key(&id), &record.encode()?, None)?;
+        let request = JobRequest {
+            id: id.clone(),
+            argv,
+            env,
+            working_dir: spec.workspace_dir.clone(),
+            time_limit_seconds: time_limit,
+        };
+        if let Err(e) = h.spawn_job(&request) {
+            // Best effort: a record of a job that never started would only mislead.
+            let _ = h.kv_delete(&key(&id));
+            return Err(e.into());
+        }
+        Ok(id)
     }
-    Ok(id)
-}
 
-/// The state of each job in `job_ids`, in order: one store round trip and one
-/// supervisor query for all jobs whose end is not recorded yet.
-pub fn statuses(
-    h: &mut impl Host,
-    job_ids: &[String],
-) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
-    let ids: Vec<Result<String, BackendError>> = job_ids.iter().map(|j| parse_id(j)).collect();
-    let keys: Vec<String> = ids.iter().flatten().map(|id| key(id)).collect();
-    let mut stored = h.kv_get_many(&keys)?.into_iter();
-    let mut records: Vec<Result<JobRecord, BackendError>> = ids
-        .into_iter()
-        .map(|id| {
-            let id = id?;
-            let bytes = stored
-                .next()
-                .flatten()
-                .ok_or_else(|| BackendError::NotFound(format!("no local job `{id}`")))?;
-            JobRecord::decode(&bytes)
-        })
-        .collect();
+    /// The state of each job in `job_ids`, in order: one store round trip and one
+    /// supervisor query for all jobs whose end is not recorded yet.
+    fn statuses(
+        h: &mut impl Host,
+        job_ids: &[String],
+    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
+        let ids: Vec<Result<String, BackendError>> = job_ids.iter().map(|j| parse_id(j)).collect();
+        let keys: Vec<String> = ids.iter().flatten().map(|id| key(id)).collect();
+        let mut stored = h.kv_get_many(&keys)?.into_iter();
+        let mut records: Vec<Result<JobRecord, BackendError>> = ids
+            .into_iter()
+            .map(|id| {
+                let id = id?;
+                let bytes = stored
+                    .next()
+                    .flatten()
+                    .ok_or_else(|| BackendError::NotFound(format!("no local job `{id}`")))?;
+                JobRecord::decode(&bytes)
+            })
+            .collect();
 
-    let live: Vec<String> = records
-        .iter()
-        .flatten()
-        .filter(|r| r.outcome.is_none())
-        .map(|r| r.job_id.clone())
-        .collect();
-    if !live.is_empty() {
-        let here = h.setting(NODE_SETTING);
-        let mut states = h.job_states(&live).into_iter();
-        for record in records.iter_mut().flatten().filter(|r| r.outcome.is_none()) {
-            let state = states.next().unwrap_or_else(|| {
-                Err(ProcessError::Failed("the host returned no state for this job".into()))
-            });
-            match state {
-                Ok(JobState::Running(since)) => record.running_since = Some(since),
-                Ok(state) => {
-                    record.finish(state);
-                    store_quietly(h, record);
+        let live: Vec<String> = records
+            .iter()
+            .flatten()
+            .filter(|r| r.outcome.is_none())
+            .map(|r| r.job_id.clone())
+            .collect();
+        if !live.is_empty() {
+            let here = h.setting(NODE_SETTING);
+            let mut states = h.job_states(&live).into_iter();
+            for record in records.iter_mut().flatten().filter(|r| r.outcome.is_none()) {
+                let state = states.next().unwrap_or_else(|| {
+                    Err(ProcessError::Failed("the host returned no state for this job".into()))
+                });
+                match state {
+                    Ok(JobState::Running(since)) => record.running_since = Some(since),
+                    Ok(state) => {
+                        record.finish(state);
+                        store_quietly(h, record);
+                    }
+                    Err(e) => record.host_error = Some(record.locate(e.into(), here.clone())),
                 }
-                Err(e) => record.host_error = Some(record.locate(e.into(), here.clone())),
             }
         }
+        let now = now(h);
+        Ok(records.into_iter().map(|r| r?.info(now)).collect())
     }
-    let now = now(h);
-    Ok(records.into_iter().map(|r| r?.info(now)).collect())
-}
 
-/// Stop a job that has not ended, and record its end at once, so every node
-/// sharing the store sees it.
-pub fn cancel(h: &mut impl Host, job_id: &str) -> Result<(), BackendError> {
-    let mut record = load(h, job_id)?;
-    if record.outcome.is_none() {
-        if let Err(e) = h.kill_job(&record.job_id) {
-            return Err(record.locate(e.into(), h.setting(NODE_SETTING)));
+    /// Stop a job that has not ended, and record its end at once, so every node
+    /// sharing the store sees it.
+    fn cancel(h: &mut impl Host, job_id: &str) -> Result<(), BackendError> {
+        let mut record = load(h, job_id)?;
+        if record.outcome.is_none() {
+            if let Err(e) = h.kill_job(&record.job_id) {
+                return Err(record.locate(e.into(), h.setting(NODE_SETTING)));
+            }
+            if let Some(Ok(state @ (JobState::Exited(_) | JobState::Lost(_)))) =
+                h.job_states(std::slice::from_ref(&record.job_id)).pop()
+            {
+                record.finish(state);
+                store_quietly(h, &record);
+            }
         }
-        if let Some(Ok(state @ (JobState::Exited(_) | JobState::Lost(_)))) =
-            h.job_states(std::slice::from_ref(&record.job_id)).pop()
-        {
-            record.finish(state);
-            store_quietly(h, &record);
+        Ok(())
+    }
+
+    /// The last [`MAX_LOG_BYTES`] of the job's stdout and stderr.
+    fn logs(h: &mut impl Host, job_id: &str) -> Result<JobLogs, BackendError> {
+        let record = load(h, job_id)?;
+        Ok(JobLogs {
+            stdout: read_log(h, &record, LogStream::Stdout)?,
+            stderr: read_log(h, &record, LogStream::Stderr)?,
+        })
+    }
+
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "local".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "runs jobs as supervised processes on this machine".into(),
+            settings: vec![NODE_SETTING.into(), apptainer::SETTING_PROGRAM.into()],
         }
     }
-    Ok(())
-}
-
-/// The last [`MAX_LOG_BYTES`] of the job's stdout and stderr.
-pub fn logs(h: &mut impl Host, job_id: &str) -> Result<JobLogs, BackendError> {
-    let record = load(h, job_id)?;
-    Ok(JobLogs {
-        stdout: read_log(h, &record, LogStream::Stdout)?,
-        stderr: read_log(h, &record, LogStream::Stderr)?,
-    })
 }
 
 fn read_log(h: &mut impl Host, record: &JobRecord, which: LogStream) -> Result<String, BackendError> {

@@ -3,29 +3,13 @@
 
 use super::*;
 use hpc_plugin_sdk::JobStatus;
-use hpc_plugin_sdk::ResourceRequirements;
-use hpc_plugin_sdk::fake::{FakeHost, exited};
+use hpc_plugin_sdk::fake::{self, FakeHost, exited};
 
 fn spec(argv: &[&str]) -> JobSpec {
-    JobSpec {
-        execution_command: argv.iter().map(|s| s.to_string()).collect(),
-        image_ref: None,
-        sif_path: None,
-        input_dir: None,
-        output_dir: None,
-        workspace_dir: None,
-        manifest_path: None,
-        resource_requirements: ResourceRequirements {
-            cpu: None,
-            memory_gb: None,
-            time_hours: None,
-            gpus: None,
-            nodes: None,
-            extra: vec![],
-        },
-        environment_variables: vec![("N".into(), "7".into())],
-        job_name: Some("t".into()),
-    }
+    let mut s = fake::spec(argv);
+    s.environment_variables = vec![("N".into(), "7".into())];
+    s.job_name = Some("t".into());
+    s
 }
 
 fn host() -> FakeHost {
@@ -33,7 +17,7 @@ fn host() -> FakeHost {
 }
 
 fn status(h: &mut FakeHost, id: &str) -> Result<HpcJobInfo, BackendError> {
-    hpc_plugin_sdk::single(statuses(h, &[id.to_string()]))
+    hpc_plugin_sdk::single(Local::statuses(h, &[id.to_string()]))
 }
 
 #[test]
@@ -42,7 +26,7 @@ fn submit_records_then_spawns_the_command_as_given() {
     let mut s = spec(&["sh", "-c", "echo $N"]);
     s.workspace_dir = Some("/work/ws".into());
     s.resource_requirements.time_hours = Some(1.1);
-    let id = submit(&mut h, &s).unwrap();
+    let id = Local::submit(&mut h, &s).unwrap();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
     let req = &h.spawned[0];
     assert_eq!((req.id.as_str(), req.argv.as_slice()), (id.as_str(), &s.execution_command[..]));
@@ -62,7 +46,7 @@ fn sif_path_runs_the_command_under_apptainer_exec_with_binds() {
     s.input_dir = Some("/data/in".into());
     s.output_dir = Some("/data/out".into());
     s.workspace_dir = Some("/data/in".into());
-    submit(&mut h, &s).unwrap();
+    Local::submit(&mut h, &s).unwrap();
     let req = &h.spawned[0];
     assert_eq!(
         req.argv,
@@ -77,7 +61,7 @@ fn sif_path_runs_the_command_under_apptainer_exec_with_binds() {
     );
     // Without the setting, `apptainer` from the job's PATH.
     let mut h = host();
-    submit(&mut h, &s).unwrap();
+    Local::submit(&mut h, &s).unwrap();
     assert_eq!(h.spawned[0].argv[0], "apptainer");
 }
 
@@ -103,11 +87,11 @@ fn bad_specs_are_refused_before_anything_is_stored_or_started() {
     let mut s = spec(&["true"]);
     s.sif_path = Some("/app.sif".into());
     assert!(
-        matches!(submit(&mut empty_program, &s), Err(BackendError::InvalidRequest(m)) if m.contains("`HPC_APPTAINER` setting is empty"))
+        matches!(Local::submit(&mut empty_program, &s), Err(BackendError::InvalidRequest(m)) if m.contains("`HPC_APPTAINER` setting is empty"))
     );
     for (s, want) in cases {
         let mut h = host();
-        match submit(&mut h, &s) {
+        match Local::submit(&mut h, &s) {
             Err(BackendError::InvalidRequest(m)) => assert!(m.contains(want), "{m} / {want}"),
             other => panic!("{want}: {other:?}"),
         }
@@ -119,13 +103,13 @@ fn bad_specs_are_refused_before_anything_is_stored_or_started() {
 fn store_down_starts_nothing_and_a_failed_spawn_leaves_no_record() {
     let mut h = host();
     h.kv_down = true;
-    assert!(matches!(submit(&mut h, &spec(&["true"])), Err(BackendError::Unavailable(_))));
+    assert!(matches!(Local::submit(&mut h, &spec(&["true"])), Err(BackendError::Unavailable(_))));
     assert!(h.spawned.is_empty());
 
     let mut h = host();
     h.spawn_error = Some(ProcessError::Invalid("no such program `nope`".into()));
     assert!(
-        matches!(submit(&mut h, &spec(&["nope"])), Err(BackendError::InvalidRequest(m)) if m.contains("nope"))
+        matches!(Local::submit(&mut h, &spec(&["nope"])), Err(BackendError::InvalidRequest(m)) if m.contains("nope"))
     );
     assert!(h.kv.is_empty(), "{:?}", h.kv.keys());
 }
@@ -133,7 +117,7 @@ fn store_down_starts_nothing_and_a_failed_spawn_leaves_no_record() {
 #[test]
 fn status_follows_the_supervisor_and_caches_the_end() {
     let mut h = host();
-    let id = submit(&mut h, &spec(&["true"])).unwrap();
+    let id = Local::submit(&mut h, &spec(&["true"])).unwrap();
     let s = status(&mut h, &id).unwrap();
     assert_eq!((s.status, s.native_state.as_deref()), (JobStatus::Running, Some("RUNNING")));
     assert!(s.wall_time_seconds.is_some_and(|w| w >= 0.0), "{s:?}");
@@ -153,10 +137,10 @@ fn status_follows_the_supervisor_and_caches_the_end() {
 #[test]
 fn unknown_and_malformed_ids_are_not_found_one_by_one() {
     let mut h = host();
-    let id = submit(&mut h, &spec(&["true"])).unwrap();
+    let id = Local::submit(&mut h, &spec(&["true"])).unwrap();
     h.jobs.insert(id.clone(), exited(0));
     let unknown = uuid::Uuid::new_v4().to_string();
-    let all = statuses(&mut h, &[id.clone(), "42".into(), unknown]).unwrap();
+    let all = Local::statuses(&mut h, &[id.clone(), "42".into(), unknown]).unwrap();
     assert_eq!(all[0].as_ref().unwrap().status, JobStatus::Completed);
     assert!(matches!(&all[1], Err(BackendError::NotFound(m)) if m.contains("not a UUID")));
     assert!(matches!(&all[2], Err(BackendError::NotFound(_))));
@@ -165,28 +149,28 @@ fn unknown_and_malformed_ids_are_not_found_one_by_one() {
 #[test]
 fn cancel_kills_and_records_the_end_once() {
     let mut h = host();
-    let id = submit(&mut h, &spec(&["sleep", "100"])).unwrap();
-    cancel(&mut h, &id).unwrap();
+    let id = Local::submit(&mut h, &spec(&["sleep", "100"])).unwrap();
+    Local::cancel(&mut h, &id).unwrap();
     assert_eq!(h.killed, [id.clone()]);
     h.jobs.clear();
     let s = status(&mut h, &id).unwrap();
     assert_eq!(s.native_state.as_deref(), Some("CANCELLED"));
     // Cancelling an ended job asks the supervisor nothing.
-    cancel(&mut h, &id).unwrap();
+    Local::cancel(&mut h, &id).unwrap();
     assert_eq!(h.killed.len(), 1);
 }
 
 #[test]
 fn logs_come_from_the_supervisor_or_name_the_node_that_has_them() {
     let mut h = host();
-    let id = submit(&mut h, &spec(&["true"])).unwrap();
+    let id = Local::submit(&mut h, &spec(&["true"])).unwrap();
     h.job_logs.insert(id.clone(), ("hi\n".into(), "oops\n".into()));
-    let logs = logs(&mut h, &id).unwrap();
+    let logs = Local::logs(&mut h, &id).unwrap();
     assert_eq!((logs.stdout.as_str(), logs.stderr.as_str()), ("hi\n", "oops\n"));
 
     h.job_logs.clear();
     h.settings.insert(NODE_SETTING.into(), "login2".into());
-    let e = super::logs(&mut h, &id).unwrap_err();
+    let e = Local::logs(&mut h, &id).unwrap_err();
     assert!(
         matches!(&e, BackendError::Unavailable(m) if m.contains("runs on `login1`") && m.contains("this is `login2`")),
         "{e:?}"

@@ -23,49 +23,7 @@
 pub mod backend;
 pub mod record;
 
-use hpc_plugin_sdk::host::SdkHost;
-use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec, PluginInfo};
-
 /// The Local backend.
 pub struct Local;
 
-impl hpc_plugin_sdk::Guest for Local {
-    fn submit(spec: JobSpec) -> Result<String, BackendError> {
-        backend::submit(&mut SdkHost, &spec)
-    }
-
-    fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
-        hpc_plugin_sdk::single(backend::statuses(&mut SdkHost, &[job_id]))
-    }
-
-    fn get_statuses(
-        job_ids: Vec<String>,
-    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
-        backend::statuses(&mut SdkHost, &job_ids)
-    }
-
-    fn cancel(job_id: String) -> Result<(), BackendError> {
-        backend::cancel(&mut SdkHost, &job_id)
-    }
-
-    fn get_logs(job_id: String) -> Result<JobLogs, BackendError> {
-        backend::logs(&mut SdkHost, &job_id)
-    }
-
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "local".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "runs jobs as supervised processes on this machine".into(),
-            settings: vec![
-                record::NODE_SETTING.into(),
-                hpc_plugin_sdk::apptainer::SETTING_PROGRAM.into(),
-            ],
-        }
-    }
-}
-
-// Exported only in the component: natively (`cargo test`) the rlib links
-// without the component's export symbols.
-#[cfg(target_arch = "wasm32")]
-hpc_plugin_sdk::export!(Local);
+hpc_plugin_sdk::export_backend!(Local);

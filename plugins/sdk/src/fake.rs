@@ -248,6 +248,30 @@ impl Host for FakeHost {
     }
 }
 
+/// A spec of just `argv`: no image, folders, resources, environment or name.
+/// Tests set the fields they are about on top.
+pub fn spec(argv: &[&str]) -> crate::JobSpec {
+    crate::JobSpec {
+        execution_command: argv.iter().map(|w| w.to_string()).collect(),
+        image_ref: None,
+        sif_path: None,
+        input_dir: None,
+        output_dir: None,
+        workspace_dir: None,
+        manifest_path: None,
+        resource_requirements: crate::ResourceRequirements {
+            cpu: None,
+            memory_gb: None,
+            time_hours: None,
+            gpus: None,
+            nodes: None,
+            extra: vec![],
+        },
+        environment_variables: vec![],
+        job_name: None,
+    }
+}
+
 /// A program's answer: exit 0 with `stdout`.
 pub fn ok(stdout: &str) -> Result<RunOutput, ProcessError> {
     Ok(RunOutput {

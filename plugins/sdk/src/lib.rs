@@ -1,17 +1,22 @@
 //! Guest-side bindings and helpers shared by hpc-host backend plugins.
 //!
-//! A plugin implements [`Guest`] and exports it with this crate's macro:
+//! A plugin implements [`backend::Backend`] (its operations over a
+//! [`host::Host`]) and exports it with [`export_backend!`]:
 //!
 //! ```ignore
-//! use hpc_plugin_sdk::{BackendError, Guest, JobSpec};
+//! use hpc_plugin_sdk::backend::Backend;
+//! use hpc_plugin_sdk::host::Host;
+//! use hpc_plugin_sdk::{BackendError, JobSpec};
 //!
 //! struct MySite;
-//! impl Guest for MySite {
-//!     fn submit(spec: JobSpec) -> Result<String, BackendError> { /* ... */ }
-//!     // ...
+//! impl Backend for MySite {
+//!     fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError> { /* ... */ }
+//!     // statuses, cancel, logs, describe
 //! }
-//! hpc_plugin_sdk::export!(MySite);
+//! hpc_plugin_sdk::export_backend!(MySite);
 //! ```
+//!
+//! (Implementing [`Guest`] directly and exporting with `export!` works too.)
 //!
 //! The host interfaces (`process`, `kv`, `kube`, settings, logging) are
 //! behind the [`host::Host`] trait: write the backend over `&mut impl Host`,
@@ -39,6 +44,7 @@ pub use ccat::hpc::types::{
 pub use exports::ccat::hpc::hpc_backend::Guest;
 
 pub mod apptainer;
+pub mod backend;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod host;
@@ -47,6 +53,7 @@ pub mod resources;
 pub mod spec;
 pub mod time;
 
+pub use backend::single;
 pub use resources::bytes_to_gb;
 
 /// The version of the contract this SDK was built against.
@@ -118,11 +125,3 @@ impl JobStatus {
     }
 }
 
-/// `get-status` as the one-id case of `get-statuses`, for plugins whose
-/// batch query is the only query they have.
-pub fn single(
-    all: Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError>,
-) -> Result<HpcJobInfo, BackendError> {
-    all?.pop()
-        .unwrap_or_else(|| Err(BackendError::Internal("no status returned".into())))
-}

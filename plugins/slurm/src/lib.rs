@@ -32,37 +32,31 @@ pub mod sacct;
 pub mod script;
 pub mod status;
 
-use hpc_plugin_sdk::{BackendError, Guest, HpcJobInfo, JobLogs, JobSpec, PluginInfo};
-
-use crate::host::SdkHost;
+use hpc_plugin_sdk::backend::Backend;
+use hpc_plugin_sdk::host::Host;
+use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec, PluginInfo};
 
 /// The SLURM backend.
 pub struct Slurm;
 
-impl Guest for Slurm {
-    fn submit(spec: JobSpec) -> Result<String, BackendError> {
-        backend::submit(&mut SdkHost, &spec)
+impl Backend for Slurm {
+    fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError> {
+        backend::submit(h, spec)
     }
 
-    fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
-        hpc_plugin_sdk::single(backend::statuses(
-            &mut SdkHost,
-            std::slice::from_ref(&job_id),
-        ))
-    }
-
-    fn get_statuses(
-        job_ids: Vec<String>,
+    fn statuses(
+        h: &mut impl Host,
+        ids: &[String],
     ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
-        backend::statuses(&mut SdkHost, &job_ids)
+        backend::statuses(h, ids)
     }
 
-    fn cancel(job_id: String) -> Result<(), BackendError> {
-        backend::cancel(&mut SdkHost, &job_id)
+    fn cancel(h: &mut impl Host, id: &str) -> Result<(), BackendError> {
+        backend::cancel(h, id)
     }
 
-    fn get_logs(job_id: String) -> Result<JobLogs, BackendError> {
-        backend::logs(&mut SdkHost, &job_id)
+    fn logs(h: &mut impl Host, id: &str) -> Result<JobLogs, BackendError> {
+        backend::logs(h, id)
     }
 
     fn describe() -> PluginInfo {
@@ -80,7 +74,4 @@ impl Guest for Slurm {
     }
 }
 
-// Exported only in the component: natively (`cargo test`) the rlib links
-// without the component's export symbols.
-#[cfg(target_arch = "wasm32")]
-hpc_plugin_sdk::export!(Slurm);
+hpc_plugin_sdk::export_backend!(Slurm);

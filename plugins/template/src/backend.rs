@@ -1,11 +1,13 @@
 //! The operations, over the SDK's [`Host`] trait: the component passes the
 //! real host, the tests below a fake one.
 
+use crate::Template;
+use hpc_plugin_sdk::backend::Backend;
 use hpc_plugin_sdk::host::Host;
 use hpc_plugin_sdk::host::process::{RunOutput, RunRequest};
 use hpc_plugin_sdk::resources::{hours_to_seconds, memory_mib};
 use hpc_plugin_sdk::spec::check_command;
-use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec, JobStatus, record};
+use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec, JobStatus, PluginInfo, record};
 use serde::{Deserialize, Serialize};
 
 /// Setting: each tool's timeout in milliseconds (default [`DEFAULT_TIMEOUT_MS`]).
@@ -56,50 +58,6 @@ fn run(h: &mut impl Host, program: &str, args: Vec<String>) -> Result<String, Ba
     Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
-/// Submit `spec`; the scheduler's job id.
-pub fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError> {
-    let invalid = BackendError::InvalidRequest;
-    check_command(&spec.execution_command, "execution_command").map_err(invalid)?;
-    let r = &spec.resource_requirements;
-    let mut args = Vec::new();
-    if let Some(hours) = r.time_hours {
-        let seconds = hours_to_seconds(hours, "time_hours").map_err(invalid)?;
-        args.extend(["--time".to_string(), seconds.to_string()]);
-    }
-    if let Some(gb) = r.memory_gb {
-        let mib = memory_mib(gb, "memory_gb").map_err(invalid)?;
-        args.extend(["--mem-mib".to_string(), mib.to_string()]);
-    }
-    args.push("--".into());
-    args.extend(spec.execution_command.iter().cloned());
-    let id = run(h, "submit", args)?.trim().to_owned();
-    check_id(&id).map_err(|_| BackendError::Internal(format!("`submit` printed no job id: `{id}`")))?;
-    let rec = JobRecord { job_name: spec.job_name.clone(), submitted_at_ms: h.now_millis() };
-    // The job exists now: a store failure must not make the caller submit it again.
-    if let Err(e) = record::encode(&rec).and_then(|b| h.kv_set(&key(&id), &b, None).map_err(Into::into)) {
-        h.warn(&format!("job {id} was submitted but not recorded: {e:?}"));
-    }
-    Ok(id)
-}
-
-/// The state of each job, in order, from one `status` call.
-pub fn statuses(
-    h: &mut impl Host,
-    ids: &[String],
-) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
-    let valid: Vec<String> = ids.iter().filter(|i| check_id(i).is_ok()).cloned().collect();
-    let out = if valid.is_empty() { String::new() } else { run(h, "status", valid)? };
-    Ok(ids
-        .iter()
-        .map(|id| {
-            check_id(id)?;
-            let line = out.lines().find(|l| l.split_whitespace().next() == Some(id.as_str()));
-            let line = line.ok_or_else(|| BackendError::NotFound(format!("the scheduler does not know job `{id}`")))?;
-            parse_status(id, line)
-        })
-        .collect())
-}
-
 /// `ID STATE [EXIT]`.
 fn parse_status(id: &str, line: &str) -> Result<HpcJobInfo, BackendError> {
     let mut words = line.split_whitespace().skip(1);
@@ -123,54 +81,93 @@ fn parse_status(id: &str, line: &str) -> Result<HpcJobInfo, BackendError> {
     })
 }
 
-/// Cancel a job.
-pub fn cancel(h: &mut impl Host, id: &str) -> Result<(), BackendError> {
-    check_id(id)?;
-    run(h, "cancel", vec![id.into()]).map(drop)
-}
-
-/// A job's output (the scheduler merges stdout and stderr).
-pub fn logs(h: &mut impl Host, id: &str) -> Result<JobLogs, BackendError> {
-    check_id(id)?;
-    if h.kv_get(&key(id))?.is_none() {
-        return Err(BackendError::NotFound(format!("no record of job `{id}`: only jobs submitted through this backend have logs")));
+impl Backend for Template {
+    /// Submit `spec`; the scheduler's job id.
+    fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError> {
+        let invalid = BackendError::InvalidRequest;
+        check_command(&spec.execution_command, "execution_command").map_err(invalid)?;
+        let r = &spec.resource_requirements;
+        let mut args = Vec::new();
+        if let Some(hours) = r.time_hours {
+            let seconds = hours_to_seconds(hours, "time_hours").map_err(invalid)?;
+            args.extend(["--time".to_string(), seconds.to_string()]);
+        }
+        if let Some(gb) = r.memory_gb {
+            let mib = memory_mib(gb, "memory_gb").map_err(invalid)?;
+            args.extend(["--mem-mib".to_string(), mib.to_string()]);
+        }
+        args.push("--".into());
+        args.extend(spec.execution_command.iter().cloned());
+        let id = run(h, "submit", args)?.trim().to_owned();
+        check_id(&id).map_err(|_| BackendError::Internal(format!("`submit` printed no job id: `{id}`")))?;
+        let rec = JobRecord { job_name: spec.job_name.clone(), submitted_at_ms: h.now_millis() };
+        // The job exists now: a store failure must not make the caller submit it again.
+        if let Err(e) = record::encode(&rec).and_then(|b| h.kv_set(&key(&id), &b, None).map_err(Into::into)) {
+            h.warn(&format!("job {id} was submitted but not recorded: {e:?}"));
+        }
+        Ok(id)
     }
-    Ok(JobLogs { stdout: run(h, "logs", vec![id.into()])?, stderr: String::new() })
+
+    /// The state of each job, in order, from one `status` call.
+    fn statuses(
+        h: &mut impl Host,
+        ids: &[String],
+    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
+        let valid: Vec<String> = ids.iter().filter(|i| check_id(i).is_ok()).cloned().collect();
+        let out = if valid.is_empty() { String::new() } else { run(h, "status", valid)? };
+        Ok(ids
+            .iter()
+            .map(|id| {
+                check_id(id)?;
+                let line = out.lines().find(|l| l.split_whitespace().next() == Some(id.as_str()));
+                let line = line.ok_or_else(|| BackendError::NotFound(format!("the scheduler does not know job `{id}`")))?;
+                parse_status(id, line)
+            })
+            .collect())
+    }
+
+    /// Cancel a job.
+    fn cancel(h: &mut impl Host, id: &str) -> Result<(), BackendError> {
+        check_id(id)?;
+        run(h, "cancel", vec![id.into()]).map(drop)
+    }
+
+    /// A job's output (the scheduler merges stdout and stderr).
+    fn logs(h: &mut impl Host, id: &str) -> Result<JobLogs, BackendError> {
+        check_id(id)?;
+        if h.kv_get(&key(id))?.is_none() {
+            return Err(BackendError::NotFound(format!("no record of job `{id}`: only jobs submitted through this backend have logs")));
+        }
+        Ok(JobLogs { stdout: run(h, "logs", vec![id.into()])?, stderr: String::new() })
+    }
+
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "template".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "a site scheduler driven through its command-line tools".into(),
+            settings: vec![SETTING_TIMEOUT.into()],
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hpc_plugin_sdk::ResourceRequirements;
-    use hpc_plugin_sdk::fake::{FakeHost, fail, ok};
+    use hpc_plugin_sdk::fake::{self, FakeHost, fail, ok};
 
     fn spec(argv: &[&str]) -> JobSpec {
-        JobSpec {
-            execution_command: argv.iter().map(|s| s.to_string()).collect(),
-            image_ref: None,
-            sif_path: None,
-            input_dir: None,
-            output_dir: None,
-            workspace_dir: None,
-            manifest_path: None,
-            resource_requirements: ResourceRequirements {
-                cpu: None,
-                memory_gb: Some(1.5),
-                time_hours: Some(0.5),
-                gpus: None,
-                nodes: None,
-                extra: vec![],
-            },
-            environment_variables: vec![],
-            job_name: Some("demo".into()),
-        }
+        let mut s = fake::spec(argv);
+        s.resource_requirements.memory_gb = Some(1.5);
+        s.resource_requirements.time_hours = Some(0.5);
+        s
     }
 
     #[test]
     fn submit_passes_resources_and_argv_and_records_the_job() {
         let mut h = FakeHost::new();
         h.answer("submit", ok("17\n"));
-        assert_eq!(submit(&mut h, &spec(&["echo", "a b"])).unwrap(), "17");
+        assert_eq!(Template::submit(&mut h, &spec(&["echo", "a b"])).unwrap(), "17");
         assert_eq!(h.calls[0].args, ["--time", "1800", "--mem-mib", "1536", "--", "echo", "a b"]);
         assert_eq!(h.calls[0].timeout_ms, Some(DEFAULT_TIMEOUT_MS));
         assert!(h.kv.contains_key("job/17"));
@@ -181,8 +178,8 @@ mod tests {
         let mut h = FakeHost::new();
         let mut s = spec(&["true"]);
         s.resource_requirements.time_hours = Some(f64::NAN);
-        assert!(matches!(submit(&mut h, &s), Err(BackendError::InvalidRequest(m)) if m.contains("time_hours")));
-        assert!(matches!(submit(&mut h, &spec(&[])), Err(BackendError::InvalidRequest(_))));
+        assert!(matches!(Template::submit(&mut h, &s), Err(BackendError::InvalidRequest(m)) if m.contains("time_hours")));
+        assert!(matches!(Template::submit(&mut h, &spec(&[])), Err(BackendError::InvalidRequest(_))));
         assert!(h.calls.is_empty());
     }
 
@@ -191,7 +188,7 @@ mod tests {
         let mut h = FakeHost::new();
         h.answer("status", ok("17 COMPLETED 0\n18 RUNNING\n"));
         let ids = ["17".to_string(), "18".into(), "19".into(), "-x".into()];
-        let all = statuses(&mut h, &ids).unwrap();
+        let all = Template::statuses(&mut h, &ids).unwrap();
         assert_eq!(h.calls.len(), 1);
         assert_eq!(h.calls[0].args, ["17", "18", "19"]);
         let done = all[0].as_ref().unwrap();
@@ -205,15 +202,15 @@ mod tests {
     fn a_failing_tool_is_unavailable_in_its_own_words() {
         let mut h = FakeHost::new();
         h.answer("cancel", fail("scheduler is down"));
-        assert!(matches!(cancel(&mut h, "17"), Err(BackendError::Unavailable(m)) if m.contains("scheduler is down")));
+        assert!(matches!(Template::cancel(&mut h, "17"), Err(BackendError::Unavailable(m)) if m.contains("scheduler is down")));
     }
 
     #[test]
     fn logs_only_for_our_jobs() {
         let mut h = FakeHost::new();
-        assert!(matches!(logs(&mut h, "17"), Err(BackendError::NotFound(_))));
+        assert!(matches!(Template::logs(&mut h, "17"), Err(BackendError::NotFound(_))));
         h.kv.insert("job/17".into(), b"{}".to_vec());
         h.answer("logs", ok("hello\n"));
-        assert_eq!(logs(&mut h, "17").unwrap().stdout, "hello\n");
+        assert_eq!(Template::logs(&mut h, "17").unwrap().stdout, "hello\n");
     }
 }

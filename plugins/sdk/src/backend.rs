@@ -1,0 +1,77 @@
+//! [`Backend`]: a plugin's operations over a [`Host`], and
+//! [`export_backend!`](crate::export_backend) to make them the component's
+//! exports with the real host. Plugins write the trait, not `Guest`, so the
+//! same functions run natively in unit tests over `fake::FakeHost`.
+
+use crate::host::Host;
+use crate::{BackendError, HpcJobInfo, JobLogs, JobSpec, PluginInfo};
+
+/// A backend's operations, each over the host it is given.
+pub trait Backend {
+    /// Submit a job; its id.
+    fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError>;
+    /// The state of each job, in the order asked; the outer error fails them all.
+    fn statuses(
+        h: &mut impl Host,
+        ids: &[String],
+    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError>;
+    /// Cancel a job.
+    fn cancel(h: &mut impl Host, id: &str) -> Result<(), BackendError>;
+    /// A job's output.
+    fn logs(h: &mut impl Host, id: &str) -> Result<JobLogs, BackendError>;
+    /// What the plugin is, for `plugins inspect`.
+    fn describe() -> PluginInfo;
+}
+
+/// Implement the contract's `Guest` for a [`Backend`] with the real host,
+/// `get-status` as the one-id case of `statuses`, and export it from the
+/// component. Natively (`cargo test`) nothing is exported, so the crate's
+/// rlib links without the component's symbols.
+///
+/// ```ignore
+/// struct MySite;
+/// impl hpc_plugin_sdk::backend::Backend for MySite { /* ... */ }
+/// hpc_plugin_sdk::export_backend!(MySite);
+/// ```
+#[macro_export]
+macro_rules! export_backend {
+    ($ty:ty) => {
+        impl $crate::Guest for $ty {
+            fn submit(spec: $crate::JobSpec) -> Result<String, $crate::BackendError> {
+                <$ty as $crate::backend::Backend>::submit(&mut $crate::host::SdkHost, &spec)
+            }
+            fn get_status(job_id: String) -> Result<$crate::HpcJobInfo, $crate::BackendError> {
+                $crate::single(<$ty as $crate::backend::Backend>::statuses(
+                    &mut $crate::host::SdkHost,
+                    &[job_id],
+                ))
+            }
+            fn get_statuses(
+                job_ids: Vec<String>,
+            ) -> Result<Vec<Result<$crate::HpcJobInfo, $crate::BackendError>>, $crate::BackendError>
+            {
+                <$ty as $crate::backend::Backend>::statuses(&mut $crate::host::SdkHost, &job_ids)
+            }
+            fn cancel(job_id: String) -> Result<(), $crate::BackendError> {
+                <$ty as $crate::backend::Backend>::cancel(&mut $crate::host::SdkHost, &job_id)
+            }
+            fn get_logs(job_id: String) -> Result<$crate::JobLogs, $crate::BackendError> {
+                <$ty as $crate::backend::Backend>::logs(&mut $crate::host::SdkHost, &job_id)
+            }
+            fn describe() -> $crate::PluginInfo {
+                <$ty as $crate::backend::Backend>::describe()
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        $crate::export!($ty);
+    };
+}
+
+/// `get-status` as the one-id case of `get-statuses`, for plugins whose
+/// batch query is the only query they have.
+pub fn single(
+    all: Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError>,
+) -> Result<HpcJobInfo, BackendError> {
+    all?.pop()
+        .unwrap_or_else(|| Err(BackendError::Internal("no status returned".into())))
+}
