@@ -35,7 +35,7 @@ pub trait Backend {
 /// ```
 #[macro_export]
 macro_rules! export_backend {
-    ($ty:ty) => {
+    ($ty:ident) => {
         impl $crate::Guest for $ty {
             fn submit(spec: $crate::JobSpec) -> Result<String, $crate::BackendError> {
                 <$ty as $crate::backend::Backend>::submit(&mut $crate::host::SdkHost, &spec)

@@ -5,7 +5,7 @@ use super::*;
 use crate::host::fake::{Fake, fail, ok};
 use crate::sacct::tests::{SACCT_LIST, SQUEUE_LIST, SQUEUE_LIVE, SQUEUE_UNKNOWN_STDERR};
 use hpc_plugin_sdk::host::process::ProcessError;
-use hpc_plugin_sdk::{JobStatus, ResourceRequirements};
+use hpc_plugin_sdk::JobStatus;
 use std::path::PathBuf;
 
 fn workspace(tag: &str) -> PathBuf {
@@ -19,25 +19,11 @@ fn workspace(tag: &str) -> PathBuf {
 }
 
 fn spec(ws: &std::path::Path) -> JobSpec {
-    JobSpec {
-        execution_command: vec!["echo".into(), "hi".into()],
-        image_ref: None,
-        sif_path: None,
-        input_dir: None,
-        output_dir: None,
-        workspace_dir: Some(ws.to_str().unwrap().into()),
-        manifest_path: None,
-        resource_requirements: ResourceRequirements {
-            cpu: Some(1),
-            memory_gb: None,
-            time_hours: None,
-            gpus: None,
-            nodes: None,
-            extra: vec![],
-        },
-        environment_variables: vec![],
-        job_name: Some("t".into()),
-    }
+    let mut s = hpc_plugin_sdk::fake::spec(&["echo", "hi"]);
+    s.workspace_dir = Some(ws.to_str().unwrap().into());
+    s.resource_requirements.cpu = Some(1);
+    s.job_name = Some("t".into());
+    s
 }
 
 fn files_in(dir: &std::path::Path) -> usize {

@@ -196,14 +196,7 @@ mod tests {
     use super::*;
 
     fn req() -> ResourceRequirements {
-        ResourceRequirements {
-            cpu: None,
-            memory_gb: None,
-            time_hours: None,
-            gpus: None,
-            nodes: None,
-            extra: vec![],
-        }
+        hpc_plugin_sdk::fake::spec(&[]).resource_requirements
     }
 
     #[test]

@@ -4,31 +4,14 @@
 
 use super::*;
 use crate::quote::sbatch_model::sbatch_split;
-use hpc_plugin_sdk::ResourceRequirements;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
 fn spec(argv: &[&str]) -> JobSpec {
-    JobSpec {
-        execution_command: argv.iter().map(|s| s.to_string()).collect(),
-        image_ref: None,
-        sif_path: None,
-        input_dir: None,
-        output_dir: None,
-        workspace_dir: Some("/work/ws".into()),
-        manifest_path: None,
-        resource_requirements: ResourceRequirements {
-            cpu: None,
-            memory_gb: None,
-            time_hours: None,
-            gpus: None,
-            nodes: None,
-            extra: vec![],
-        },
-        environment_variables: vec![],
-        job_name: None,
-    }
+    let mut s = hpc_plugin_sdk::fake::spec(argv);
+    s.workspace_dir = Some("/work/ws".into());
+    s
 }
 
 fn inputs() -> ScriptInputs<'static> {
