@@ -299,13 +299,23 @@ fn sif_path_runs_the_command_under_apptainer_exec_with_binds() {
     let out = env.expect(
         0,
         &[
-            "--output", "json", "submit",
-            "--sif-path", "/images/app.sif",
-            "--input-dir", &input,
-            "--output-dir", &output,
-            "--workspace-dir", &workspace,
-            "--env-var", "GREETING=hi there",
-            "--", "sh", "-c", script,
+            "--output",
+            "json",
+            "submit",
+            "--sif-path",
+            "/images/app.sif",
+            "--input-dir",
+            &input,
+            "--output-dir",
+            &output,
+            "--workspace-dir",
+            &workspace,
+            "--env-var",
+            "GREETING=hi there",
+            "--",
+            "sh",
+            "-c",
+            script,
         ],
     );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -315,8 +325,17 @@ fn sif_path_runs_the_command_under_apptainer_exec_with_binds() {
 
     let recorded = std::fs::read_to_string(&argv_file).unwrap();
     let expected = [
-        "exec", "--bind", &input, "--bind", &output, "--bind", &workspace,
-        "/images/app.sif", "sh", "-c", script,
+        "exec",
+        "--bind",
+        &input,
+        "--bind",
+        &output,
+        "--bind",
+        &workspace,
+        "/images/app.sif",
+        "sh",
+        "-c",
+        script,
     ]
     .map(|w| format!("{w}\n"))
     .concat();

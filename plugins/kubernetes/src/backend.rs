@@ -3,8 +3,8 @@
 
 use crate::Kubernetes;
 use crate::job::{self, CONTAINER, ID_LABEL, POD_LABEL};
-use hpc_plugin_sdk::backend::Backend;
 use crate::{name, status};
+use hpc_plugin_sdk::backend::Backend;
 use hpc_plugin_sdk::host::Host;
 use hpc_plugin_sdk::host::kube::{KubeError, Propagation};
 use hpc_plugin_sdk::time::millis_to_seconds;
@@ -33,7 +33,8 @@ const LOG_LINES: u32 = 100_000;
 /// A setting by its name, or by the lowercase name that an environment
 /// override (`CCAT_WORKFLOW_MANAGER_PLUGINS__KUBERNETES__CONFIG__...`) gives it.
 fn setting(h: &impl Host, key: &str) -> Option<String> {
-    h.setting(key).or_else(|| h.setting(&key.to_ascii_lowercase()))
+    h.setting(key)
+        .or_else(|| h.setting(&key.to_ascii_lowercase()))
 }
 
 fn namespace(h: &impl Host) -> Result<String, BackendError> {
@@ -139,8 +140,8 @@ impl Backend for Kubernetes {
 
     /// The state of each job in `job_ids`, in order.
     fn statuses(
-    h: &mut impl Host,
-    job_ids: &[String],
+        h: &mut impl Host,
+        job_ids: &[String],
     ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
         let ns = namespace(h)?;
         let mut valid: Vec<&str> = job_ids

@@ -18,8 +18,7 @@ fn host() -> FakeHost {
 
 const NO_JOBS: &str = r#"{"apiVersion":"batch/v1","kind":"JobList","metadata":{},"items":[]}"#;
 const NO_PODS: &str = r#"{"apiVersion":"v1","kind":"PodList","metadata":{},"items":[]}"#;
-const RUNNING: &str =
-    r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"reduce-bcdfgh"},"status":{"active":1}}"#;
+const RUNNING: &str = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"reduce-bcdfgh"},"status":{"active":1}}"#;
 
 #[test]
 fn submit_needs_a_namespace_and_retries_a_taken_name() {
@@ -35,7 +34,10 @@ fn submit_needs_a_namespace_and_retries_a_taken_name() {
     let id = Kubernetes::submit(&mut h, &spec()).unwrap();
     let creates = h.kube_calls_to("create");
     assert_eq!(creates.len(), 2);
-    assert_eq!((creates[1].kind.as_str(), creates[1].namespace.as_str()), ("Job", "hpc"));
+    assert_eq!(
+        (creates[1].kind.as_str(), creates[1].namespace.as_str()),
+        ("Job", "hpc")
+    );
     let body: serde_json::Value = serde_json::from_str(&creates[1].arg).unwrap();
     assert_eq!(body["metadata"]["name"], id.as_str());
     assert!(id.starts_with("reduce-"), "{id}");
@@ -57,14 +59,23 @@ fn statuses_read_cancel_markers_for_missing_jobs() {
     let mut h = host();
     h.kv.insert("cancelled/gone-bcdfgh".into(), b"1".to_vec());
     h.kube_answer("list", Ok(NO_JOBS.into()));
-    let ids = ["gone-bcdfgh".to_string(), "never-bcdfgh".into(), "Not A Name".into()];
+    let ids = [
+        "gone-bcdfgh".to_string(),
+        "never-bcdfgh".into(),
+        "Not A Name".into(),
+    ];
     let all = Kubernetes::statuses(&mut h, &ids).unwrap();
     assert_eq!(all[0].as_ref().unwrap().status, JobStatus::Failed);
     assert!(matches!(&all[1], Err(BackendError::NotFound(m)) if m.contains("namespace `hpc`")));
-    assert!(matches!(&all[2], Err(BackendError::NotFound(m)) if m.contains("not a valid job name")));
+    assert!(
+        matches!(&all[2], Err(BackendError::NotFound(m)) if m.contains("not a valid job name"))
+    );
     // One Job list for both valid ids; no pods listed when no Job was found.
     assert_eq!(h.kube_calls.len(), 1);
-    assert_eq!(h.kube_calls[0].arg, "hpc-host/job-id in (gone-bcdfgh,never-bcdfgh)");
+    assert_eq!(
+        h.kube_calls[0].arg,
+        "hpc-host/job-id in (gone-bcdfgh,never-bcdfgh)"
+    );
 }
 
 #[test]
@@ -79,7 +90,10 @@ fn cancel_deletes_a_running_job_and_leaves_a_marker() {
     // A job that never was is not found; the store being down only warns.
     let mut h = host();
     h.kube_answer("get", Err(KubeError::NotFound("no".into())));
-    assert!(matches!(Kubernetes::cancel(&mut h, "never-bcdfgh"), Err(BackendError::NotFound(_))));
+    assert!(matches!(
+        Kubernetes::cancel(&mut h, "never-bcdfgh"),
+        Err(BackendError::NotFound(_))
+    ));
     let mut h = host();
     h.kv_down = true;
     h.kube_answer("get", Ok(RUNNING.into()))

@@ -4,8 +4,8 @@
 
 use crate::Local;
 use crate::record::{JobRecord, NODE_SETTING, validate_spec};
-use hpc_plugin_sdk::backend::Backend;
 use hpc_plugin_sdk::apptainer::{self, Mount};
+use hpc_plugin_sdk::backend::Backend;
 use hpc_plugin_sdk::host::Host;
 use hpc_plugin_sdk::host::process::{JobRequest, JobState, LogStream, ProcessError};
 use hpc_plugin_sdk::resources::hours_to_seconds;
@@ -82,8 +82,13 @@ pub fn command(
         Mount::new("`output_dir`", spec.output_dir.as_deref()),
         Mount::new("`workspace_dir`", spec.workspace_dir.as_deref()),
     ];
-    let argv = apptainer::wrap(&apptainer_program(h)?, sif, &mounts, &spec.execution_command)
-        .map_err(BackendError::InvalidRequest)?;
+    let argv = apptainer::wrap(
+        &apptainer_program(h)?,
+        sif,
+        &mounts,
+        &spec.execution_command,
+    )
+    .map_err(BackendError::InvalidRequest)?;
     Ok((argv, apptainer::container_env(&spec.environment_variables)))
 }
 
@@ -151,7 +156,9 @@ impl Backend for Local {
             let mut states = h.job_states(&live).into_iter();
             for record in records.iter_mut().flatten().filter(|r| r.outcome.is_none()) {
                 let state = states.next().unwrap_or_else(|| {
-                    Err(ProcessError::Failed("the host returned no state for this job".into()))
+                    Err(ProcessError::Failed(
+                        "the host returned no state for this job".into(),
+                    ))
                 });
                 match state {
                     Ok(JobState::Running(since)) => record.running_since = Some(since),
@@ -204,7 +211,11 @@ impl Backend for Local {
     }
 }
 
-fn read_log(h: &mut impl Host, record: &JobRecord, which: LogStream) -> Result<String, BackendError> {
+fn read_log(
+    h: &mut impl Host,
+    record: &JobRecord,
+    which: LogStream,
+) -> Result<String, BackendError> {
     h.read_job_log(&record.job_id, which, MAX_LOG_BYTES)
         .map_err(|e| record.locate(e.into(), h.setting(NODE_SETTING)))
 }

@@ -29,7 +29,10 @@ fn submit_records_then_spawns_the_command_as_given() {
     let id = Local::submit(&mut h, &s).unwrap();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
     let req = &h.spawned[0];
-    assert_eq!((req.id.as_str(), req.argv.as_slice()), (id.as_str(), &s.execution_command[..]));
+    assert_eq!(
+        (req.id.as_str(), req.argv.as_slice()),
+        (id.as_str(), &s.execution_command[..])
+    );
     assert_eq!(req.env, [("N".to_string(), "7".to_string())]);
     assert_eq!(req.working_dir.as_deref(), Some("/work/ws"));
     assert_eq!(req.time_limit_seconds, Some(3960));
@@ -51,13 +54,24 @@ fn sif_path_runs_the_command_under_apptainer_exec_with_binds() {
     assert_eq!(
         req.argv,
         [
-            "/opt/apptainer/bin/apptainer", "exec", "--bind", "/data/in", "--bind", "/data/out",
-            "/images/app.sif", "python3", "-c", "print(1)"
+            "/opt/apptainer/bin/apptainer",
+            "exec",
+            "--bind",
+            "/data/in",
+            "--bind",
+            "/data/out",
+            "/images/app.sif",
+            "python3",
+            "-c",
+            "print(1)"
         ]
     );
     assert_eq!(
         req.env,
-        [("N".to_string(), "7".to_string()), ("APPTAINERENV_N".into(), "7".into())]
+        [
+            ("N".to_string(), "7".to_string()),
+            ("APPTAINERENV_N".into(), "7".into())
+        ]
     );
     // Without the setting, `apptainer` from the job's PATH.
     let mut h = host();
@@ -103,7 +117,10 @@ fn bad_specs_are_refused_before_anything_is_stored_or_started() {
 fn store_down_starts_nothing_and_a_failed_spawn_leaves_no_record() {
     let mut h = host();
     h.kv_down = true;
-    assert!(matches!(Local::submit(&mut h, &spec(&["true"])), Err(BackendError::Unavailable(_))));
+    assert!(matches!(
+        Local::submit(&mut h, &spec(&["true"])),
+        Err(BackendError::Unavailable(_))
+    ));
     assert!(h.spawned.is_empty());
 
     let mut h = host();
@@ -119,7 +136,10 @@ fn status_follows_the_supervisor_and_caches_the_end() {
     let mut h = host();
     let id = Local::submit(&mut h, &spec(&["true"])).unwrap();
     let s = status(&mut h, &id).unwrap();
-    assert_eq!((s.status, s.native_state.as_deref()), (JobStatus::Running, Some("RUNNING")));
+    assert_eq!(
+        (s.status, s.native_state.as_deref()),
+        (JobStatus::Running, Some("RUNNING"))
+    );
     assert!(s.wall_time_seconds.is_some_and(|w| w >= 0.0), "{s:?}");
 
     h.jobs.insert(id.clone(), exited(3));
@@ -131,7 +151,10 @@ fn status_follows_the_supervisor_and_caches_the_end() {
 
     // The end is in the record now: no supervisor needed.
     h.jobs.clear();
-    assert_eq!(status(&mut h, &id).unwrap().native_state.as_deref(), Some("FAILED"));
+    assert_eq!(
+        status(&mut h, &id).unwrap().native_state.as_deref(),
+        Some("FAILED")
+    );
 }
 
 #[test]
@@ -164,9 +187,13 @@ fn cancel_kills_and_records_the_end_once() {
 fn logs_come_from_the_supervisor_or_name_the_node_that_has_them() {
     let mut h = host();
     let id = Local::submit(&mut h, &spec(&["true"])).unwrap();
-    h.job_logs.insert(id.clone(), ("hi\n".into(), "oops\n".into()));
+    h.job_logs
+        .insert(id.clone(), ("hi\n".into(), "oops\n".into()));
     let logs = Local::logs(&mut h, &id).unwrap();
-    assert_eq!((logs.stdout.as_str(), logs.stderr.as_str()), ("hi\n", "oops\n"));
+    assert_eq!(
+        (logs.stdout.as_str(), logs.stderr.as_str()),
+        ("hi\n", "oops\n")
+    );
 
     h.job_logs.clear();
     h.settings.insert(NODE_SETTING.into(), "login2".into());

@@ -98,10 +98,22 @@ mod tests {
     #[test]
     fn refuses_what_apptainer_would_misread() {
         let argv = vec!["true".to_string()];
-        assert!(wrap("apptainer", "img.sif", &[], &argv).unwrap_err().contains("absolute"));
+        assert!(
+            wrap("apptainer", "img.sif", &[], &argv)
+                .unwrap_err()
+                .contains("absolute")
+        );
         let comma = [Mount::new("`output-dir`", Some("/a,b"))];
-        assert!(wrap("apptainer", "/i.sif", &comma, &argv).unwrap_err().contains("cannot be bound"));
-        let twice = [Mount::new("a", Some("/x")), Mount::new("b", Some("/x")), Mount::new("c", None)];
+        assert!(
+            wrap("apptainer", "/i.sif", &comma, &argv)
+                .unwrap_err()
+                .contains("cannot be bound")
+        );
+        let twice = [
+            Mount::new("a", Some("/x")),
+            Mount::new("b", Some("/x")),
+            Mount::new("c", None),
+        ];
         assert_eq!(
             wrap("/opt/apptainer", "/i.sif", &twice, &argv).unwrap(),
             ["/opt/apptainer", "exec", "--bind", "/x", "/i.sif", "true"]
@@ -113,7 +125,10 @@ mod tests {
         let env = vec![("PATH".to_string(), "/opt/bin".to_string())];
         assert_eq!(
             container_env(&env),
-            [("PATH".to_string(), "/opt/bin".to_string()), ("APPTAINERENV_PATH".into(), "/opt/bin".into())]
+            [
+                ("PATH".to_string(), "/opt/bin".to_string()),
+                ("APPTAINERENV_PATH".into(), "/opt/bin".into())
+            ]
         );
     }
 }

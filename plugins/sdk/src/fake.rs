@@ -100,12 +100,18 @@ impl FakeHost {
     }
     /// Script the next answer of `program`.
     pub fn answer(&mut self, program: &str, answer: Result<RunOutput, ProcessError>) -> &mut Self {
-        self.answers.entry(program.into()).or_default().push_back(answer);
+        self.answers
+            .entry(program.into())
+            .or_default()
+            .push_back(answer);
         self
     }
     /// Script the next answer of a Kubernetes operation (see [`KubeCall`]).
     pub fn kube_answer(&mut self, op: &str, answer: Result<String, KubeError>) -> &mut Self {
-        self.kube_answers.entry(op.into()).or_default().push_back(answer);
+        self.kube_answers
+            .entry(op.into())
+            .or_default()
+            .push_back(answer);
         self
     }
     /// The `run` calls of one program.
@@ -205,7 +211,12 @@ impl Host for FakeHost {
             Some(_) => Ok(false),
         }
     }
-    fn read_job_log(&mut self, id: &str, which: LogStream, max_bytes: u64) -> Result<String, ProcessError> {
+    fn read_job_log(
+        &mut self,
+        id: &str,
+        which: LogStream,
+        max_bytes: u64,
+    ) -> Result<String, ProcessError> {
         let (out, err) = self
             .job_logs
             .get(id)
@@ -218,13 +229,31 @@ impl Host for FakeHost {
         let start = text.len().saturating_sub(max);
         Ok(text.get(start..).unwrap_or_default().to_owned())
     }
-    fn kube_create(&mut self, _api: &str, kind: &str, ns: &str, body: &str) -> Result<String, KubeError> {
+    fn kube_create(
+        &mut self,
+        _api: &str,
+        kind: &str,
+        ns: &str,
+        body: &str,
+    ) -> Result<String, KubeError> {
         self.kube("create", kind, ns, body)
     }
-    fn kube_get(&mut self, _api: &str, kind: &str, ns: &str, name: &str) -> Result<String, KubeError> {
+    fn kube_get(
+        &mut self,
+        _api: &str,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<String, KubeError> {
         self.kube("get", kind, ns, name)
     }
-    fn kube_list(&mut self, _api: &str, kind: &str, ns: &str, selector: &str) -> Result<String, KubeError> {
+    fn kube_list(
+        &mut self,
+        _api: &str,
+        kind: &str,
+        ns: &str,
+        selector: &str,
+    ) -> Result<String, KubeError> {
         self.kube("list", kind, ns, selector)
     }
     fn kube_delete(

@@ -80,15 +80,33 @@ pub trait Host {
     }
 
     /// Create an object (JSON); the server's answer.
-    fn kube_create(&mut self, _api: &str, _kind: &str, _ns: &str, _body: &str) -> Result<String, KubeError> {
+    fn kube_create(
+        &mut self,
+        _api: &str,
+        _kind: &str,
+        _ns: &str,
+        _body: &str,
+    ) -> Result<String, KubeError> {
         denied("kube.create", KubeError::Denied)
     }
     /// Read one object by name.
-    fn kube_get(&mut self, _api: &str, _kind: &str, _ns: &str, _name: &str) -> Result<String, KubeError> {
+    fn kube_get(
+        &mut self,
+        _api: &str,
+        _kind: &str,
+        _ns: &str,
+        _name: &str,
+    ) -> Result<String, KubeError> {
         denied("kube.get", KubeError::Denied)
     }
     /// List objects by label selector.
-    fn kube_list(&mut self, _api: &str, _kind: &str, _ns: &str, _selector: &str) -> Result<String, KubeError> {
+    fn kube_list(
+        &mut self,
+        _api: &str,
+        _kind: &str,
+        _ns: &str,
+        _selector: &str,
+    ) -> Result<String, KubeError> {
         denied("kube.list-by-label", KubeError::Denied)
     }
     /// Delete one object by name.
@@ -149,16 +167,39 @@ impl Host for SdkHost {
     fn kill_job(&mut self, id: &str) -> Result<bool, ProcessError> {
         process::kill_job(id)
     }
-    fn read_job_log(&mut self, id: &str, which: LogStream, max_bytes: u64) -> Result<String, ProcessError> {
+    fn read_job_log(
+        &mut self,
+        id: &str,
+        which: LogStream,
+        max_bytes: u64,
+    ) -> Result<String, ProcessError> {
         process::read_job_log(id, which, max_bytes)
     }
-    fn kube_create(&mut self, api: &str, kind: &str, ns: &str, body: &str) -> Result<String, KubeError> {
+    fn kube_create(
+        &mut self,
+        api: &str,
+        kind: &str,
+        ns: &str,
+        body: &str,
+    ) -> Result<String, KubeError> {
         kube::create(api, kind, ns, body)
     }
-    fn kube_get(&mut self, api: &str, kind: &str, ns: &str, name: &str) -> Result<String, KubeError> {
+    fn kube_get(
+        &mut self,
+        api: &str,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<String, KubeError> {
         kube::get(api, kind, ns, name)
     }
-    fn kube_list(&mut self, api: &str, kind: &str, ns: &str, selector: &str) -> Result<String, KubeError> {
+    fn kube_list(
+        &mut self,
+        api: &str,
+        kind: &str,
+        ns: &str,
+        selector: &str,
+    ) -> Result<String, KubeError> {
         kube::list_by_label(api, kind, ns, selector)
     }
     fn kube_delete(
@@ -181,4 +222,3 @@ impl Host for SdkHost {
         kube::pod_logs(ns, pod, container, tail_lines)
     }
 }
-

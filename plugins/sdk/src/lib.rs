@@ -124,4 +124,3 @@ impl JobStatus {
         matches!(self, JobStatus::Completed | JobStatus::Failed)
     }
 }
-

@@ -31,10 +31,17 @@ mod tests {
 
     #[test]
     fn round_trip_and_errors() {
-        let r = Rec { id: "a".into(), at: 1.5 };
+        let r = Rec {
+            id: "a".into(),
+            at: 1.5,
+        };
         let bytes = encode(&r).unwrap();
         assert_eq!(decode::<Rec>(&bytes).unwrap(), r);
-        assert!(decode::<Rec>(b"{").unwrap_err().starts_with("not a job record: "));
+        assert!(
+            decode::<Rec>(b"{")
+                .unwrap_err()
+                .starts_with("not a job record: ")
+        );
         let bad: BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
         assert!(matches!(encode(&bad), Err(BackendError::Internal(_))));
     }

@@ -1,8 +1,6 @@
-//! Checks of a [`JobSpec`] every backend makes the same way. An `Err` is an
+//! Checks of a [`JobSpec`](crate::JobSpec) every backend makes the same way. An `Err` is an
 //! invalid-request message; `field` is the name as the backend spells it in
 //! its messages (`execution-command` or `execution_command`).
-
-use crate::JobSpec;
 
 /// The command must have a program: not empty, no empty program name, and
 /// no NUL anywhere (no argv element can carry one).
@@ -30,11 +28,6 @@ pub fn check_no_nul(what: &str, value: &str) -> Result<(), String> {
     }
 }
 
-/// The spec's command checked with [`check_command`].
-pub fn check_spec_command(spec: &JobSpec, field: &str) -> Result<(), String> {
-    check_command(&spec.execution_command, field)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,8 +39,19 @@ mod tests {
     #[test]
     fn commands() {
         assert!(check_command(&argv(&["echo", "hi"]), "c").is_ok());
-        assert_eq!(check_command(&[], "execution_command").unwrap_err(), "`execution_command` is empty");
-        assert!(check_command(&argv(&[""]), "c").unwrap_err().contains("empty program name"));
-        assert!(check_command(&argv(&["a", "b\0"]), "c").unwrap_err().contains("`c` element 1 contains a NUL"));
+        assert_eq!(
+            check_command(&[], "execution_command").unwrap_err(),
+            "`execution_command` is empty"
+        );
+        assert!(
+            check_command(&argv(&[""]), "c")
+                .unwrap_err()
+                .contains("empty program name")
+        );
+        assert!(
+            check_command(&argv(&["a", "b\0"]), "c")
+                .unwrap_err()
+                .contains("`c` element 1 contains a NUL")
+        );
     }
 }

@@ -97,11 +97,7 @@ pub fn submit(host: &mut impl Host, spec: &JobSpec) -> Result<String, BackendErr
             return Err(e);
         }
     };
-    if let Err(e) = host.kv_set(
-        &pending_key,
-        &bytes,
-        Some(record::PENDING_TTL_SECONDS),
-    ) {
+    if let Err(e) = host.kv_set(&pending_key, &bytes, Some(record::PENDING_TTL_SECONDS)) {
         remove_quietly(&plan.script_path);
         return Err(e.into());
     }
@@ -122,8 +118,12 @@ pub fn submit(host: &mut impl Host, spec: &JobSpec) -> Result<String, BackendErr
 
     rec.job_id = Some(job_id.clone());
     let stored = rec.to_bytes().and_then(|bytes| {
-        host.kv_set(&record::job_key(&job_id), &bytes, Some(record::JOB_TTL_SECONDS))
-            .map_err(BackendError::from)
+        host.kv_set(
+            &record::job_key(&job_id),
+            &bytes,
+            Some(record::JOB_TTL_SECONDS),
+        )
+        .map_err(BackendError::from)
     });
     match stored {
         Ok(()) => {

@@ -4,8 +4,8 @@
 use super::*;
 use crate::host::fake::{Fake, fail, ok};
 use crate::sacct::tests::{SACCT_LIST, SQUEUE_LIST, SQUEUE_LIVE, SQUEUE_UNKNOWN_STDERR};
-use hpc_plugin_sdk::host::process::ProcessError;
 use hpc_plugin_sdk::JobStatus;
+use hpc_plugin_sdk::host::process::ProcessError;
 use std::path::PathBuf;
 
 fn workspace(tag: &str) -> PathBuf {

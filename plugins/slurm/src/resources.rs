@@ -128,10 +128,8 @@ pub fn format_memory(gb: f64) -> Result<String, String> {
 /// `--time` for `hours`: `HH:MM:SS`, or `D-HH:MM:SS` from one day on, rounded
 /// up to whole minutes.
 pub fn format_time(hours: f64) -> Result<String, String> {
-    let seconds = hpc_plugin_sdk::resources::hours_to_seconds(
-        hours,
-        "resource-requirements.time-hours",
-    )?;
+    let seconds =
+        hpc_plugin_sdk::resources::hours_to_seconds(hours, "resource-requirements.time-hours")?;
     let minutes = seconds.div_ceil(60).max(1);
     let (days, hh, mm) = (minutes / (24 * 60), (minutes / 60) % 24, minutes % 60);
     Ok(if days > 0 {

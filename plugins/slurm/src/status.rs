@@ -135,7 +135,8 @@ pub fn from_acct(job_id: &str, a: &AcctJob, queued: Option<&QueueEntry>) -> HpcJ
             None
         },
         cpu_hours: if ended {
-            a.total_cpu_seconds.map(hpc_plugin_sdk::resources::seconds_to_hours)
+            a.total_cpu_seconds
+                .map(hpc_plugin_sdk::resources::seconds_to_hours)
         } else {
             None
         },

@@ -32,12 +32,17 @@ fn key(id: &str) -> String {
 fn check_id(id: &str) -> Result<(), BackendError> {
     let ok = !id.is_empty()
         && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         && !id.starts_with('-');
     if ok {
         Ok(())
     } else {
-        Err(BackendError::NotFound(format!("no job `{}`", id.escape_debug())))
+        Err(BackendError::NotFound(format!(
+            "no job `{}`",
+            id.escape_debug()
+        )))
     }
 }
 
@@ -47,8 +52,19 @@ fn run(h: &mut impl Host, program: &str, args: Vec<String>) -> Result<String, Ba
         .setting(SETTING_TIMEOUT)
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(DEFAULT_TIMEOUT_MS);
-    let req = RunRequest { program: program.into(), args, env: vec![], stdin: None, timeout_ms: Some(timeout) };
-    let RunOutput { exit_code, stdout, stderr, .. } = h.run(&req)?;
+    let req = RunRequest {
+        program: program.into(),
+        args,
+        env: vec![],
+        stdin: None,
+        timeout_ms: Some(timeout),
+    };
+    let RunOutput {
+        exit_code,
+        stdout,
+        stderr,
+        ..
+    } = h.run(&req)?;
     if exit_code != Some(0) {
         return Err(BackendError::Unavailable(format!(
             "`{program}` failed: {}",
@@ -67,7 +83,11 @@ fn parse_status(id: &str, line: &str) -> Result<HpcJobInfo, BackendError> {
         "RUNNING" => JobStatus::Running,
         "COMPLETED" => JobStatus::Completed,
         "FAILED" => JobStatus::Failed,
-        other => return Err(BackendError::Internal(format!("`status` printed an unknown state `{other}`"))),
+        other => {
+            return Err(BackendError::Internal(format!(
+                "`status` printed an unknown state `{other}`"
+            )));
+        }
     };
     Ok(HpcJobInfo {
         job_id: id.into(),
@@ -99,10 +119,16 @@ impl Backend for Template {
         args.push("--".into());
         args.extend(spec.execution_command.iter().cloned());
         let id = run(h, "submit", args)?.trim().to_owned();
-        check_id(&id).map_err(|_| BackendError::Internal(format!("`submit` printed no job id: `{id}`")))?;
-        let rec = JobRecord { job_name: spec.job_name.clone(), submitted_at_ms: h.now_millis() };
+        check_id(&id)
+            .map_err(|_| BackendError::Internal(format!("`submit` printed no job id: `{id}`")))?;
+        let rec = JobRecord {
+            job_name: spec.job_name.clone(),
+            submitted_at_ms: h.now_millis(),
+        };
         // The job exists now: a store failure must not make the caller submit it again.
-        if let Err(e) = record::encode(&rec).and_then(|b| h.kv_set(&key(&id), &b, None).map_err(Into::into)) {
+        if let Err(e) =
+            record::encode(&rec).and_then(|b| h.kv_set(&key(&id), &b, None).map_err(Into::into))
+        {
             h.warn(&format!("job {id} was submitted but not recorded: {e:?}"));
         }
         Ok(id)
@@ -113,14 +139,26 @@ impl Backend for Template {
         h: &mut impl Host,
         ids: &[String],
     ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
-        let valid: Vec<String> = ids.iter().filter(|i| check_id(i).is_ok()).cloned().collect();
-        let out = if valid.is_empty() { String::new() } else { run(h, "status", valid)? };
+        let valid: Vec<String> = ids
+            .iter()
+            .filter(|i| check_id(i).is_ok())
+            .cloned()
+            .collect();
+        let out = if valid.is_empty() {
+            String::new()
+        } else {
+            run(h, "status", valid)?
+        };
         Ok(ids
             .iter()
             .map(|id| {
                 check_id(id)?;
-                let line = out.lines().find(|l| l.split_whitespace().next() == Some(id.as_str()));
-                let line = line.ok_or_else(|| BackendError::NotFound(format!("the scheduler does not know job `{id}`")))?;
+                let line = out
+                    .lines()
+                    .find(|l| l.split_whitespace().next() == Some(id.as_str()));
+                let line = line.ok_or_else(|| {
+                    BackendError::NotFound(format!("the scheduler does not know job `{id}`"))
+                })?;
                 parse_status(id, line)
             })
             .collect())
@@ -136,9 +174,14 @@ impl Backend for Template {
     fn logs(h: &mut impl Host, id: &str) -> Result<JobLogs, BackendError> {
         check_id(id)?;
         if h.kv_get(&key(id))?.is_none() {
-            return Err(BackendError::NotFound(format!("no record of job `{id}`: only jobs submitted through this backend have logs")));
+            return Err(BackendError::NotFound(format!(
+                "no record of job `{id}`: only jobs submitted through this backend have logs"
+            )));
         }
-        Ok(JobLogs { stdout: run(h, "logs", vec![id.into()])?, stderr: String::new() })
+        Ok(JobLogs {
+            stdout: run(h, "logs", vec![id.into()])?,
+            stderr: String::new(),
+        })
     }
 
     fn describe() -> PluginInfo {
@@ -167,8 +210,14 @@ mod tests {
     fn submit_passes_resources_and_argv_and_records_the_job() {
         let mut h = FakeHost::new();
         h.answer("submit", ok("17\n"));
-        assert_eq!(Template::submit(&mut h, &spec(&["echo", "a b"])).unwrap(), "17");
-        assert_eq!(h.calls[0].args, ["--time", "1800", "--mem-mib", "1536", "--", "echo", "a b"]);
+        assert_eq!(
+            Template::submit(&mut h, &spec(&["echo", "a b"])).unwrap(),
+            "17"
+        );
+        assert_eq!(
+            h.calls[0].args,
+            ["--time", "1800", "--mem-mib", "1536", "--", "echo", "a b"]
+        );
         assert_eq!(h.calls[0].timeout_ms, Some(DEFAULT_TIMEOUT_MS));
         assert!(h.kv.contains_key("job/17"));
     }
@@ -178,8 +227,13 @@ mod tests {
         let mut h = FakeHost::new();
         let mut s = spec(&["true"]);
         s.resource_requirements.time_hours = Some(f64::NAN);
-        assert!(matches!(Template::submit(&mut h, &s), Err(BackendError::InvalidRequest(m)) if m.contains("time_hours")));
-        assert!(matches!(Template::submit(&mut h, &spec(&[])), Err(BackendError::InvalidRequest(_))));
+        assert!(
+            matches!(Template::submit(&mut h, &s), Err(BackendError::InvalidRequest(m)) if m.contains("time_hours"))
+        );
+        assert!(matches!(
+            Template::submit(&mut h, &spec(&[])),
+            Err(BackendError::InvalidRequest(_))
+        ));
         assert!(h.calls.is_empty());
     }
 
@@ -192,7 +246,10 @@ mod tests {
         assert_eq!(h.calls.len(), 1);
         assert_eq!(h.calls[0].args, ["17", "18", "19"]);
         let done = all[0].as_ref().unwrap();
-        assert_eq!((done.status, done.exit_code), (JobStatus::Completed, Some(0)));
+        assert_eq!(
+            (done.status, done.exit_code),
+            (JobStatus::Completed, Some(0))
+        );
         assert_eq!(all[1].as_ref().unwrap().status, JobStatus::Running);
         assert!(matches!(all[2], Err(BackendError::NotFound(_))));
         assert!(matches!(all[3], Err(BackendError::NotFound(_))));
@@ -202,13 +259,18 @@ mod tests {
     fn a_failing_tool_is_unavailable_in_its_own_words() {
         let mut h = FakeHost::new();
         h.answer("cancel", fail("scheduler is down"));
-        assert!(matches!(Template::cancel(&mut h, "17"), Err(BackendError::Unavailable(m)) if m.contains("scheduler is down")));
+        assert!(
+            matches!(Template::cancel(&mut h, "17"), Err(BackendError::Unavailable(m)) if m.contains("scheduler is down"))
+        );
     }
 
     #[test]
     fn logs_only_for_our_jobs() {
         let mut h = FakeHost::new();
-        assert!(matches!(Template::logs(&mut h, "17"), Err(BackendError::NotFound(_))));
+        assert!(matches!(
+            Template::logs(&mut h, "17"),
+            Err(BackendError::NotFound(_))
+        ));
         h.kv.insert("job/17".into(), b"{}".to_vec());
         h.answer("logs", ok("hello\n"));
         assert_eq!(Template::logs(&mut h, "17").unwrap().stdout, "hello\n");
