@@ -64,18 +64,21 @@ fn apptainer_program(h: &impl Host) -> Result<String, BackendError> {
     }
 }
 
-/// The argv and environment the supervisor runs: the spec's, or Apptainer
-/// running the spec's command in `sif-path` with the input, output and
-/// workspace folders bound (and the environment also as `APPTAINERENV_*`).
-pub fn command(
-    h: &impl Host,
-    spec: &JobSpec,
-) -> Result<(Vec<String>, Vec<(String, String)>), BackendError> {
+/// What the supervisor runs.
+pub struct Command {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The spec's command, or Apptainer running it in `sif-path` with the input,
+/// output and workspace folders bound (and the environment also as
+/// `APPTAINERENV_*`).
+pub fn command(h: &impl Host, spec: &JobSpec) -> Result<Command, BackendError> {
     let Some(sif) = &spec.sif_path else {
-        return Ok((
-            spec.execution_command.clone(),
-            spec.environment_variables.clone(),
-        ));
+        return Ok(Command {
+            argv: spec.execution_command.clone(),
+            env: spec.environment_variables.clone(),
+        });
     };
     let mounts = [
         Mount::new("`input_dir`", spec.input_dir.as_deref()),
@@ -89,7 +92,8 @@ pub fn command(
         &spec.execution_command,
     )
     .map_err(BackendError::InvalidRequest)?;
-    Ok((argv, apptainer::container_env(&spec.environment_variables)))
+    let env = apptainer::container_env(&spec.environment_variables);
+    Ok(Command { argv, env })
 }
 
 impl Backend for Local {
@@ -102,7 +106,7 @@ impl Backend for Local {
             .map(|hours| hours_to_seconds(hours, "resource_requirements.time_hours"))
             .transpose()
             .map_err(BackendError::InvalidRequest)?;
-        let (argv, env) = command(h, spec)?;
+        let Command { argv, env } = command(h, spec)?;
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let (submitted, node) = (now(h), h.setting(NODE_SETTING));
         let record = JobRecord::new(&id, spec, submitted, node);

@@ -174,7 +174,7 @@ fn cancel_kills_and_records_the_end_once() {
     let mut h = host();
     let id = Local::submit(&mut h, &spec(&["sleep", "100"])).unwrap();
     Local::cancel(&mut h, &id).unwrap();
-    assert_eq!(h.killed, [id.clone()]);
+    assert_eq!(h.killed, [id.as_str()]);
     h.jobs.clear();
     let s = status(&mut h, &id).unwrap();
     assert_eq!(s.native_state.as_deref(), Some("CANCELLED"));

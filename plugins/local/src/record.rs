@@ -58,12 +58,12 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), BackendError> {
             return invalid("`job_name` contains a control character".into());
         }
     }
-    if let Some(dir) = &spec.workspace_dir {
-        if !dir.starts_with('/') {
-            return invalid(format!(
-                "`workspace_dir` must be an absolute path, not `{dir}`"
-            ));
-        }
+    if let Some(dir) = &spec.workspace_dir
+        && !dir.starts_with('/')
+    {
+        return invalid(format!(
+            "`workspace_dir` must be an absolute path, not `{dir}`"
+        ));
     }
     Ok(())
 }
