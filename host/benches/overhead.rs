@@ -198,7 +198,7 @@ fn main() {
     let plugins = hostile.home.join(".local/share/hpc-host/plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(
-        Path::new(env!("HPC_HOST_TEST_PLUGINS")).join("hostile.wasm"),
+        Path::new(hpc_test_plugins::DIR).join("hostile.wasm"),
         plugins.join("hostile.wasm"),
     )
     .unwrap();

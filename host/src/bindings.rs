@@ -8,8 +8,14 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "hpc-plugin",
-    imports: { default: async | trappable },
+    // `tracing`: every host call gets a span naming its interface and function.
+    imports: { default: async | trappable | tracing },
     exports: { default: async },
+    // kv host functions return `Result<T, KvFault>` and use `?`; the fault
+    // becomes the WIT `kv-error` in `kv::Host::convert_kv_error`.
+    trappable_error_type: {
+        "ccat:hpc/kv.kv-error" => crate::capabilities::kv::KvFault,
+    },
 });
 
 pub use ccat::hpc::types::{

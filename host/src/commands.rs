@@ -197,9 +197,23 @@ async fn wait(
     timeout: Option<f64>,
     out: Output,
 ) -> Result<ExitStatus, HostError> {
-    let plugin = host.backend()?;
     let start = Instant::now();
-    let deadline = timeout.map(|t| start + Duration::from_secs_f64(t.max(0.0)));
+    let deadline = match timeout {
+        None => None,
+        Some(t) => Some(
+            Duration::try_from_secs_f64(t.max(0.0))
+                .ok()
+                .filter(|d| *d <= crate::policy::MAX_SECONDS)
+                .and_then(|d| start.checked_add(d))
+                .ok_or_else(|| {
+                    HostError::Input(format!(
+                        "`--timeout {t}` must be a number of seconds from 0 to {}",
+                        crate::policy::MAX_SECONDS.as_secs()
+                    ))
+                })?,
+        ),
+    };
+    let plugin = host.backend()?;
     let progress = std::io::stderr().is_terminal();
     let mut interval = Duration::from_millis(200);
     loop {
@@ -291,12 +305,16 @@ async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitSt
             let source = Source::from_file(&name, &file)?;
             let component = host.compile(&source)?;
             let i = host.interfaces(&component);
-            let policy = host.settings().policy(&name)?;
+            let request = host.request(&source)?;
+            let policy = host.policy(&source);
             let verdict = match host.load_source(source) {
                 Ok(_) => "loads".to_owned(),
                 Err(e) => format!("refused: {e}"),
             };
-            let p = &policy;
+            // What the plugin asks for, and what the settings grant of it.
+            let requested = request.as_ref().map(|r| {
+                serde_json::json!({ "from": r.origin, "trusted": r.trusted, "policy": r.table })
+            });
             let value = serde_json::json!({
                 "name": name,
                 "file": file.display().to_string(),
@@ -304,16 +322,8 @@ async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitSt
                 "imports": i.imports,
                 "exports": i.exports,
                 "verdict": verdict,
-                "policy": {
-                    "programs": p.programs, "dirs": p.dirs, "kv_prefix": p.kv_prefix, "env": p.env,
-                    "supervise": p.supervise, "k8s_namespaces": p.kube_namespaces, "k8s_kinds": p.kube_kinds,
-                    "sha256": p.sha256, "config": p.config,
-                    "limits": {
-                        "memory_mb": p.limits.memory_bytes >> 20, "cpu_seconds": p.limits.cpu_time.as_secs_f64(),
-                        "wall_seconds": p.limits.wall_time.as_secs_f64(), "output_bytes": p.limits.output_bytes,
-                        "max_processes": p.limits.processes, "max_runs_per_call": p.limits.runs_per_call,
-                    },
-                },
+                "requested": requested,
+                "policy": policy.ok().map(|p| crate::capabilities::inspect(&p)),
             });
             match out {
                 Output::Json => print(&value.to_string()),

@@ -53,6 +53,11 @@ pub enum HostError {
         error: BackendError,
     },
 
+    /// The kv store cannot be opened or reached. The message shows the cause
+    /// so that every caller (CLI, daemon) prints it; `source()` keeps it typed.
+    #[error("{0}")]
+    Store(#[source] crate::store::StoreError),
+
     /// A local failure of the host itself (files, the cache, the runtime).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -112,6 +117,9 @@ impl HostError {
             }
             HostError::PluginDenied { .. } => ExitStatus::Denied,
             HostError::Backend { error, .. } => ExitStatus::of_backend_error(error),
+            // A malformed URL is a settings mistake; anything else is the store failing.
+            HostError::Store(crate::store::StoreError::RedisUrl { .. }) => ExitStatus::Usage,
+            HostError::Store(_) => ExitStatus::Backend,
             HostError::PluginLoad { .. }
             | HostError::PluginTrap { .. }
             | HostError::PluginTimeout { .. }

@@ -25,6 +25,7 @@ pub mod error;
 pub mod jobs;
 pub mod plugin;
 pub mod policy;
+pub mod request;
 pub mod settings;
 pub mod spec;
 pub mod state;
@@ -41,6 +42,8 @@ pub mod builtin {
         pub name: &'static str,
         pub wasm: &'static [u8],
         pub sha256: &'static str,
+        /// Its policy request (`plugins/<name>/policy.toml`), see [`crate::request`].
+        pub policy: &'static str,
     }
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 

@@ -17,6 +17,7 @@ use crate::engine::Engine;
 use crate::error::HostError;
 use crate::jobs::Jobs;
 use crate::policy::Policy;
+use crate::request::Request;
 use crate::settings::{Settings, check_plugin_name};
 use crate::state::{Shared, State};
 use crate::store::Store;
@@ -114,7 +115,7 @@ impl Host {
     /// Compile (or fetch from the cache) and check a plugin.
     pub fn load_source(&self, source: Source) -> Result<Plugin, HostError> {
         let name = source.name.clone();
-        let policy = Arc::new(self.settings.policy(&name)?);
+        let policy = Arc::new(self.policy(&source)?);
         if let Some(pin) = &policy.sha256
             && *pin != source.sha256
         {
@@ -165,6 +166,25 @@ impl Host {
         Ok(Plugin { name, pre, shared })
     }
 
+    /// A plugin's policy request: `<name>.policy.toml` beside its file, else
+    /// the built-in's of that name (so a file overriding a built-in without a
+    /// request of its own keeps the built-in's), else none.
+    pub fn request(&self, source: &Source) -> Result<Option<Request>, HostError> {
+        if let Origin::File(path) = &source.origin
+            && let Some(r) =
+                Request::beside(path, &self.settings.placeholders()).map_err(HostError::Settings)?
+        {
+            return Ok(Some(r));
+        }
+        self.settings.builtin_request(&source.name)
+    }
+
+    /// A plugin's policy: its request, granted, narrowed or refused by the settings.
+    pub fn policy(&self, source: &Source) -> Result<Policy, HostError> {
+        self.settings
+            .policy_with(&source.name, self.request(source)?.as_ref())
+    }
+
     pub fn compile(&self, source: &Source) -> Result<Component, HostError> {
         self.engine
             .component(&source.wasm, &source.sha256)
@@ -201,17 +221,8 @@ impl Host {
         if let Some(s) = &*slot {
             return Ok(s.clone());
         }
-        let dir = &self.settings.state_dir;
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(dir)
-            .map_err(|e| {
-                HostError::Settings(format!(
-                    "cannot create the state folder `{}`: {e}",
-                    dir.display()
-                ))
-            })?;
-        let store = Store::open(self.settings.redis_url.as_deref(), dir)
-            .map_err(|e| HostError::Settings(e.to_string()))?;
+        let store = Store::open(self.settings.redis_url.as_deref(), &self.settings.state_dir)
+            .map_err(HostError::Store)?;
         *slot = Some(store.clone());
         Ok(store)
     }
@@ -339,6 +350,11 @@ impl Plugin {
         let state = State::new(&self.shared)?;
         let mut store = wasmtime::Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
+        // Host time is accounted here, once, for every host function.
+        store.call_hook(|mut cx, hook| {
+            cx.data_mut().clock.hook(hook);
+            Ok(())
+        });
         let cpu = limits.cpu_time;
         store.set_epoch_deadline(CPU_CHECK_TICKS);
         store.epoch_deadline_callback(move |cx| {

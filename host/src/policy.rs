@@ -1,12 +1,14 @@
 //! What each plugin may do: the programs it may run, the folders it may see,
 //! its kv prefix, its Kubernetes namespaces and kinds, and its limits.
 //!
-//! Built-in plugins start from least-privilege defaults ([`Policy::default_for`]);
-//! a `[default.plugins.<name>]` table in settings.toml overrides them key by key.
+//! Every plugin starts from least privilege ([`Policy::least_privilege`]),
+//! gets what its request may have ([`crate::request`]), and then the
+//! `[default.plugins.<name>]` table in settings.toml overrides key by key.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use crate::request::Request;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Resource limits of one plugin call.
@@ -62,6 +64,20 @@ pub struct Policy {
     pub limits: Limits,
     /// Passed to the plugin through `wasi:config/store`.
     pub config: BTreeMap<String, String>,
+    /// For each policy key, the settings its request's placeholders named
+    /// (`k8s_namespaces` -> `K8S_NAMESPACE`): the hints of a refusal name them.
+    pub placeholders: BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+/// Why a policy cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A settings table or request has a bad key or value.
+    #[error("{message}")]
+    Invalid { message: String },
+    /// A site plugin requests more than the settings grant.
+    #[error("{message}")]
+    NotGranted { message: String },
 }
 
 /// A `[<env>.plugins.<name>]` table. Every key is optional; unknown keys are errors.
@@ -97,35 +113,16 @@ pub struct PolicyFile {
     pub config: BTreeMap<String, toml::Value>,
 }
 
-/// Where the host looks for a program that a default policy names.
-const PROGRAM_DIRS: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin", "/opt/slurm/bin"];
-
-fn find_program(name: &str) -> PathBuf {
-    PROGRAM_DIRS
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| Path::new("/usr/bin").join(name))
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// What the host knows when it resolves policies.
-pub struct PolicyContext<'a> {
-    pub state_dir: &'a Path,
-    pub slurm_partition: Option<&'a str>,
-    pub k8s_namespace: Option<&'a str>,
-}
+/// The longest time limit a policy may set (a year): far beyond any call,
+/// and small enough that adding it to an instant never overflows.
+pub const MAX_SECONDS: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Policy {
-    /// The least-privilege default of a plugin: built-ins get what their job
-    /// needs; any other plugin gets a kv namespace of its own and nothing else.
-    pub fn default_for(plugin: &str, cx: &PolicyContext<'_>) -> Policy {
-        let mut p = Policy {
+    /// The least-privilege policy every plugin starts from: a kv namespace of
+    /// its own, the default limits, and nothing else. What a plugin needs
+    /// beyond it comes from its request ([`crate::request`]) and the settings.
+    pub fn least_privilege(plugin: &str) -> Policy {
+        Policy {
             plugin: plugin.to_owned(),
             programs: BTreeMap::new(),
             dirs: Vec::new(),
@@ -137,42 +134,39 @@ impl Policy {
             sha256: None,
             limits: Limits::default(),
             config: BTreeMap::new(),
-        };
-        match plugin {
-            "local" => {
-                p.supervise = true;
-                // Job records may live in a Redis shared by several login
-                // nodes; the plugin notes which one runs each job.
-                p.config.insert("HPC_NODE".into(), hostname());
-            }
-            "slurm" => {
-                for prog in ["sbatch", "squeue", "sacct", "scancel"] {
-                    p.programs.insert(prog.to_owned(), find_program(prog));
-                }
-                let workdir = cx.state_dir.join("slurm");
-                p.dirs.push(workdir.clone());
-                // A batch job inherits sbatch's environment: give it the
-                // user's identity and locale, and the site's SLURM_CONF.
-                p.env = ["HOME", "USER", "LOGNAME", "LANG", "SLURM_CONF"]
-                    .map(String::from)
-                    .to_vec();
-                p.config
-                    .insert("HPC_SLURM_WORKDIR".into(), workdir.display().to_string());
-                if let Some(part) = cx.slurm_partition {
-                    p.config.insert("SLURM_PARTITION".into(), part.to_owned());
-                }
-            }
-            "kubernetes" => {
-                p.kube_namespaces
-                    .extend(cx.k8s_namespace.map(str::to_owned));
-                p.kube_kinds = vec!["Job".into(), "Pod".into()];
-                if let Some(ns) = cx.k8s_namespace {
-                    p.config.insert("K8S_NAMESPACE".into(), ns.to_owned());
-                }
-            }
-            _ => {}
+            placeholders: BTreeMap::new(),
         }
-        p
+    }
+
+    /// A plugin's policy: least privilege, then what its request may have
+    /// (all of a built-in's; of a site plugin's, what needs no grant), then
+    /// the settings table, key by key.
+    pub fn resolve(
+        plugin: &str,
+        request: Option<&Request>,
+        grant: Option<&toml::Table>,
+    ) -> Result<Policy, PolicyError> {
+        let mut p = Policy::least_privilege(plugin);
+        let table_error = |what: String, e: toml::de::Error| PolicyError::Invalid {
+            message: format!("{what}: {e}"),
+        };
+        if let Some(r) = request {
+            let asked = r
+                .granted(plugin, grant, &p.limits)
+                .map_err(|message| PolicyError::NotGranted { message })?;
+            let file: PolicyFile = toml::Value::Table(asked)
+                .try_into()
+                .map_err(|e| table_error(format!("the policy request `{}`", r.origin), e))?;
+            p.apply(file).map_err(|message| PolicyError::Invalid { message })?;
+            p.placeholders = r.placeholders.clone();
+        }
+        if let Some(t) = grant {
+            let file: PolicyFile = toml::Value::Table(t.clone())
+                .try_into()
+                .map_err(|e| table_error(format!("`plugins.{plugin}` in the settings"), e))?;
+            p.apply(file).map_err(|message| PolicyError::Invalid { message })?;
+        }
+        Ok(p)
     }
 
     /// Apply a settings table on top of this policy.
@@ -220,16 +214,16 @@ impl Policy {
             self.sha256 = Some(sha.to_ascii_lowercase());
         }
         if let Some(mb) = file.memory_mb {
-            self.limits.memory_bytes = mb << 20;
+            self.limits.memory_bytes = mb.checked_mul(1 << 20).ok_or_else(|| {
+                format!("`plugins.{name}.memory_mb` is too large: {mb}")
+            })?;
         }
-        let seconds = |key: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(format!(
-                    "`plugins.{name}.{key}` must be a positive number of seconds"
-                ))
-            }
+        let seconds = |key: &str, v: f64| match Duration::try_from_secs_f64(v) {
+            Ok(d) if v > 0.0 && d <= MAX_SECONDS => Ok(d),
+            _ => Err(format!(
+                "`plugins.{name}.{key}` must be a positive number of seconds, at most {}, not `{v}`",
+                MAX_SECONDS.as_secs()
+            )),
         };
         if let Some(s) = file.cpu_seconds {
             self.limits.cpu_time = seconds("cpu_seconds", s)?;
@@ -247,26 +241,36 @@ impl Policy {
         Ok(())
     }
 
-    /// The host interfaces this policy grants, by WIT interface name.
+    /// Whether this policy grants a `ccat:hpc` interface (see [`crate::capabilities`]).
     pub fn grants(&self, interface: &str) -> bool {
-        match interface {
-            "process" => self.supervise || !self.programs.is_empty(),
-            "kube" => !self.kube_namespaces.is_empty(),
-            "kv" | "types" => true,
-            _ => false,
-        }
+        crate::capabilities::grants(self, interface)
     }
 
-    /// The setting a site admin would change to grant an interface.
+    /// The setting a site admin would change to grant an interface: the
+    /// policy keys that grant it, after any setting the plugin's request
+    /// fills them from (`K8S_NAMESPACE`).
     pub fn grant_hint(&self, interface: &str) -> String {
         let name = &self.plugin;
-        match interface {
-            "process" => format!("`plugins.{name}.programs` or `plugins.{name}.supervise`"),
-            "kube" if name == "kubernetes" => {
-                format!("`K8S_NAMESPACE`, or `plugins.{name}.k8s_namespaces`")
-            }
-            "kube" => format!("`plugins.{name}.k8s_namespaces`"),
-            other => format!("no setting grants `{other}`"),
+        let keys = match crate::capabilities::find(interface) {
+            Some(c) if !c.grant_keys.is_empty() => c.grant_keys,
+            _ => return format!("no setting grants `{interface}`"),
+        };
+        let vars: Vec<String> = keys
+            .iter()
+            .filter_map(|k| self.placeholders.get(*k))
+            .flatten()
+            .filter(|v| v.as_str() != "HPC_STATE_DIR" && v.as_str() != "HOSTNAME")
+            .map(|v| format!("`{v}`"))
+            .collect();
+        let keys = keys
+            .iter()
+            .map(|k| format!("`plugins.{name}.{k}`"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        if vars.is_empty() {
+            keys
+        } else {
+            format!("{}, or {keys}", vars.join(", "))
         }
     }
 }
@@ -275,36 +279,52 @@ impl Policy {
 mod tests {
     use super::*;
 
-    fn cx() -> PolicyContext<'static> {
-        PolicyContext {
-            state_dir: Path::new("/state"),
-            slurm_partition: Some("debug"),
-            k8s_namespace: Some("ccat"),
-        }
+    fn builtin(name: &str) -> Policy {
+        let ph = crate::request::Placeholders::new(
+            std::path::Path::new("/state"),
+            Some("ccat"),
+            Some("debug"),
+        );
+        let b = crate::builtin::find(name).unwrap();
+        let r = Request::parse(b.policy, "built-in", true, &ph).unwrap();
+        Policy::resolve(name, Some(&r), None).unwrap()
     }
 
     #[test]
     fn defaults_are_least_privilege() {
-        let local = Policy::default_for("local", &cx());
+        let local = builtin("local");
         assert!(local.supervise && local.programs.is_empty() && local.kube_namespaces.is_empty());
-        let slurm = Policy::default_for("slurm", &cx());
+        assert!(local.config.contains_key("HPC_NODE"));
+        let slurm = builtin("slurm");
         assert_eq!(
             slurm.programs.keys().collect::<Vec<_>>(),
             ["sacct", "sbatch", "scancel", "squeue"]
         );
+        assert!(slurm.programs.values().all(|p| p.is_absolute()));
+        assert_eq!(slurm.dirs, [PathBuf::from("/state/slurm")]);
+        assert_eq!(slurm.config["HPC_SLURM_WORKDIR"], "/state/slurm");
+        assert_eq!(slurm.config["SLURM_PARTITION"], "debug");
+        assert_eq!(slurm.env, ["HOME", "USER", "LOGNAME", "LANG", "SLURM_CONF"]);
         assert!(!slurm.supervise && slurm.grants("process") && !slurm.grants("kube"));
-        let k8s = Policy::default_for("kubernetes", &cx());
+        let k8s = builtin("kubernetes");
         assert!(
             k8s.programs.is_empty() && k8s.kube_namespaces == ["ccat"] && !k8s.grants("process")
         );
-        let other = Policy::default_for("mysite", &cx());
+        assert_eq!(k8s.kube_kinds, ["Job", "Pod"]);
+        assert_eq!(k8s.config["K8S_NAMESPACE"], "ccat");
+        assert_eq!(
+            k8s.grant_hint("kube"),
+            "`K8S_NAMESPACE`, or `plugins.kubernetes.k8s_namespaces`"
+        );
+        let other = Policy::resolve("mysite", None, None).unwrap();
         assert!(!other.grants("process") && !other.grants("kube") && other.grants("kv"));
         assert_eq!(other.kv_prefix, "hpc-host:mysite:");
+        assert_eq!(other.grant_hint("kube"), "`plugins.mysite.k8s_namespaces`");
     }
 
     #[test]
     fn overrides_apply_and_are_checked() {
-        let mut p = Policy::default_for("slurm", &cx());
+        let mut p = builtin("slurm");
         let file: PolicyFile = toml::from_str(
             "programs = { sbatch = \"/opt/bin/sbatch\" }\nmemory_mb = 32\ncpu_seconds = 0.5\n[config]\nX = 3",
         )
@@ -315,6 +335,13 @@ mod tests {
         assert_eq!(p.limits.cpu_time, Duration::from_millis(500));
         assert_eq!(p.config["X"], "3");
 
+        for huge in ["cpu_seconds = 1e300", "wall_seconds = inf", "cpu_seconds = nan"] {
+            let f: PolicyFile = toml::from_str(huge).unwrap();
+            let e = p.apply(f).unwrap_err();
+            assert!(e.contains("must be a positive number of seconds"), "{e}");
+        }
+        let f: PolicyFile = toml::from_str("memory_mb = 9223372036854775807").unwrap();
+        assert!(p.apply(f).unwrap_err().contains("too large"));
         let bad: PolicyFile = toml::from_str("programs = { sbatch = \"sbatch\" }").unwrap();
         assert!(p.apply(bad).unwrap_err().contains("absolute"));
         assert!(

@@ -26,7 +26,8 @@
 //! not use are left to the workflow manager.
 
 use crate::error::HostError;
-use crate::policy::{Policy, PolicyContext, PolicyFile};
+use crate::policy::{Policy, PolicyError};
+use crate::request::{Placeholders, Request};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -56,6 +57,10 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub cache_dir: PathBuf,
     plugin_tables: BTreeMap<String, toml::Value>,
+    /// The environment variables that set keys of each plugin table.
+    plugin_sources: BTreeMap<String, Vec<String>>,
+    /// `the settings file `...``, if one was read.
+    file_source: Option<String>,
 }
 
 impl Settings {
@@ -125,6 +130,8 @@ impl Settings {
         let mut merged = table("default")?;
         deep_merge(&mut merged, table(&env)?);
 
+        // Which variable set which key, so an error can name where a bad value came from.
+        let mut env_sources: Vec<(String, Vec<String>, String)> = Vec::new();
         for (name, value) in vars {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -145,20 +152,47 @@ impl Settings {
                     key
                 })
                 .collect();
+            env_sources.push((top.clone(), rest.clone(), name.clone()));
             set_path(&mut merged, &top, &rest, parse_env_value(value))
                 .map_err(|m| HostError::Settings(format!("`{name}`: {m}")))?;
         }
 
+        let file_source = file
+            .as_ref()
+            .map(|f| format!("the settings file `{}`", f.display()));
+        // Where a top-level key's value came from: the last variable that set it, else the file.
+        let source_of = |key: &str| -> String {
+            env_sources
+                .iter()
+                .rev()
+                .find(|(top, rest, _)| top == key && rest.is_empty())
+                .map(|(_, _, var)| format!("the environment variable `{var}`"))
+                .or_else(|| file_source.clone())
+                .unwrap_or_else(|| "the defaults".into())
+        };
         let string = |key: &str| -> Result<Option<String>, HostError> {
             match merged.get(key) {
                 None => Ok(None),
                 Some(toml::Value::String(s)) if s.is_empty() => Ok(None),
                 Some(toml::Value::String(s)) => Ok(Some(s.clone())),
                 Some(other) => Err(HostError::Settings(format!(
-                    "`{key}` must be a string, not `{other}`"
+                    "`{key}` must be a string, not `{other}` (from {})",
+                    source_of(key)
                 ))),
             }
         };
+        // For each plugin table, the variables that set keys in it.
+        let mut plugin_sources: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (top, rest, var) in &env_sources {
+            if top == "PLUGINS"
+                && let Some(plugin) = rest.first()
+            {
+                plugin_sources
+                    .entry(plugin.to_ascii_lowercase())
+                    .or_default()
+                    .push(var.clone());
+            }
+        }
         let dir = |key: &str, xdg_key: &str, fallback: &str| -> Result<PathBuf, HostError> {
             string(key)?
                 .map(PathBuf::from)
@@ -177,14 +211,14 @@ impl Settings {
         check_plugin_name(&backend)?;
         let plugin_tables = match merged.get("PLUGINS") {
             None => BTreeMap::new(),
-            Some(toml::Value::Table(t)) => t.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Some(toml::Value::Table(t)) => plugin_tables(t)?,
             Some(_) => {
                 return Err(HostError::Settings(
                     "`plugins` must be a table of plugin tables".into(),
                 ));
             }
         };
-        Ok(Settings {
+        let settings = Settings {
             file,
             env,
             backend: backend.to_ascii_lowercase(),
@@ -198,24 +232,88 @@ impl Settings {
             cache_dir: dir("HPC_CACHE_DIR", "XDG_CACHE_HOME", ".cache")?,
             state_dir,
             plugin_tables,
+            plugin_sources,
+            file_source,
+        };
+        settings.check_plugin_tables()?;
+        Ok(settings)
+    }
+
+    /// A table for a plugin that is neither built in nor a file in the
+    /// plugins folder is a typo that would silently grant nothing: refuse it.
+    fn check_plugin_tables(&self) -> Result<(), HostError> {
+        for name in self.plugin_tables.keys() {
+            if crate::builtin::find(name).is_none() && !self.plugin_path(name).is_file() {
+                return Err(HostError::Settings(format!(
+                    "`[plugins.{name}]` in the settings names no plugin: `{name}` is not built in and there is no `{}`",
+                    self.plugin_path(name).display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The values a policy request's `${...}` placeholders stand for.
+    pub fn placeholders(&self) -> Placeholders {
+        Placeholders::new(
+            &self.state_dir,
+            self.k8s_namespace.as_deref(),
+            self.slurm_partition.as_deref(),
+        )
+    }
+
+    /// The request a built-in plugin ships with, if `plugin` is one.
+    pub fn builtin_request(&self, plugin: &str) -> Result<Option<Request>, HostError> {
+        crate::builtin::find(plugin)
+            .map(|b| Request::parse(b.policy, "built-in", true, &self.placeholders()))
+            .transpose()
+            .map_err(HostError::Settings)
+    }
+
+    /// The policy of a plugin under its built-in request, if it has one.
+    pub fn policy(&self, plugin: &str) -> Result<Policy, HostError> {
+        self.policy_with(plugin, self.builtin_request(plugin)?.as_ref())
+    }
+
+    /// The policy of a plugin: least privilege, what its request may have,
+    /// then its settings table.
+    pub fn policy_with(&self, plugin: &str, request: Option<&Request>) -> Result<Policy, HostError> {
+        let grant = match self.plugin_tables.get(plugin) {
+            None => None,
+            Some(toml::Value::Table(t)) => Some(t),
+            Some(_) => {
+                return Err(HostError::Settings(format!(
+                    "`plugins.{plugin}` in the settings must be a table"
+                )));
+            }
+        };
+        Policy::resolve(plugin, request, grant).map_err(|e| match e {
+            PolicyError::Invalid { message } => {
+                HostError::Settings(format!("{message} (from {})", self.plugin_source(plugin)))
+            }
+            PolicyError::NotGranted { message } => HostError::PluginDenied {
+                plugin: plugin.to_owned(),
+                message: crate::capabilities::denied(plugin, "request", "policy", message),
+            },
         })
     }
 
-    /// The policy of a plugin: its default, with its settings table applied.
-    pub fn policy(&self, plugin: &str) -> Result<Policy, HostError> {
-        let cx = PolicyContext {
-            state_dir: &self.state_dir,
-            slurm_partition: self.slurm_partition.as_deref(),
-            k8s_namespace: self.k8s_namespace.as_deref(),
-        };
-        let mut policy = Policy::default_for(plugin, &cx);
-        if let Some(table) = self.plugin_tables.get(plugin) {
-            let file: PolicyFile = table.clone().try_into().map_err(|e| {
-                HostError::Settings(format!("`plugins.{plugin}` in the settings: {e}"))
-            })?;
-            policy.apply(file).map_err(HostError::Settings)?;
+    /// Where a plugin's settings table came from, for errors: the variables
+    /// that set its keys and the settings file.
+    fn plugin_source(&self, plugin: &str) -> String {
+        let mut from: Vec<String> = self
+            .plugin_sources
+            .get(plugin)
+            .into_iter()
+            .flatten()
+            .map(|v| format!("the environment variable `{v}`"))
+            .collect();
+        from.extend(self.file_source.clone());
+        if from.is_empty() {
+            "the policy request".into()
+        } else {
+            from.join(" or ")
         }
-        Ok(policy)
     }
 
     /// Where a site's plugin file of this name would be.
@@ -238,6 +336,22 @@ pub fn check_plugin_name(name: &str) -> Result<(), HostError> {
             "`{name}` is not a valid plugin name (letters, digits, `-` and `_`, at most 64)"
         )))
     }
+}
+
+/// Plugin names are case-insensitive and used lower-case (as file names and
+/// policy keys): `[plugins.Slurm]` is the table of `slurm`. Two tables that
+/// differ only in case are ambiguous, so an error.
+fn plugin_tables(t: &toml::Table) -> Result<BTreeMap<String, toml::Value>, HostError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in t {
+        let name = k.to_ascii_lowercase();
+        if out.insert(name.clone(), v.clone()).is_some() {
+            return Err(HostError::Settings(format!(
+                "`plugins.{k}` and another table name the same plugin `{name}`: plugin names are case-insensitive, keep one"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 fn upper_keys(t: toml::Table) -> toml::Table {
@@ -413,6 +527,75 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("cannot read")
+        );
+    }
+
+    #[test]
+    fn plugin_tables_are_case_insensitive_and_must_name_a_plugin() {
+        let o = |text: &str| Overrides {
+            config: Some(write(text)),
+            ..Default::default()
+        };
+        let h = vars(&[("HOME", "/nonexistent-home")]);
+        let s = Settings::resolve(&o("[default.plugins.Slurm]\nmemory_mb = 32\n"), &h).unwrap();
+        assert_eq!(s.policy("slurm").unwrap().limits.memory_bytes, 32 << 20);
+
+        let e = Settings::resolve(&o("[default.plugins.slurmm]\nmemory_mb = 32\n"), &h)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`[plugins.slurmm]`") && e.contains("names no plugin"), "{e}");
+
+        let e = Settings::resolve(
+            &o("[default.plugins.slurm]\nmemory_mb = 1\n[default.plugins.SLURM]\nmemory_mb = 2\n"),
+            &h,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("case-insensitive"), "{e}");
+
+        // A plugin that exists only as a file in the plugins folder is known.
+        let dir = std::env::temp_dir().join(format!("hpc-host-plugins-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("mysite.wasm"), b"").unwrap();
+        let text = format!(
+            "[default]\nHPC_PLUGINS_DIR = \"{}\"\n[default.plugins.MySite]\nsupervise = true\n",
+            dir.display()
+        );
+        let s = Settings::resolve(&o(&text), &h).unwrap();
+        assert!(s.policy("mysite").unwrap().supervise);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bad_value_names_its_source() {
+        let f = write("[default]\nHPC_BACKEND = \"local\"\n[default.plugins.slurm]\nmemory_mb = \"lots\"\n");
+        let o = Overrides {
+            config: Some(f.clone()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&o, &vars(&[("HOME", "/h")])).unwrap();
+        let e = s.policy("slurm").unwrap_err().to_string();
+        assert!(e.contains(&format!("the settings file `{}`", f.display())), "{e}");
+
+        let env = vars(&[
+            ("HOME", "/h"),
+            ("CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__CPU_SECONDS", "-1"),
+            ("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", "[1, 2]"),
+        ]);
+        let e = Settings::resolve(&Overrides::default(), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("HPC_REDIS_URL") && e.contains("the environment variable `CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL`"),
+            "{e}"
+        );
+        let env = vars(&[("HOME", "/h"), ("CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__CPU_SECONDS", "-1")]);
+        let s = Settings::resolve(&Overrides::default(), &env).unwrap();
+        let e = s.policy("local").unwrap_err().to_string();
+        assert!(
+            e.contains("cpu_seconds")
+                && e.contains("the environment variable `CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__CPU_SECONDS`"),
+            "{e}"
         );
     }
 }

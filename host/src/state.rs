@@ -4,8 +4,8 @@
 use crate::capabilities::{kube::KubeCtx, kv::KvCtx, logging::LoggingCtx, process::ProcessCtx};
 use crate::policy::Policy;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use wasmtime::CallHook;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -16,33 +16,35 @@ use wasmtime_wasi_config::WasiConfigVariables;
 const STDERR_CAPTURE: usize = 64 << 10;
 
 /// Time spent inside host calls during one plugin call, so the CPU limit
-/// counts only the plugin's own code.
-#[derive(Clone, Default)]
-pub struct HostClock(Arc<AtomicU64>);
+/// counts only the plugin's own code. Kept in ONE place: the store's call hook
+/// ([`HostClock::hook`]) sees every entry to and return from the host, so no
+/// host function has to account for itself.
+#[derive(Default)]
+pub struct HostClock {
+    /// Host time of the calls that have returned.
+    spent: Duration,
+    /// When the current host call began, if the plugin is inside one.
+    entered: Option<Instant>,
+}
 
 impl HostClock {
-    /// Count the time until the guard drops as host time.
-    pub fn enter(&self) -> HostClockGuard<'_> {
-        HostClockGuard {
-            clock: self,
-            start: Instant::now(),
+    /// Host time so far, including a host call still running.
+    pub fn host_time(&self) -> Duration {
+        self.spent + self.entered.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// The store's call hook: counts host time. (The tracing span of each
+    /// host call comes from the bindings' `tracing` option.)
+    pub fn hook(&mut self, hook: CallHook) {
+        match hook {
+            CallHook::CallingHost => self.entered = Some(Instant::now()),
+            CallHook::ReturningFromHost => {
+                if let Some(t) = self.entered.take() {
+                    self.spent += t.elapsed();
+                }
+            }
+            CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
         }
-    }
-    pub fn host_time(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.0.load(Ordering::Relaxed))
-    }
-}
-
-pub struct HostClockGuard<'a> {
-    clock: &'a HostClock,
-    start: Instant,
-}
-
-impl Drop for HostClockGuard<'_> {
-    fn drop(&mut self) {
-        self.clock
-            .0
-            .fetch_add(self.start.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
@@ -86,13 +88,9 @@ impl State {
                     })?;
             }
         }
-        let clock = HostClock::default();
-        let mut process = shared.process.clone();
-        process.clock = clock.clone();
-        let mut kv = shared.kv.clone();
-        kv.clock = clock.clone();
-        let mut kube = shared.kube.clone();
-        kube.clock = clock.clone();
+        let process = shared.process.clone();
+        let kv = shared.kv.clone();
+        let kube = shared.kube.clone();
         Ok(State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -112,7 +110,7 @@ impl State {
             logging: LoggingCtx {
                 plugin: policy.plugin.clone().into(),
             },
-            clock,
+            clock: HostClock::default(),
             started: Instant::now(),
             stderr,
         })

@@ -17,8 +17,30 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a writer waits for another process's SQLite transaction.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the store failed. Opening keeps its cause as a typed source; the
+/// per-call variants carry the message a plugin sees through `kv-error`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The state folder that holds the embedded store cannot be made.
+    #[error("cannot create the state folder `{}`: {source}", .path.display())]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded SQLite file cannot be opened or set up.
+    #[error("cannot open the embedded store `{}`: {source}", .path.display())]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// `HPC_REDIS_URL` is not a Redis URL (a settings mistake, not an outage).
+    #[error("bad Redis URL `HPC_REDIS_URL`: {source}")]
+    RedisUrl {
+        #[source]
+        source: redis::RedisError,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -37,6 +59,12 @@ pub enum Store {
 impl Store {
     /// Redis if `redis_url` is set, else the embedded store under `state_dir`.
     pub fn open(redis_url: Option<&str>, state_dir: &Path) -> Result<Store, StoreError> {
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(state_dir)
+            .map_err(|source| StoreError::StateDir {
+                path: state_dir.to_owned(),
+                source,
+            })?;
         Ok(match redis_url {
             Some(url) => Store::Redis(Arc::new(RedisStore::new(url)?)),
             None => Store::Embedded(Arc::new(EmbeddedStore::open(
@@ -203,8 +231,7 @@ pub struct RedisStore {
 
 impl RedisStore {
     fn new(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Invalid(format!("bad Redis URL: {e}")))?;
+        let client = redis::Client::open(url).map_err(|source| StoreError::RedisUrl { source })?;
         Ok(RedisStore {
             client,
             conn: OnceCell::new(),
@@ -257,8 +284,9 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let fail = |e: rusqlite::Error| {
-            StoreError::Unavailable(format!("embedded store `{}`: {e}", path.display()))
+        let fail = |source: rusqlite::Error| StoreError::Open {
+            path: path.to_owned(),
+            source,
         };
         let conn = rusqlite::Connection::open(path).map_err(fail)?;
         conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(fail)?;

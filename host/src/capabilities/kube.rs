@@ -16,7 +16,7 @@
 
 use crate::bindings::ccat::hpc::kube::{self as wit, KubeError, Propagation};
 use crate::policy::Policy;
-use crate::state::{HostClock, State};
+use crate::state::State;
 use ::kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use ::kube::core::params::GetParams;
 use ::kube::core::subresource::LogParams;
@@ -41,7 +41,6 @@ pub struct KubeCtx {
     policy: Arc<Policy>,
     /// Shared by every call of one loaded plugin; empty until a call needs it.
     client: Arc<OnceCell<::kube::Client>>,
-    pub(crate) clock: HostClock,
 }
 
 impl KubeCtx {
@@ -50,7 +49,6 @@ impl KubeCtx {
         KubeCtx {
             policy,
             client: Arc::default(),
-            clock: HostClock::default(),
         }
     }
 
@@ -107,8 +105,6 @@ impl KubeCtx {
         check_name("namespace", namespace)?;
         let request = build()?;
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-        let clock = self.clock.clone();
-        let _t = clock.enter();
         let start = Instant::now();
         let result = match tokio::time::timeout(CALL_TIMEOUT, async {
             self.client()
@@ -374,7 +370,21 @@ impl HasData for HasKube {
     type Data<'a> = &'a mut KubeCtx;
 }
 
-pub fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
+/// `ccat:hpc/kube`: granted by at least one namespace.
+pub const CAPABILITY: super::Capability = super::Capability {
+    interface: Some("kube"),
+    grant_keys: &["k8s_namespaces"],
+    granted: |p| !p.kube_namespaces.is_empty(),
+    inspect: |p| {
+        let mut m = serde_json::Map::new();
+        m.insert("k8s_namespaces".into(), serde_json::json!(p.kube_namespaces));
+        m.insert("k8s_kinds".into(), serde_json::json!(p.kube_kinds));
+        m
+    },
+    add_to_linker,
+};
+
+fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
     wit::add_to_linker::<State, HasKube>(linker, |s| &mut s.kube).map_err(anyhow::Error::from)
 }
 

@@ -5,7 +5,7 @@
 //! `list-keys` never shows another plugin's keys.
 
 use crate::bindings::ccat::hpc::kv::{self, KvError};
-use crate::state::{HostClock, State};
+use crate::state::State;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
@@ -21,7 +21,6 @@ const MAX_KEYS: usize = 10_000;
 pub struct KvCtx {
     store: Store,
     prefix: Arc<str>,
-    pub(crate) clock: HostClock,
 }
 
 impl KvCtx {
@@ -29,13 +28,12 @@ impl KvCtx {
         KvCtx {
             store,
             prefix: prefix.into(),
-            clock: HostClock::default(),
         }
     }
 
-    fn key(&self, key: &str) -> Result<String, KvError> {
+    fn key(&self, key: &str) -> Result<String, KvFault> {
         if key.is_empty() || key.len() > MAX_KEY {
-            return Err(KvError::Invalid(format!(
+            return Err(KvFault::Invalid(format!(
                 "a key must have 1 to {MAX_KEY} bytes"
             )));
         }
@@ -43,92 +41,73 @@ impl KvCtx {
     }
 }
 
-fn kv_error(e: StoreError) -> KvError {
-    match e {
-        StoreError::Unavailable(m) => KvError::Unavailable(m),
-        StoreError::Invalid(m) => KvError::Invalid(m),
-        StoreError::Other(m) => {
-            tracing::warn!("kv store error: {m}");
-            KvError::Other(m)
-        }
-    }
+/// A kv call's failure on the host side, turned into the WIT `kv-error` the
+/// plugin sees by [`kv::Host::convert_kv_error`] (bindgen's
+/// `trappable_error_type`), so the host functions below can use `?`.
+#[derive(Debug, thiserror::Error)]
+pub enum KvFault {
+    /// The plugin's request is not acceptable (a key too long, too many keys).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-type R<T> = wasmtime::Result<Result<T, KvError>>;
+type R<T> = Result<T, KvFault>;
 
 impl kv::Host for KvCtx {
     async fn get(&mut self, key: String) -> R<Option<Vec<u8>>> {
-        Ok(self
-            .get_many(vec![key])
-            .await?
-            .map(|mut v| v.pop().flatten()))
+        Ok(self.get_many(vec![key]).await?.pop().flatten())
     }
 
     async fn get_many(&mut self, keys: Vec<String>) -> R<Vec<Option<Vec<u8>>>> {
         if keys.len() > MAX_KEYS {
-            return Ok(Err(KvError::Invalid(format!(
-                "at most {MAX_KEYS} keys per call"
-            ))));
+            return Err(KvFault::Invalid(format!("at most {MAX_KEYS} keys per call")));
         }
-        let keys = match keys
+        let keys = keys
             .iter()
             .map(|k| self.key(k))
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
-        let clock = self.clock.clone();
-        let _t = clock.enter();
-        Ok(self.store.get_many(keys).await.map_err(kv_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.store.get_many(keys).await?)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl: Option<u32>) -> R<()> {
         if value.len() > MAX_VALUE {
-            return Ok(Err(KvError::Invalid(format!(
+            return Err(KvFault::Invalid(format!(
                 "a value must be at most {MAX_VALUE} bytes"
-            ))));
+            )));
         }
-        let key = match self.key(&key) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
-        let clock = self.clock.clone();
-        let _t = clock.enter();
-        Ok(self.store.set(key, value, ttl).await.map_err(kv_error))
+        let key = self.key(&key)?;
+        Ok(self.store.set(key, value, ttl).await?)
     }
 
     async fn delete(&mut self, key: String) -> R<bool> {
-        let key = match self.key(&key) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
-        let clock = self.clock.clone();
-        let _t = clock.enter();
-        Ok(self.store.delete(key).await.map_err(kv_error))
+        let key = self.key(&key)?;
+        Ok(self.store.delete(key).await?)
     }
 
     async fn list_keys(&mut self, prefix: String) -> R<Vec<String>> {
         let full = format!("{}{prefix}", self.prefix);
-        let clock = self.clock.clone();
-        let _t = clock.enter();
         let own = self.prefix.len();
-        Ok(self
-            .store
-            .list_keys(full)
-            .await
-            .map_err(kv_error)
-            .map(|keys| keys.into_iter().map(|k| k[own..].to_owned()).collect()))
+        let keys = self.store.list_keys(full).await?;
+        Ok(keys.into_iter().map(|k| k[own..].to_owned()).collect())
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> R<i64> {
-        let key = match self.key(&key) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
-        let clock = self.clock.clone();
-        let _t = clock.enter();
-        Ok(self.store.increment(key, delta).await.map_err(kv_error))
+        let key = self.key(&key)?;
+        Ok(self.store.increment(key, delta).await?)
+    }
+
+    fn convert_kv_error(&mut self, e: KvFault) -> wasmtime::Result<KvError> {
+        Ok(match e {
+            KvFault::Invalid(m) | KvFault::Store(StoreError::Invalid(m)) => KvError::Invalid(m),
+            KvFault::Store(StoreError::Unavailable(m)) => KvError::Unavailable(m),
+            KvFault::Store(other) => {
+                tracing::warn!("kv store error: {other}");
+                KvError::Other(other.to_string())
+            }
+        })
     }
 }
 
@@ -137,6 +116,19 @@ impl HasData for HasKv {
     type Data<'a> = &'a mut KvCtx;
 }
 
-pub fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
+/// `ccat:hpc/kv`: every plugin has a namespace of its own.
+pub const CAPABILITY: super::Capability = super::Capability {
+    interface: Some("kv"),
+    grant_keys: &[],
+    granted: |_| true,
+    inspect: |p| {
+        let mut m = serde_json::Map::new();
+        m.insert("kv_prefix".into(), serde_json::json!(p.kv_prefix));
+        m
+    },
+    add_to_linker,
+};
+
+fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
     kv::add_to_linker::<State, HasKv>(linker, |s| &mut s.kv).map_err(anyhow::Error::from)
 }

@@ -45,7 +45,16 @@ impl HasData for HasLogging {
     type Data<'a> = &'a mut LoggingCtx;
 }
 
-pub fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
+/// `wasi:logging`: every plugin may log.
+pub const CAPABILITY: super::Capability = super::Capability {
+    interface: None,
+    grant_keys: &[],
+    granted: |_| true,
+    inspect: |_| serde_json::Map::new(),
+    add_to_linker,
+};
+
+fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
     logging::add_to_linker::<State, HasLogging>(linker, |s| &mut s.logging)
         .map_err(anyhow::Error::from)
 }

@@ -11,7 +11,7 @@ use crate::bindings::ccat::hpc::process::{
 };
 use crate::jobs::{self, JobError, Jobs};
 use crate::policy::Policy;
-use crate::state::{HostClock, State};
+use crate::state::State;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -32,7 +32,6 @@ pub struct ProcessCtx {
     slots: Arc<Semaphore>,
     /// Programs started in this call (the context is cloned for every call).
     runs: usize,
-    pub(crate) clock: HostClock,
 }
 
 impl ProcessCtx {
@@ -44,7 +43,6 @@ impl ProcessCtx {
             exe,
             slots,
             runs: 0,
-            clock: HostClock::default(),
         }
     }
 
@@ -193,8 +191,6 @@ type R<T> = wasmtime::Result<Result<T, ProcessError>>;
 
 impl process::Host for ProcessCtx {
     async fn run(&mut self, req: RunRequest) -> R<RunOutput> {
-        let clock = self.clock.clone();
-        let _t = clock.enter();
         Ok(ProcessCtx::run(self, req).await)
     }
 
@@ -211,8 +207,6 @@ impl process::Host for ProcessCtx {
         if let Err(e) = self.check_env(&req.env) {
             return Ok(Err(e));
         }
-        let clock = self.clock.clone();
-        let _t = clock.enter();
         let mut env = jobs::base_environment(&req.id);
         env.extend(req.env);
         let request = jobs::Request {
@@ -232,7 +226,6 @@ impl process::Host for ProcessCtx {
         &mut self,
         ids: Vec<String>,
     ) -> wasmtime::Result<Vec<Result<JobState, ProcessError>>> {
-        let _t = self.clock.enter();
         Ok(ids
             .iter()
             .map(|id| {
@@ -254,13 +247,10 @@ impl process::Host for ProcessCtx {
     }
 
     async fn kill_job(&mut self, id: String) -> R<bool> {
-        let clock = self.clock.clone();
-        let _t = clock.enter();
         Ok(self.jobs.kill(&id).await.map_err(job_error))
     }
 
     async fn read_job_log(&mut self, id: String, which: LogStream, max_bytes: u64) -> R<String> {
-        let _t = self.clock.enter();
         let max = max_bytes.min(self.policy.limits.output_bytes as u64);
         Ok(self
             .jobs
@@ -274,7 +264,22 @@ impl HasData for HasProcess {
     type Data<'a> = &'a mut ProcessCtx;
 }
 
-pub fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
+/// `ccat:hpc/process`: granted by named programs or by `supervise`.
+pub const CAPABILITY: super::Capability = super::Capability {
+    interface: Some("process"),
+    grant_keys: &["programs", "supervise"],
+    granted: |p| p.supervise || !p.programs.is_empty(),
+    inspect: |p| {
+        let mut m = serde_json::Map::new();
+        m.insert("programs".into(), serde_json::json!(p.programs));
+        m.insert("env".into(), serde_json::json!(p.env));
+        m.insert("supervise".into(), serde_json::json!(p.supervise));
+        m
+    },
+    add_to_linker,
+};
+
+fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
     process::add_to_linker::<State, HasProcess>(linker, |s| &mut s.process)
         .map_err(anyhow::Error::from)
 }

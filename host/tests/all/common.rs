@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hpc-host");
-/// The test-only plugins built by `host/build.rs`.
-pub const TEST_PLUGINS: &str = env!("HPC_HOST_TEST_PLUGINS");
+/// The test-only plugins, built by the `hpc-test-plugins` dev-dependency.
+pub const TEST_PLUGINS: &str = hpc_test_plugins::DIR;
 
 pub struct TestEnv {
     pub home: PathBuf,

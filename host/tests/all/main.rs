@@ -8,9 +8,12 @@
 
 mod common;
 mod contain;
+mod errors;
+mod first_contact;
 mod hostile;
 mod kube;
 mod kube_fake;
 mod local;
 mod redis_store;
+mod requests;
 mod slurm;

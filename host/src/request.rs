@@ -1,0 +1,294 @@
+//! A plugin's policy request: what it says it needs, in the keys of a
+//! `[default.plugins.<name>]` settings table (see [`crate::policy::PolicyFile`]).
+//!
+//! Every plugin brings its request the same way, and one piece of code reads
+//! them all: a built-in ships `plugins/<name>/policy.toml` (embedded by
+//! `build.rs`), a site plugin a `<name>.policy.toml` beside its `.wasm`. A
+//! file beside the `.wasm` was chosen over a custom section so that an admin
+//! can read (and diff) what a plugin asks for without any tool.
+//!
+//! What differs is trust. A built-in's request ships with the host, so it is
+//! the plugin's default policy. A site plugin's request is only a request:
+//! anything beyond the least-privilege default must be granted by the admin's
+//! settings, or the plugin is refused at load with the setting to change.
+//!
+//! A request names site facts through placeholders: `${HPC_STATE_DIR}`,
+//! `${K8S_NAMESPACE}`, `${SLURM_PARTITION}` and `${HOSTNAME}`. A list entry or
+//! `config` key whose placeholder has no value is left out. A program may be a
+//! bare name (`sbatch`), found in the usual program folders.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Where the host looks for a program that a request names without a path.
+const PROGRAM_DIRS: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin", "/opt/slurm/bin"];
+
+/// Keys a site plugin may set in its request without a grant, as long as the
+/// value is not more than the default (limits) or only concerns itself (config).
+const LIMIT_KEYS: &[&str] = &[
+    "memory_mb",
+    "cpu_seconds",
+    "wall_seconds",
+    "output_bytes",
+    "max_processes",
+    "max_runs_per_call",
+];
+
+/// The site facts a request's placeholders may name.
+pub struct Placeholders {
+    values: BTreeMap<&'static str, Option<String>>,
+}
+
+impl Placeholders {
+    pub fn new(state_dir: &Path, k8s_namespace: Option<&str>, slurm_partition: Option<&str>) -> Self {
+        let mut values = BTreeMap::new();
+        values.insert("HPC_STATE_DIR", Some(state_dir.display().to_string()));
+        values.insert("K8S_NAMESPACE", k8s_namespace.map(str::to_owned));
+        values.insert("SLURM_PARTITION", slurm_partition.map(str::to_owned));
+        values.insert("HOSTNAME", Some(hostname()));
+        Placeholders { values }
+    }
+
+    /// Fill the placeholders of one string: `Ok(None)` when one has no value.
+    fn fill(&self, text: &str, used: &mut BTreeSet<String>) -> Result<Option<String>, String> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let Some(len) = rest[start..].find('}') else {
+                return Err(format!("`{text}` has an unclosed `${{`"));
+            };
+            let name = &rest[start + 2..start + len];
+            used.insert(name.to_owned());
+            match self.values.get(name) {
+                None => {
+                    return Err(format!(
+                        "`${{{name}}}` is not a placeholder (known: {})",
+                        self.values.keys().map(|k| format!("${{{k}}}")).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                Some(None) => return Ok(None),
+                Some(Some(v)) => out.push_str(v),
+            }
+            rest = &rest[start + len + 1..];
+        }
+        out.push_str(rest);
+        Ok(Some(out))
+    }
+}
+
+/// A plugin's request, placeholders filled in.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Where it was read from (`built-in` or a file path), for messages.
+    pub origin: String,
+    /// Whether it ships with the host (a built-in's) and so is granted as is.
+    pub trusted: bool,
+    /// The request as a settings table.
+    pub table: toml::Table,
+    /// For each key, the settings the request's placeholders named.
+    pub placeholders: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Request {
+    /// Read a request from its text; `origin` names it in errors.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        trusted: bool,
+        ph: &Placeholders,
+    ) -> Result<Request, String> {
+        let raw: toml::Table = text
+            .parse()
+            .map_err(|e| format!("the policy request `{origin}` is not valid TOML: {e}"))?;
+        let mut table = toml::Table::new();
+        let mut placeholders = BTreeMap::new();
+        for (key, value) in raw {
+            let mut used = BTreeSet::new();
+            let value = fill(value, ph, &mut used)
+                .map_err(|e| format!("the policy request `{origin}`, `{key}`: {e}"))?;
+            if !used.is_empty() {
+                placeholders.insert(key.clone(), used);
+            }
+            if let Some(mut value) = value {
+                if key == "programs"
+                    && let toml::Value::Table(programs) = &mut value
+                {
+                    for (_, path) in programs.iter_mut() {
+                        if let toml::Value::String(p) = path
+                            && !p.contains('/')
+                        {
+                            let found = find_program(p).display().to_string();
+                            *p = found;
+                        }
+                    }
+                }
+                table.insert(key, value);
+            }
+        }
+        // The same keys and types as a settings table: checked once, here.
+        toml::Value::Table(table.clone())
+            .try_into::<crate::policy::PolicyFile>()
+            .map_err(|e| format!("the policy request `{origin}`: {e}"))?;
+        Ok(Request {
+            origin: origin.to_owned(),
+            trusted,
+            table,
+            placeholders,
+        })
+    }
+
+    /// Read `<stem>.policy.toml` beside a plugin file, if there is one.
+    pub fn beside(wasm: &Path, ph: &Placeholders) -> Result<Option<Request>, String> {
+        let path = request_path(wasm);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Request::parse(&text, &path.display().to_string(), false, ph).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
+        }
+    }
+
+    /// The table the policy is built from: the whole request if trusted, else
+    /// only what needs no grant. Refuses a site request for more than the
+    /// least-privilege default that `grant` (the settings table) does not set.
+    pub fn granted(
+        &self,
+        plugin: &str,
+        grant: Option<&toml::Table>,
+        defaults: &crate::policy::Limits,
+    ) -> Result<toml::Table, String> {
+        if self.trusted {
+            return Ok(self.table.clone());
+        }
+        let mut out = toml::Table::new();
+        for (key, value) in &self.table {
+            let free = key == "config"
+                || (LIMIT_KEYS.contains(&key.as_str()) && within_default(key, value, defaults))
+                || is_empty(value);
+            if free {
+                out.insert(key.clone(), value.clone());
+            } else if !grant.is_some_and(|g| g.contains_key(key)) {
+                return Err(format!(
+                    "it requests `{key} = {value}` ({}), which the settings do not grant\nhint: set `plugins.{plugin}.{key}` in the settings to grant or narrow it",
+                    self.origin
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `<plugins dir>/<name>.policy.toml` for `<plugins dir>/<name>.wasm`.
+pub fn request_path(wasm: &Path) -> PathBuf {
+    wasm.with_extension("policy.toml")
+}
+
+fn fill(
+    value: toml::Value,
+    ph: &Placeholders,
+    used: &mut BTreeSet<String>,
+) -> Result<Option<toml::Value>, String> {
+    Ok(match value {
+        toml::Value::String(s) => ph.fill(&s, used)?.map(toml::Value::String),
+        toml::Value::Array(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                out.extend(fill(item, ph, used)?);
+            }
+            Some(toml::Value::Array(out))
+        }
+        toml::Value::Table(t) => {
+            let mut out = toml::Table::new();
+            for (k, v) in t {
+                if let Some(v) = fill(v, ph, used)? {
+                    out.insert(k, v);
+                }
+            }
+            Some(toml::Value::Table(out))
+        }
+        other => Some(other),
+    })
+}
+
+fn is_empty(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::Array(a) => a.is_empty(),
+        toml::Value::Table(t) => t.is_empty(),
+        toml::Value::Boolean(b) => !b,
+        _ => false,
+    }
+}
+
+fn within_default(key: &str, v: &toml::Value, d: &crate::policy::Limits) -> bool {
+    let Some(n) = v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) else {
+        return false;
+    };
+    let limit = match key {
+        "memory_mb" => (d.memory_bytes >> 20) as f64,
+        "cpu_seconds" => d.cpu_time.as_secs_f64(),
+        "wall_seconds" => d.wall_time.as_secs_f64(),
+        "output_bytes" => d.output_bytes as f64,
+        "max_processes" => d.processes as f64,
+        "max_runs_per_call" => d.runs_per_call as f64,
+        _ => return false,
+    };
+    n <= limit
+}
+
+fn find_program(name: &str) -> PathBuf {
+    PROGRAM_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| Path::new("/usr/bin").join(name))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ph(ns: Option<&str>) -> Placeholders {
+        Placeholders::new(Path::new("/state"), ns, None)
+    }
+
+    #[test]
+    fn placeholders_fill_or_drop() {
+        let text = "dirs = [\"${HPC_STATE_DIR}/slurm\"]\nk8s_namespaces = [\"${K8S_NAMESPACE}\"]\n[config]\nP = \"${SLURM_PARTITION}\"\nW = \"${HPC_STATE_DIR}/slurm\"";
+        let r = Request::parse(text, "t", true, &ph(None)).unwrap();
+        assert_eq!(r.table["dirs"].as_array().unwrap()[0].as_str(), Some("/state/slurm"));
+        assert!(r.table["k8s_namespaces"].as_array().unwrap().is_empty());
+        assert!(!r.table["config"].as_table().unwrap().contains_key("P"));
+        assert!(r.placeholders["k8s_namespaces"].contains("K8S_NAMESPACE"));
+        let r = Request::parse(text, "t", true, &ph(Some("ccat"))).unwrap();
+        assert_eq!(r.table["k8s_namespaces"].as_array().unwrap()[0].as_str(), Some("ccat"));
+        let e = Request::parse("dirs = [\"${NOPE}\"]", "t", true, &ph(None)).unwrap_err();
+        assert!(e.contains("`${NOPE}` is not a placeholder"), "{e}");
+        let e = Request::parse("programz = {}", "t", true, &ph(None)).unwrap_err();
+        assert!(e.contains("programz"), "{e}");
+    }
+
+    #[test]
+    fn a_site_request_needs_a_grant() {
+        let r = Request::parse(
+            "programs = { sbatch = \"/usr/bin/sbatch\" }\nmemory_mb = 16\n[config]\nX = \"1\"",
+            "mysite.policy.toml",
+            false,
+            &ph(None),
+        )
+        .unwrap();
+        let d = crate::policy::Limits::default();
+        let e = r.granted("mysite", None, &d).unwrap_err();
+        assert!(e.contains("plugins.mysite.programs") && e.contains("mysite.policy.toml"), "{e}");
+        let grant: toml::Table = "programs = {}".parse().unwrap();
+        let t = r.granted("mysite", Some(&grant), &d).unwrap();
+        assert!(!t.contains_key("programs") && t.contains_key("memory_mb") && t.contains_key("config"));
+        let big = Request::parse("memory_mb = 4096", "m", false, &ph(None)).unwrap();
+        assert!(big.granted("m", None, &d).unwrap_err().contains("plugins.m.memory_mb"));
+    }
+}
