@@ -218,6 +218,16 @@ impl Settings {
         Ok(policy)
     }
 
+    /// The folders a plugin's default policy names (the host makes them).
+    pub fn default_dirs(&self, plugin: &str) -> Vec<PathBuf> {
+        let cx = PolicyContext {
+            state_dir: &self.state_dir,
+            slurm_partition: None,
+            k8s_namespace: None,
+        };
+        Policy::default_for(plugin, &cx).dirs
+    }
+
     /// Where a site's plugin file of this name would be.
     pub fn plugin_path(&self, name: &str) -> PathBuf {
         self.plugins_dir.join(format!("{name}.wasm"))

@@ -22,6 +22,8 @@ pub struct KvCtx {
     store: Store,
     prefix: Arc<str>,
     pub(crate) clock: HostClock,
+    /// This call's writes (the context is cloned for every call).
+    written: super::kv_budget::WriteBudget,
 }
 
 impl KvCtx {
@@ -30,6 +32,7 @@ impl KvCtx {
             store,
             prefix: prefix.into(),
             clock: HostClock::default(),
+            written: Default::default(),
         }
     }
 
@@ -80,7 +83,7 @@ impl kv::Host for KvCtx {
         };
         let clock = self.clock.clone();
         let _t = clock.enter();
-        Ok(self.store.get_many(keys).await.map_err(kv_error))
+        Ok(super::kv_budget::get_many_bounded(&self.store, keys, kv_error).await)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl: Option<u32>) -> R<()> {
@@ -93,6 +96,9 @@ impl kv::Host for KvCtx {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
+        if let Err(e) = self.written.spend(key.len() + value.len()) {
+            return Ok(Err(e));
+        }
         let clock = self.clock.clone();
         let _t = clock.enter();
         Ok(self.store.set(key, value, ttl).await.map_err(kv_error))
@@ -126,6 +132,9 @@ impl kv::Host for KvCtx {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
+        if let Err(e) = self.written.spend(key.len()) {
+            return Ok(Err(e));
+        }
         let clock = self.clock.clone();
         let _t = clock.enter();
         Ok(self.store.increment(key, delta).await.map_err(kv_error))

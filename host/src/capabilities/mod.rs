@@ -2,8 +2,11 @@
 //! type, its `Host` impl and an `add_to_linker` function.
 
 pub mod config;
+pub mod confine;
 pub mod kube;
+pub mod kube_security;
 pub mod kv;
+pub mod kv_budget;
 pub mod logging;
 pub mod process;
 
@@ -18,6 +21,7 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
     kube::add_to_linker(linker)?;
     config::add_to_linker(linker)?;
     logging::add_to_linker(linker)?;
+    crate::fsperm::deny_symlinks(linker)?;
     Ok(())
 }
 
