@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hpc-host");
 
+#[path = "overhead/checks.rs"]
+mod checks;
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -192,6 +195,9 @@ fn main() {
             call.as_secs_f64() / native.as_secs_f64()
         ),
     );
+
+    // ---- least-privilege checks (issue 11), next to the call they guard ------
+    checks::run(call, &row);
 
     // ---- policy checks: a host call refused by policy vs one that runs ---------
     let hostile = Env::new("policy", false);

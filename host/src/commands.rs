@@ -6,6 +6,7 @@ use crate::cli::{Cli, Command, Output, PluginsCommand, SubmitArgs};
 use crate::error::{ExitStatus, HostError, kind_and_message};
 use crate::plugin::{Host, Origin, Source};
 use crate::settings::{Overrides, Settings};
+use crate::sanitize::{escape, escape_block};
 use crate::spec::{self, ErrorJson, JobInfoJson};
 use std::io::{IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, HostError> {
             let spec = submit_spec(*args)?;
             let id = host.backend()?.submit(&spec).await?;
             match out {
-                Output::Text => print(&id),
+                Output::Text => print(&escape(&id)),
                 Output::Json => print(&serde_json::json!({ "job_id": id }).to_string()),
             }
             Ok(ExitStatus::Success)
@@ -48,7 +49,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, HostError> {
                         }
                     }
                     Err(e) => {
-                        eprintln!("error: {e}");
+                        eprintln!("error: {}", escape(&e.to_string()));
                         worst = worst.max(e.exit_status());
                     }
                 }
@@ -60,8 +61,8 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, HostError> {
             match out {
                 Output::Text => {
                     let mut stdout = std::io::stdout().lock();
-                    let _ = stdout.write_all(logs.stdout.as_bytes());
-                    let _ = std::io::stderr().write_all(logs.stderr.as_bytes());
+                    let _ = stdout.write_all(escape_block(&logs.stdout).as_bytes());
+                    let _ = std::io::stderr().write_all(escape_block(&logs.stderr).as_bytes());
                 }
                 Output::Json => print(
                     &serde_json::json!({ "job_id": job_id, "stdout": logs.stdout, "stderr": logs.stderr }).to_string(),
@@ -139,11 +140,11 @@ fn print_statuses(
         match r {
             Ok(info) => match out {
                 Output::Json => json.push(JobInfoJson::from(info)),
-                Output::Text => print(&text_line(info)),
+                Output::Text => print(&escape(&text_line(info))),
             },
             Err(e) => {
                 let (kind, message) = kind_and_message(e);
-                eprintln!("error: {id}: {kind}: {message}");
+                eprintln!("error: {}", escape(&format!("{id}: {kind}: {message}")));
                 worst = worst.max(ExitStatus::of_backend_error(e));
                 json.push(JobInfoJson {
                     job_id: id.clone(),

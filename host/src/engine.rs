@@ -22,6 +22,11 @@ use wasmtime::component::Component;
 /// How often the epoch advances. The CPU limit of a call is checked at this
 /// granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The largest component the host compiles (the built-ins are a few MiB).
+pub const MAX_WASM_BYTES: usize = 64 << 20;
+/// The longest a compilation may take; a component built to make the
+/// compiler work without end is refused after this.
+pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The wasmtime engine with its epoch ticker and compile cache.
 #[derive(Clone)]
@@ -64,8 +69,17 @@ impl Engine {
 
     /// Compile `wasm` (whose sha256 is `sha256`), or load it from the cache.
     pub fn component(&self, wasm: &[u8], sha256: &str) -> anyhow::Result<Component> {
+        if wasm.len() > MAX_WASM_BYTES {
+            anyhow::bail!(
+                "the component has {} bytes, more than the {MAX_WASM_BYTES} the host compiles",
+                wasm.len()
+            );
+        }
         let Some(dir) = &self.cache_dir else {
-            return Component::new(&self.engine, wasm).map_err(anyhow::Error::from);
+            let compiled = self.precompile_bounded(wasm)?;
+            // SAFETY: these bytes were produced by this engine just now.
+            return unsafe { Component::deserialize(&self.engine, &compiled) }
+                .map_err(anyhow::Error::from);
         };
         let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_hash));
         match self.load_cached(dir, &path) {
@@ -73,10 +87,7 @@ impl Engine {
             Ok(None) => {}
             Err(e) => tracing::warn!(path = %path.display(), "ignoring compile cache entry: {e:#}"),
         }
-        let compiled = self
-            .engine
-            .precompile_component(wasm)
-            .map_err(anyhow::Error::from)?;
+        let compiled = self.precompile_bounded(wasm)?;
         let digest = sha256_hex(&compiled);
         let stored = store_atomically(dir, &sidecar(&path), digest.as_bytes())
             .and_then(|()| store_atomically(dir, &path, &compiled));
@@ -85,6 +96,31 @@ impl Engine {
         }
         // SAFETY: these bytes were produced by this engine just now.
         unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(anyhow::Error::from)
+    }
+
+    /// Compile on a thread of its own, giving up after [`COMPILE_TIMEOUT`]
+    /// (the thread then finishes in the background; its result is dropped).
+    fn precompile_bounded(&self, wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let engine = self.engine.clone();
+        let wasm = wasm.to_vec();
+        std::thread::Builder::new()
+            .name("hpc-host-compile".into())
+            .spawn(move || {
+                let _ = tx.send(
+                    engine
+                        .precompile_component(&wasm)
+                        .map_err(anyhow::Error::from),
+                );
+            })
+            .context("cannot start the compile thread")?;
+        match rx.recv_timeout(COMPILE_TIMEOUT) {
+            Ok(r) => r,
+            Err(_) => anyhow::bail!(
+                "compiling took longer than {} s: refused",
+                COMPILE_TIMEOUT.as_secs()
+            ),
+        }
     }
 
     /// Whether a valid cache entry exists (for `plugins list`).

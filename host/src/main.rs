@@ -29,7 +29,11 @@ fn main() -> ExitCode {
     match runtime.block_on(hpc_host::commands::run(cli)) {
         Ok(status) => status.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Plugin text is in many messages: one line, controls escaped.
+            eprintln!(
+                "error: {}",
+                hpc_host::sanitize::escape(&format!("{e:#}"))
+            );
             e.exit_status().into()
         }
     }

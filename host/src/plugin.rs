@@ -29,9 +29,6 @@ use wasmtime::component::{Component, Linker};
 
 /// Check the CPU limit every this many epoch ticks (`engine::EPOCH_TICK` each).
 const CPU_CHECK_TICKS: u64 = 5;
-/// Longest text kept from a plugin's answer field (an id, a state, a reason):
-/// a plugin must not be able to flood the caller through its answers.
-const MAX_FIELD: usize = 64 << 10;
 
 /// The host: settings, the engine, the linker and the kv store, shared by
 /// every plugin it loads.
@@ -92,6 +89,12 @@ impl Host {
         check_plugin_name(name)?;
         let path = self.settings.plugin_path(name);
         if path.is_file() {
+            crate::fsperm::check_plugin_file(&path).map_err(|message| {
+                HostError::PluginDenied {
+                    plugin: name.to_owned(),
+                    message: capabilities::denied(name, "load", &path.display().to_string(), message),
+                }
+            })?;
             return Source::from_file(name, &path);
         }
         match crate::builtin::find(name) {
@@ -116,6 +119,8 @@ impl Host {
     pub fn load_source(&self, source: Source) -> Result<Plugin, HostError> {
         let name = source.name.clone();
         let policy = Arc::new(self.policy(&source)?);
+        crate::fsperm::check_dirs(&policy, &self.settings, &self.settings.default_dirs(&name))
+            .map_err(HostError::Settings)?;
         if let Some(pin) = &policy.sha256
             && *pin != source.sha256
         {
@@ -266,7 +271,13 @@ impl Plugin {
                 p.ccat_hpc_hpc_backend().call_submit(s, spec).await
             })
             .await?;
-        self.backend("submit", r)
+        let id = self.backend("submit", r)?;
+        crate::sanitize::job_id(&id).map_err(|message| HostError::PluginTrap {
+            plugin: self.name.clone(),
+            function: "submit",
+            message,
+        })?;
+        Ok(id)
     }
 
     pub async fn get_status(&self, job_id: &str) -> Result<HpcJobInfo, HostError> {
@@ -275,7 +286,7 @@ impl Plugin {
                 p.ccat_hpc_hpc_backend().call_get_status(s, job_id).await
             })
             .await?;
-        self.backend("get-status", r).map(bounded)
+        self.backend("get-status", r).map(crate::sanitize::job_info)
     }
 
     /// Statuses of many jobs in one call; per-id errors stay per id.
@@ -291,7 +302,10 @@ impl Plugin {
         let list: Vec<_> = self
             .backend("get-statuses", r)?
             .into_iter()
-            .map(|r| r.map(bounded))
+            .map(|r| {
+                r.map(crate::sanitize::job_info)
+                    .map_err(crate::sanitize::backend_error)
+            })
             .collect();
         if list.len() != ids.len() {
             return Err(HostError::PluginTrap {
@@ -318,7 +332,11 @@ impl Plugin {
                 p.ccat_hpc_hpc_backend().call_get_logs(s, job_id).await
             })
             .await?;
-        self.backend("get-logs", r)
+        let logs = self.backend("get-logs", r)?;
+        Ok(crate::sanitize::logs(
+            logs,
+            self.shared.policy.limits.output_bytes,
+        ))
     }
 
     pub async fn describe(&self) -> Result<PluginInfo, HostError> {
@@ -326,6 +344,7 @@ impl Plugin {
             p.ccat_hpc_hpc_backend().call_describe(s).await
         })
         .await
+        .map(crate::sanitize::plugin_info)
     }
 
     fn backend<T>(
@@ -336,7 +355,7 @@ impl Plugin {
         r.map_err(|error| HostError::Backend {
             plugin: self.name.clone(),
             function,
-            error,
+            error: crate::sanitize::backend_error(error),
         })
     }
 
@@ -366,7 +385,9 @@ impl Plugin {
                     cpu.as_secs_f64()
                 ))
             } else {
-                Ok(UpdateDeadline::Continue(CPU_CHECK_TICKS))
+                // Yield, so the wall-clock timeout below can fire even while
+                // the plugin computes without calling the host.
+                Ok(UpdateDeadline::Yield(CPU_CHECK_TICKS))
             }
         });
         let work = async {
@@ -400,51 +421,5 @@ impl Plugin {
                 seconds: limits.wall_time.as_secs(),
             }),
         }
-    }
-}
-
-/// Cut every text field of an answer to `MAX_FIELD`.
-fn bounded(mut info: HpcJobInfo) -> HpcJobInfo {
-    for field in [
-        Some(&mut info.job_id),
-        info.native_state.as_mut(),
-        info.reason.as_mut(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if field.len() > MAX_FIELD {
-            let mut cut = MAX_FIELD;
-            while !field.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            field.truncate(cut);
-            field.push_str(" [truncated by hpc-host]");
-        }
-    }
-    info
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bindings::JobStatus;
-
-    #[test]
-    fn answers_are_bounded_on_a_char_boundary() {
-        let info = HpcJobInfo {
-            job_id: "j".into(),
-            status: JobStatus::Failed,
-            exit_code: None,
-            wall_time_seconds: None,
-            cpu_hours: None,
-            peak_memory_gb: None,
-            native_state: Some("é".repeat(MAX_FIELD)),
-            reason: Some("short".into()),
-        };
-        let b = bounded(info);
-        let state = b.native_state.unwrap();
-        assert!(state.len() <= MAX_FIELD + 32 && state.ends_with("[truncated by hpc-host]"));
-        assert_eq!(b.reason.as_deref(), Some("short"));
     }
 }

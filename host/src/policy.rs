@@ -55,10 +55,20 @@ pub struct Policy {
     pub kv_prefix: String,
     /// Host environment variables passed through to programs the plugin runs.
     pub env: Vec<String>,
+    /// Variables the plugin itself may set for a program it runs (names, or
+    /// prefixes ending in `*`); anything else is refused.
+    pub program_env: Vec<String>,
     /// May start supervised jobs (`process.spawn-job`).
     pub supervise: bool,
     pub kube_namespaces: Vec<String>,
+    /// Kinds as `group/Kind`, or `Kind` for the core group.
     pub kube_kinds: Vec<String>,
+    /// The pod security level objects must meet: `baseline` or `restricted`.
+    pub kube_pod_security: String,
+    /// Service accounts a pod may name (besides the namespace's `default`).
+    pub kube_service_accounts: Vec<String>,
+    /// May a pod mount its service account token.
+    pub kube_automount_token: bool,
     /// Only a `.wasm` with this sha256 (hex) may load under this name.
     pub sha256: Option<String>,
     pub limits: Limits,
@@ -99,9 +109,13 @@ pub struct PolicyFile {
     pub dirs: Option<Vec<PathBuf>>,
     pub kv_prefix: Option<String>,
     pub env: Option<Vec<String>>,
+    pub program_env: Option<Vec<String>>,
     pub supervise: Option<bool>,
     pub k8s_namespaces: Option<Vec<String>>,
     pub k8s_kinds: Option<Vec<String>>,
+    pub k8s_pod_security: Option<String>,
+    pub k8s_service_accounts: Option<Vec<String>>,
+    pub k8s_automount_token: Option<bool>,
     pub sha256: Option<String>,
     pub memory_mb: Option<usize>,
     pub cpu_seconds: Option<f64>,
@@ -128,9 +142,13 @@ impl Policy {
             dirs: Vec::new(),
             kv_prefix: format!("hpc-host:{plugin}:"),
             env: Vec::new(),
+            program_env: Vec::new(),
             supervise: false,
             kube_namespaces: Vec::new(),
             kube_kinds: Vec::new(),
+            kube_pod_security: "baseline".into(),
+            kube_service_accounts: Vec::new(),
+            kube_automount_token: false,
             sha256: None,
             limits: Limits::default(),
             config: BTreeMap::new(),
@@ -203,12 +221,23 @@ impl Policy {
         }
         set! {
             env => self.env,
+            program_env => self.program_env,
             supervise => self.supervise,
             k8s_namespaces => self.kube_namespaces,
             k8s_kinds => self.kube_kinds,
+            k8s_service_accounts => self.kube_service_accounts,
+            k8s_automount_token => self.kube_automount_token,
             output_bytes => self.limits.output_bytes,
             max_processes => self.limits.processes,
             max_runs_per_call => self.limits.runs_per_call,
+        }
+        if let Some(level) = file.k8s_pod_security {
+            if level != "baseline" && level != "restricted" {
+                return Err(format!(
+                    "`plugins.{name}.k8s_pod_security` must be `baseline` or `restricted`, not `{level}`"
+                ));
+            }
+            self.kube_pod_security = level;
         }
         if let Some(sha) = file.sha256 {
             self.sha256 = Some(sha.to_ascii_lowercase());

@@ -316,6 +316,19 @@ impl Settings {
         }
     }
 
+    /// The folders a plugin's default policy names (the host makes them).
+    pub fn default_dirs(&self, plugin: &str) -> Vec<PathBuf> {
+        let Ok(Some(request)) = self.builtin_request(plugin) else {
+            return Vec::new();
+        };
+        request
+            .table
+            .get("dirs")
+            .and_then(toml::Value::as_array)
+            .map(|dirs| dirs.iter().filter_map(|d| d.as_str()).map(PathBuf::from).collect())
+            .unwrap_or_default()
+    }
+
     /// Where a site's plugin file of this name would be.
     pub fn plugin_path(&self, name: &str) -> PathBuf {
         self.plugins_dir.join(format!("{name}.wasm"))

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::CallHook;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
@@ -51,7 +50,7 @@ impl HostClock {
 pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: crate::limits::Limiter,
     pub(crate) process: ProcessCtx,
     pub(crate) kv: KvCtx,
     pub(crate) kube: KubeCtx,
@@ -94,22 +93,14 @@ impl State {
         Ok(State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(policy.limits.memory_bytes)
-                .instances(32)
-                .tables(64)
-                .memories(8)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: crate::limits::Limiter::new(policy.limits.memory_bytes),
             process,
             kv,
             kube,
             config: WasiConfigVariables::from_iter(
                 policy.config.iter().map(|(k, v)| (k.clone(), v.clone())),
             ),
-            logging: LoggingCtx {
-                plugin: policy.plugin.clone().into(),
-            },
+            logging: LoggingCtx::new(policy.plugin.clone().into()),
             clock: HostClock::default(),
             started: Instant::now(),
             stderr,

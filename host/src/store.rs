@@ -288,6 +288,11 @@ impl EmbeddedStore {
             path: path.to_owned(),
             source,
         };
+        // Job argv and records live here: private to the user whatever the
+        // folder's mode (SQLite gives its -wal and -shm files the same mode).
+        crate::fsperm::make_private(path).map_err(|e| {
+            StoreError::Unavailable(format!("embedded store `{}`: {e}", path.display()))
+        })?;
         let conn = rusqlite::Connection::open(path).map_err(fail)?;
         conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")

@@ -7,7 +7,8 @@
 //! zombie is left. The supervisor then waits for the job with `wait4` and
 //! writes `result.json` (exit status and rusage) atomically. The job gets
 //! SIGKILL if the supervisor dies (`PR_SET_PDEATHSIG`), and whatever the job
-//! left in its process group is killed when it ends, as a batch scheduler does.
+//! left behind is killed when it ends, as a batch scheduler does: the supervisor
+//! is a child subreaper and ends every descendant ([`crate::reaper`]).
 
 use crate::jobs::{
     CANCEL_GRACE, Request, SupervisorRecord, Usage, boot_id, now, proc_stat, read_json,
@@ -18,6 +19,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
+
+/// How long the supervisor keeps hunting the job's descendants at its end.
+const REAP_LIMIT: Duration = Duration::from_secs(10);
 
 /// The `__supervise <dir>` entry point. Runs before any thread exists, since it forks.
 pub fn supervise_main(dir: &Path) -> i32 {
@@ -75,7 +79,7 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
     };
     // From here on the caller does not wait for us: let go of its pipes
     // (stdin and stdout to /dev/null, stderr to a file).
-    let log = std::fs::File::create(dir.join("supervisor.log"))
+    let log = create_private(&dir.join("supervisor.log"))
         .map_err(|e| refuse(format!("cannot create supervisor.log: {e}")))?;
     let null = std::fs::OpenOptions::new()
         .read(true)
@@ -93,7 +97,7 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
         .and_then(|r| r.ok_or_else(|| "request.json is missing".to_owned()))
         .map_err(&mut refuse)?;
     let open = |name: &str| {
-        std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
+        create_private(&dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
     };
     let stdout = open("stdout.log").map_err(&mut refuse)?;
     let stderr = open("stderr.log").map_err(&mut refuse)?;
@@ -106,6 +110,9 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
         .stdin(std::process::Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
+    // Descendants that leave the job's group or session stay ours to end.
+    crate::reaper::become_subreaper()
+        .map_err(|e| refuse(format!("cannot become a subreaper: {e}")))?;
     let supervisor_pid = std::process::id() as i32;
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -168,8 +175,13 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    // Like a batch scheduler, end what the job left behind in its group.
+    // Like a batch scheduler, end what the job left behind: its group, then
+    // every other descendant (those that called `setsid`, double forks).
     unsafe { libc::killpg(job_pid, libc::SIGKILL) };
+    let leftovers = crate::reaper::end_descendants(REAP_LIMIT);
+    if leftovers > 0 {
+        eprintln!("supervisor: killed {leftovers} processes the job left behind");
+    }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let usage = Usage {
         exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
@@ -187,4 +199,15 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
         true,
     )
     .map_err(|e| format!("cannot write result.json: {e}"))
+}
+
+/// A new (or emptied) file readable by this user only, whatever the umask.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }

@@ -52,7 +52,7 @@ impl KubeCtx {
         }
     }
 
-    fn check(&self, kind: &str, namespace: &str) -> Result<(), KubeError> {
+    fn check(&self, api_version: &str, kind: &str, namespace: &str) -> Result<(), KubeError> {
         let p = &self.policy;
         let name = &p.plugin;
         if !p.kube_namespaces.iter().any(|n| n == namespace) {
@@ -66,11 +66,12 @@ impl KubeCtx {
                 ),
             )));
         }
-        if !p.kube_kinds.iter().any(|k| k == kind) {
+        if !super::kube_security::kind_granted(&p.kube_kinds, api_version, kind) {
+            let kind = super::kube_security::qualified(api_version, kind);
             return Err(KubeError::Denied(super::denied(
                 name,
                 "kube",
-                kind,
+                &kind,
                 format!(
                     "plugin `{name}` may not use kind `{kind}`; `plugins.{name}.k8s_kinds` grants: {:?}",
                     p.kube_kinds
@@ -97,11 +98,12 @@ impl KubeCtx {
     /// Policy check, then one bounded request; the answer's body as text.
     async fn call(
         &self,
+        api_version: &str,
         kind: &str,
         namespace: &str,
         build: impl FnOnce() -> Result<http::Request<Vec<u8>>, KubeError>,
     ) -> Result<String, KubeError> {
-        self.check(kind, namespace)?;
+        self.check(api_version, kind, namespace)?;
         check_name("namespace", namespace)?;
         let request = build()?;
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
@@ -121,6 +123,19 @@ impl KubeCtx {
                 CALL_TIMEOUT.as_secs()
             ))),
         };
+        // The answer goes into the plugin's memory: bound it like kv answers.
+        let max = super::kv_budget::MAX_ANSWER_BYTES.max(self.policy.limits.output_bytes + (64 << 10));
+        let result = result.and_then(|text| {
+            if text.len() > max {
+                Err(KubeError::Other(format!(
+                    "the API server's answer has {} bytes, more than the {} a plugin may receive: select fewer objects",
+                    text.len(),
+                    max
+                )))
+            } else {
+                Ok(text)
+            }
+        });
         let ms = start.elapsed().as_millis() as u64;
         let plugin = &self.policy.plugin;
         match &result {
@@ -273,8 +288,9 @@ type R<T> = wasmtime::Result<Result<T, KubeError>>;
 impl wit::Host for KubeCtx {
     async fn create(&mut self, api: String, kind: String, ns: String, body: String) -> R<String> {
         Ok(self
-            .call(&kind, &ns, || {
+            .call(&api, &kind, &ns, || {
                 let body = check_body(&api, &kind, &ns, &body)?;
+                let body = super::kube_security::admit(&self.policy, body)?;
                 collection(&api, &kind, &ns)?
                     .create(&PostParams::default(), body)
                     .map_err(build_err)
@@ -284,7 +300,7 @@ impl wit::Host for KubeCtx {
 
     async fn get(&mut self, api: String, kind: String, ns: String, name: String) -> R<String> {
         Ok(self
-            .call(&kind, &ns, || {
+            .call(&api, &kind, &ns, || {
                 check_name("name", &name)?;
                 collection(&api, &kind, &ns)?
                     .get(&name, &GetParams::default())
@@ -301,7 +317,7 @@ impl wit::Host for KubeCtx {
         sel: String,
     ) -> R<String> {
         Ok(self
-            .call(&kind, &ns, || {
+            .call(&api, &kind, &ns, || {
                 collection(&api, &kind, &ns)?
                     .list(&ListParams::default().labels(&sel))
                     .map_err(build_err)
@@ -323,7 +339,7 @@ impl wit::Host for KubeCtx {
             Propagation::Foreground => PropagationPolicy::Foreground,
         };
         Ok(self
-            .call(&kind, &ns, || {
+            .call(&api, &kind, &ns, || {
                 check_name("name", &name)?;
                 let params = DeleteParams {
                     propagation_policy: Some(policy),
@@ -345,7 +361,7 @@ impl wit::Host for KubeCtx {
     ) -> R<String> {
         let limit_bytes = self.policy.limits.output_bytes as i64;
         Ok(self
-            .call("Pod", &ns, || {
+            .call("v1", "Pod", &ns, || {
                 check_name("pod name", &pod)?;
                 if let Some(c) = &container {
                     check_name("container name", c)?;

@@ -21,6 +21,8 @@ const MAX_KEYS: usize = 10_000;
 pub struct KvCtx {
     store: Store,
     prefix: Arc<str>,
+    /// This call's writes (the context is cloned for every call).
+    written: super::kv_budget::WriteBudget,
 }
 
 impl KvCtx {
@@ -28,6 +30,7 @@ impl KvCtx {
         KvCtx {
             store,
             prefix: prefix.into(),
+            written: Default::default(),
         }
     }
 
@@ -69,7 +72,7 @@ impl kv::Host for KvCtx {
             .iter()
             .map(|k| self.key(k))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(self.store.get_many(keys).await?)
+        super::kv_budget::get_many_bounded(&self.store, keys).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl: Option<u32>) -> R<()> {
@@ -79,6 +82,7 @@ impl kv::Host for KvCtx {
             )));
         }
         let key = self.key(&key)?;
+        self.written.spend(key.len() + value.len())?;
         Ok(self.store.set(key, value, ttl).await?)
     }
 
@@ -96,6 +100,7 @@ impl kv::Host for KvCtx {
 
     async fn increment(&mut self, key: String, delta: i64) -> R<i64> {
         let key = self.key(&key)?;
+        self.written.spend(key.len())?;
         Ok(self.store.increment(key, delta).await?)
     }
 

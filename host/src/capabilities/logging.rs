@@ -1,34 +1,85 @@
 //! `wasi:logging`: a plugin's log lines become `tracing` events tagged with
 //! the plugin's name.
+//!
+//! A plugin must not flood or forge the host's log: each message and context
+//! is bounded and shown with its control characters (newlines included)
+//! escaped, and one call may log at most [`MAX_LINES_PER_CALL`] lines and
+//! [`MAX_BYTES_PER_CALL`] bytes. What goes over is dropped and counted; one
+//! line at the end of the call says how much.
 
 use crate::bindings::wasi::logging::logging::{self, Level};
+use crate::sanitize::{bound, escape};
 use crate::state::State;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
-/// Longest log message kept; a plugin must not flood the host's log.
+/// Longest log message kept.
 const MAX_MESSAGE: usize = 4096;
+/// Longest context kept (a module name, a job id).
+const MAX_CONTEXT: usize = 128;
+/// Lines one call may log.
+pub const MAX_LINES_PER_CALL: u64 = 1000;
+/// Bytes (messages and contexts, once bounded) one call may log.
+pub const MAX_BYTES_PER_CALL: u64 = 1 << 20;
 
+/// The logging context of one call: the plugin's name and what it logged.
 pub struct LoggingCtx {
     pub plugin: Arc<str>,
+    lines: u64,
+    bytes: u64,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+}
+
+impl LoggingCtx {
+    /// A fresh context: a call's volume is counted from zero.
+    pub fn new(plugin: Arc<str>) -> Self {
+        LoggingCtx {
+            plugin,
+            lines: 0,
+            bytes: 0,
+            dropped_lines: 0,
+            dropped_bytes: 0,
+        }
+    }
+}
+
+impl Drop for LoggingCtx {
+    fn drop(&mut self) {
+        if self.dropped_lines > 0 {
+            let plugin = &*self.plugin;
+            tracing::warn!(
+                plugin,
+                dropped_lines = self.dropped_lines,
+                dropped_bytes = self.dropped_bytes,
+                "dropped {} log lines ({} bytes) over the per-call cap of {MAX_LINES_PER_CALL} lines / {MAX_BYTES_PER_CALL} bytes",
+                self.dropped_lines,
+                self.dropped_bytes
+            );
+        }
+    }
 }
 
 impl logging::Host for LoggingCtx {
     async fn log(
         &mut self,
         level: Level,
-        context: String,
+        mut context: String,
         mut message: String,
     ) -> wasmtime::Result<()> {
-        if message.len() > MAX_MESSAGE {
-            let mut cut = MAX_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" [truncated]");
+        let received = (context.len() + message.len()) as u64;
+        bound(&mut message, MAX_MESSAGE);
+        bound(&mut context, MAX_CONTEXT);
+        let size = (context.len() + message.len()) as u64;
+        if self.lines >= MAX_LINES_PER_CALL || self.bytes + size > MAX_BYTES_PER_CALL {
+            self.dropped_lines += 1;
+            self.dropped_bytes += received;
+            return Ok(());
         }
-        let plugin = &*self.plugin;
+        self.lines += 1;
+        self.bytes += size;
+        let (message, context) = (escape(&message), escape(&context));
+        let (plugin, context) = (&*self.plugin, &*context);
         match level {
             Level::Trace => tracing::trace!(plugin, context, "{message}"),
             Level::Debug => tracing::debug!(plugin, context, "{message}"),

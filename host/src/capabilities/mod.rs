@@ -13,8 +13,11 @@
 //! every host function.
 
 pub mod config;
+pub mod confine;
 pub mod kube;
+pub mod kube_security;
 pub mod kv;
+pub mod kv_budget;
 pub mod logging;
 pub mod process;
 
@@ -65,6 +68,7 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
     for c in ALL {
         (c.add_to_linker)(linker)?;
     }
+    crate::fsperm::deny_symlinks(linker)?;
     Ok(())
 }
 

@@ -89,7 +89,7 @@ impl ProcessCtx {
 
     async fn run(&mut self, req: RunRequest) -> Result<RunOutput, ProcessError> {
         let path = self.program(&req.program)?;
-        self.check_env(&req.env)?;
+        super::confine::check_program_env(&self.policy, &req.env)?;
         let budget = self.policy.limits.runs_per_call;
         if self.runs >= budget {
             let plugin = &self.policy.plugin;
@@ -123,6 +123,7 @@ impl ProcessCtx {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd
             .spawn()
@@ -133,6 +134,7 @@ impl ProcessCtx {
             });
         }
         let cap = self.policy.limits.output_bytes;
+        let pid = child.id();
         let out = child.stdout.take().expect("piped");
         let err = child.stderr.take().expect("piped");
         let work = async {
@@ -154,11 +156,15 @@ impl ProcessCtx {
                     truncated: t1 || t2,
                 })
             }
-            Err(_) => Err(ProcessError::TimedOut(format!(
+            Err(_) => {
+                // The whole tree, not only the program: its helpers share its group.
+                super::confine::kill_group(pid);
+                Err(ProcessError::TimedOut(format!(
                 "`{}` did not finish within {:.1} s and was killed",
                 req.program,
                 timeout.as_secs_f64()
-            ))),
+            )))
+            }
         }
     }
 }
@@ -226,6 +232,14 @@ impl process::Host for ProcessCtx {
         &mut self,
         ids: Vec<String>,
     ) -> wasmtime::Result<Vec<Result<JobState, ProcessError>>> {
+        // Each id costs a few file reads on this thread: bound the count.
+        if ids.len() > super::confine::MAX_JOB_STATES {
+            return Err(wasmtime::format_err!(
+                "asked for {} job states in one call (at most {})",
+                ids.len(),
+                super::confine::MAX_JOB_STATES
+            ));
+        }
         Ok(ids
             .iter()
             .map(|id| {

@@ -163,3 +163,62 @@ pub fn group_members(pgid: i64) -> Vec<i64> {
     }
     found
 }
+
+/// Pids of live processes whose command line (arguments joined by spaces)
+/// contains `needle`.
+pub fn processes_with(needle: &str) -> Vec<i64> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i64>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rfind(')')
+            .is_some_and(|i| stat[i + 2..].starts_with('Z'));
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !zombie && cmd.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Run the binary and return its output with its peak RSS in bytes
+/// (`wait4`'s `ru_maxrss`).
+pub fn run_measured(env: &TestEnv, args: &[&str]) -> (Output, u64) {
+    use std::io::Read;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.vars.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        err.read_to_end(&mut b).unwrap();
+        b
+    });
+    let mut stdout = Vec::new();
+    out.read_to_end(&mut stdout).unwrap();
+    let stderr = reader.join().unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as i32;
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    let status = std::os::unix::process::ExitStatusExt::from_raw(status);
+    (
+        Output {
+            status,
+            stdout,
+            stderr,
+        },
+        usage.ru_maxrss.max(0) as u64 * 1024,
+    )
+}

@@ -184,3 +184,157 @@ impl TestEnv {
         v["job_id"].as_str().unwrap().to_owned()
     }
 }
+
+/// Wait up to 10 s for no process to match `needle`.
+fn gone(needle: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !crate::common::processes_with(needle).is_empty() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
+
+#[test]
+fn a_job_child_that_calls_setsid_ends_with_cancel_and_with_the_time_limit() {
+    let env = TestEnv::new();
+    // The daemon leaves the job's process group and session.
+    let id = env.submit(&["sh", "-c", "setsid sleep 3141 & sleep 300"]);
+    env.wait_until(&id, "running", |s| s["status"] == "running");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while crate::common::processes_with("sleep 3141").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the daemon never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    env.expect(0, &["cancel", &id]);
+    assert_eq!(env.status(&id)["native_state"], "CANCELLED");
+    assert!(
+        crate::common::processes_with("sleep 3141").is_empty(),
+        "the setsid child outlived cancel: {:?}",
+        crate::common::processes_with("sleep 3141")
+    );
+
+    // At its time limit (2 s), and a double fork too.
+    let id = env
+        .expect(
+            0,
+            &[
+                "submit", "--time-hours", "0.0005", "--", "sh", "-c",
+                "(setsid sleep 3142 &) ; sh -c 'sleep 3143 &' ; sleep 300",
+            ],
+        )
+        .trim()
+        .to_owned();
+    let s = env.wait(&id);
+    assert_eq!(s["native_state"], "TIMEOUT", "{s}");
+    assert!(gone("sleep 3142") && gone("sleep 3143"), "left running after the time limit");
+
+    // A job that ends normally takes its daemons with it.
+    let id = env.submit(&["sh", "-c", "setsid sleep 3144 & sleep 0.2"]);
+    let s = env.wait(&id);
+    assert_eq!(s["status"], "completed", "{s}");
+    assert!(crate::common::processes_with("sleep 3144").is_empty());
+    // The host answers the next call normally.
+    let id = env.submit(&["true"]);
+    assert_eq!(env.wait(&id)["status"], "completed");
+}
+
+#[test]
+fn dirs_overlapping_the_hosts_own_folders_are_refused() {
+    let mut env = TestEnv::new();
+    let state = env.state_dir();
+    let cache = env
+        .vars
+        .iter()
+        .find(|(k, _)| k == "CCAT_WORKFLOW_MANAGER_HPC_CACHE_DIR")
+        .unwrap()
+        .1
+        .clone();
+    let home = env.home.display().to_string();
+    for (dir, what) in [
+        (cache.clone(), "compile cache"),
+        (home.clone(), "state folder"),
+        (state.join("jobs").display().to_string(), "state folder"),
+        (env.plugins_dir().display().to_string(), "plugins folder"),
+        (format!("{cache}/../{}", std::path::Path::new(&cache).file_name().unwrap().to_string_lossy()), "compile cache"),
+    ] {
+        env.set(
+            "CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__DIRS",
+            &format!("[\"{dir}\"]"),
+        );
+        let err = env.fail(2, &["submit", "--", "true"]);
+        assert!(
+            err.contains("plugins.local.dirs") && err.contains(what),
+            "{dir}: {err}"
+        );
+    }
+    // A folder of the site's own is fine, and so is slurm's default workdir.
+    let own = env.home.join("data");
+    std::fs::create_dir_all(&own).unwrap();
+    env.set(
+        "CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__DIRS",
+        &format!("[\"{}\"]", own.display()),
+    );
+    let id = env.submit(&["true"]);
+    assert_eq!(env.wait(&id)["status"], "completed");
+}
+
+#[test]
+fn plugin_files_are_checked_like_openssh_strict_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = TestEnv::new();
+    env.install_plugin("hostile", "hostile");
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "hostile");
+    let file = env.plugins_dir().join("hostile.wasm");
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&env.plugins_dir(), 0o755);
+    mode(&file, 0o666);
+    let err = env.fail(4, &["status", "fine"]);
+    assert!(err.contains("hostile.wasm") && err.contains("writable by group or others"), "{err}");
+    mode(&file, 0o644);
+    mode(&env.plugins_dir(), 0o777);
+    let err = env.fail(4, &["status", "fine"]);
+    assert!(err.contains("plugins") && err.contains("mode 777"), "{err}");
+    mode(&env.plugins_dir(), 0o1777);
+    env.expect(0, &["status", "fine"]);
+    mode(&env.plugins_dir(), 0o755);
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+        let err = env.fail(4, &["status", "fine"]);
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        std::os::unix::fs::chown(&file, Some(0), None).unwrap();
+    }
+    env.expect(0, &["status", "fine"]);
+}
+
+#[test]
+fn the_embedded_store_and_job_files_are_private_in_a_shared_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let state = env.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let id = env.submit(&["echo", "secret-argv"]);
+    env.wait(&id);
+    let mut checked = 0;
+    let mut todo = vec![state.clone()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            let m = meta.permissions().mode() & 0o777;
+            if meta.is_dir() {
+                assert_eq!(m & 0o077, 0, "{} is {m:o}", e.path().display());
+                todo.push(e.path());
+            } else {
+                assert_eq!(m & 0o077, 0, "{} is {m:o}", e.path().display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 4, "only {checked} files");
+    assert!(state.join("store.sqlite3").exists());
+}

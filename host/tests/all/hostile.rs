@@ -16,7 +16,7 @@ fn hostile_env() -> (TestEnv, std::path::PathBuf, std::path::PathBuf) {
     env.set("HPC_HOST_CONFIG", config.to_str().unwrap());
     env.set(
         "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__PROGRAMS",
-        "{ ok = \"/bin/true\" }",
+        "{ ok = \"/bin/true\", sh = \"/bin/sh\" }",
     );
     env.set(
         "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__DIRS",
@@ -25,6 +25,10 @@ fn hostile_env() -> (TestEnv, std::path::PathBuf, std::path::PathBuf) {
     env.set(
         "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__K8S_NAMESPACES",
         "[\"ccat\"]",
+    );
+    env.set(
+        "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__K8S_KINDS",
+        "[\"batch/Job\"]",
     );
     env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__CPU_SECONDS", "0.5");
     env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__MEMORY_MB", "64");
@@ -39,6 +43,8 @@ enum Expect {
     Trap(&'static [&'static str]),
     /// The attack is a control: it must work.
     Works,
+    /// The plugin's call fails with any backend error, its message containing all of these.
+    Fails(&'static [&'static str]),
 }
 
 #[test]
@@ -120,6 +126,48 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
             Expect::Trap(&["stack", "out of bounds memory access"]),
         ),
         ("panic".into(), Expect::Trap(&["hostile panic"])),
+        // Class 3: the environment of a program is an allow-list.
+        ("env:BASH_ENV".into(), Expect::Denied(&["`BASH_ENV`", "plugins.hostile.program_env"])),
+        ("env:PATH".into(), Expect::Denied(&["`PATH`", "program_env"])),
+        ("env:SLURM_CONF".into(), Expect::Denied(&["`SLURM_CONF`", "program_env"])),
+        ("env:KUBECONFIG".into(), Expect::Denied(&["`KUBECONFIG`", "program_env"])),
+        ("env:PYTHONPATH".into(), Expect::Denied(&["`PYTHONPATH`", "program_env"])),
+        // ... and a program's whole tree ends at its timeout.
+        ("sleep-tree:3131".into(), Expect::Fails(&["did not finish within 0.5 s"])),
+        // Class 2: what the host allocates on the plugin's behalf is bounded.
+        ("kv-many:512".into(), Expect::Fails(&["would exceed 16777216 bytes"])),
+        (
+            "kv-write-flood:200".into(),
+            Expect::Denied(&["after 15 writes", "bytes written per call"]),
+        ),
+        ("job-states:100000".into(), Expect::Trap(&["100000 job states"])),
+        ("huge-error:34603008".into(), Expect::Fails(&["[truncated by hpc-host]"])),
+        // Class 5: no link out of a granted folder.
+        (
+            format!("symlink:../..={}", granted.join("up").display()),
+            Expect::Denied(&["filesystem", "not permitted"]),
+        ),
+        // Class 6: grants name the API group; pods meet the baseline level.
+        (
+            "kube-kind:batch.volcano.sh/v1alpha1".into(),
+            Expect::Denied(&["kind `batch.volcano.sh/Job`", "k8s_kinds"]),
+        ),
+        (
+            "kube-kind:example.com/v1".into(),
+            Expect::Denied(&["kind `example.com/Job`"]),
+        ),
+        (
+            "kube-privileged:ccat".into(),
+            Expect::Denied(&[
+                "`baseline` pod security level",
+                "hostPID",
+                "hostNetwork",
+                "hostPath",
+                "privileged",
+                "`cluster-admin`",
+                "k8s_service_accounts",
+            ]),
+        ),
     ];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -154,6 +202,13 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
                         "{attack}: {message}"
                     );
                 }
+                (Expect::Fails(needles), Err(HostError::Backend { error, .. })) => {
+                    let (_, m) = hpc_host::error::kind_and_message(error);
+                    assert!(m.len() < 70_000, "{attack}: {} bytes", m.len());
+                    for n in *needles {
+                        assert!(m.contains(n), "{attack}: {m:?} lacks {n:?}");
+                    }
+                }
                 (Expect::Works, Ok(info)) => {
                     if attack.starts_with("setting:") {
                         assert_eq!(
@@ -178,6 +233,14 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
         );
     });
     assert!(!outside.exists() && !escaped.exists());
+    assert!(std::fs::symlink_metadata(granted.join("up")).is_err(), "a link was planted");
+    // The timed-out program's children went with it.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        crate::common::processes_with("sleep 3131").is_empty(),
+        "left running: {:?}",
+        crate::common::processes_with("sleep 3131")
+    );
     assert!(granted.join("inside").exists());
     // The other plugin's record is intact.
     assert_eq!(env.status(&local_job)["status"], "completed");
@@ -247,4 +310,128 @@ fn a_tampered_or_unsafe_cache_entry_is_recompiled_not_executed() {
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("owned by uid 65534"));
     }
+}
+
+/// The hostile plugin as the CLI's backend.
+fn hostile_cli() -> TestEnv {
+    let (mut env, _, _) = hostile_env();
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "hostile");
+    env
+}
+
+fn no_raw_controls(what: &str, text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{what} has raw control characters: {text:?}"
+    );
+    assert!(
+        text.lines().all(|l| !l.starts_with("FORGED")),
+        "{what} has a forged line: {text:?}"
+    );
+}
+
+#[test]
+fn text_output_escapes_control_characters_and_json_stays_exact() {
+    let env = hostile_cli();
+    let err = env.fail(3, &["status", "ctl-error:FORGED"]);
+    no_raw_controls("stderr", &err);
+    assert!(err.contains("\\x1b]52;c;ZXZpbA==\\x07\\r\\nFORGED"), "{err}");
+
+    let out = env.expect(0, &["status", "ctl-status:FORGED"]);
+    no_raw_controls("stdout", &out);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("ctl\\x1b[2J  completed"), "{out}");
+    // JSON is exact: the workflow manager gets the plugin's very bytes.
+    let json: serde_json::Value =
+        serde_json::from_str(&env.expect(0, &["--output", "json", "status", "ctl-status:FORGED"]))
+            .unwrap();
+    assert_eq!(json["reason"], "\r\nFORGED  completed");
+    assert_eq!(json["native_state"], "\u{1b}]0;title\u{7}");
+
+    let logs = env.expect(0, &["logs", "any"]);
+    no_raw_controls("logs", &logs);
+    assert!(logs.starts_with("out\\x1b]52;c;ZXZpbA==\\x07\n"), "{logs:?}");
+    // And the next call is answered normally.
+    assert!(env.expect(0, &["status", "fine"]).contains("FINE"));
+}
+
+#[test]
+fn huge_ids_messages_and_logs_are_refused_or_cut() {
+    let mut env = hostile_cli();
+    let err = env.fail(3, &["submit", "--job-name", "huge-id", "--", "true"]);
+    assert!(err.contains("answered a job id of 34603008 bytes (at most 1024)"), "{err}");
+    assert!(err.len() < 4096, "{} bytes of error", err.len());
+    let err = env.fail(3, &["submit", "--job-name", "ctl-id", "--", "true"]);
+    assert!(err.contains("job id with control characters"), "{err}");
+    no_raw_controls("stderr", &err);
+
+    let err = env.fail(3, &["status", "huge-error:34603008"]);
+    assert!(err.len() < 70_000 && err.contains("[truncated by hpc-host]"), "{}", err.len());
+
+    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__OUTPUT_BYTES", "1048576");
+    let logs = env.expect(0, &["logs", "big:20000000"]);
+    assert!(logs.len() <= (1 << 20) + 100, "{} bytes of logs", logs.len());
+    assert!(logs.starts_with("[cut by hpc-host: "), "{}", &logs[..80]);
+    assert!(env.expect(0, &["status", "fine"]).contains("FINE"));
+}
+
+#[test]
+fn a_plugin_cannot_flood_or_forge_the_host_log() {
+    let env = hostile_cli();
+    let start = std::time::Instant::now();
+    let out = env.run(&["status", "log-flood:100000"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    no_raw_controls("log", &err);
+    let lines = err.lines().filter(|l| l.contains("flood")).count();
+    assert_eq!(lines, 1000, "{lines} plugin log lines");
+    let dropped: Vec<&str> = err.lines().filter(|l| l.contains("dropped")).collect();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert!(dropped[0].contains("dropped 99000 log lines"), "{}", dropped[0]);
+    // The context is cut to 128 bytes and its newline escaped.
+    let first = err.lines().find(|l| l.contains("flood")).unwrap();
+    assert!(first.contains("FORGED context") && first.len() < 4096 + 600, "{first}");
+    assert!(err.len() < 3 << 20, "{} bytes of log", err.len());
+    eprintln!("100000 log calls took {:?}", start.elapsed());
+    assert!(env.expect(0, &["status", "fine"]).contains("FINE"));
+}
+
+#[test]
+fn resource_attacks_stay_within_memory_mb_of_host_rss() {
+    let env = hostile_cli();
+    let (out, base) = crate::common::run_measured(&env, &["status", "fine"]);
+    assert!(out.status.success());
+    // memory_mb is 64 in hostile_env; the host's own allocations for the
+    // plugin are bounded at 16 MiB per call (kv answers and writes).
+    const SLACK: u64 = 48 << 20;
+    let bound = base + (64 << 20) + SLACK;
+    for attack in [
+        "kv-many:512",
+        "kv-write-flood:200",
+        "job-states:100000",
+        "huge-error:34603008",
+        "alloc",
+    ] {
+        let (out, rss) = crate::common::run_measured(&env, &["status", attack]);
+        assert!(!out.status.success(), "{attack} succeeded");
+        eprintln!(
+            "{attack}: peak host RSS {} MiB (baseline {} MiB, bound {} MiB)",
+            rss >> 20,
+            base >> 20,
+            bound >> 20
+        );
+        assert!(rss <= bound, "{attack}: {} MiB > {} MiB", rss >> 20, bound >> 20);
+    }
+}
+
+#[test]
+fn wall_seconds_holds_while_the_plugin_computes() {
+    let (mut env, _, _) = hostile_env();
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "hostile");
+    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__CPU_SECONDS", "60");
+    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__WALL_SECONDS", "1");
+    let start = std::time::Instant::now();
+    let err = env.fail(3, &["status", "loop"]);
+    let took = start.elapsed();
+    assert!(err.contains("did not answer `get-statuses` within 1 s"), "{err}");
+    assert!(took.as_secs_f64() < 4.0, "took {took:?}");
 }

@@ -47,7 +47,7 @@ fn kube_namespace_or_kind_not_granted_is_denied() {
     // A policy without Pod: the Job is created, reading its pods is denied.
     t.env.set(
         "CCAT_WORKFLOW_MANAGER_PLUGINS__KUBERNETES__K8S_KINDS",
-        "[\"Job\"]",
+        "[\"batch/Job\"]",
     );
     let id = t.submit(&[], &["true"]);
     let err = t.env.fail(4, &["status", &id]);

@@ -108,6 +108,95 @@ fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
         "stack-overflow" => got_through(recurse(0).to_string()),
         "panic" => panic!("hostile panic"),
         "setting" => got_through(setting(arg).unwrap_or_default()),
+        // Class 1: what the plugin says.
+        "ctl-error" => Err(BackendError::Internal(format!(
+            "\x1b]0;pwned\x07\x1b]52;c;ZXZpbA==\x07\r\n{arg}  completed"
+        ))),
+        "ctl-status" => Ok(HpcJobInfo {
+            job_id: "ctl\x1b[2J".into(),
+            status: JobStatus::Completed,
+            exit_code: None,
+            wall_time_seconds: None,
+            cpu_hours: None,
+            peak_memory_gb: None,
+            native_state: Some("\x1b]0;title\x07".into()),
+            reason: Some(format!("\r\n{arg}  completed")),
+        }),
+        "huge-error" => Err(BackendError::Internal(
+            "e".repeat(arg.parse().unwrap_or(33 << 20)),
+        )),
+        "log-flood" => {
+            use hpc_plugin_sdk::wasi::logging::logging::{Level, log};
+            let line = format!("flood\nFORGED {} line\x1b[31m", "x".repeat(500));
+            let context = format!("ctx\nFORGED context {}", "c".repeat(1000));
+            for _ in 0..arg.parse::<u32>().unwrap_or(100_000) {
+                log(Level::Warn, &context, &line);
+            }
+            got_through("logged".into())
+        }
+        // Class 3: programs.
+        "env" => {
+            let req = process::RunRequest {
+                program: "ok".into(),
+                args: vec![],
+                env: vec![(arg.into(), "/dev/stdin".into())],
+                stdin: None,
+                timeout_ms: None,
+            };
+            got_through(format!("ran with {arg}: {:?}", process::run(&req)?.exit_code))
+        }
+        "sleep-tree" => {
+            // A granted shell starts a tree and outlives its timeout.
+            let req = process::RunRequest {
+                program: "sh".into(),
+                args: vec!["-c".into(), format!("sleep {arg} & sleep {arg}; wait")],
+                env: vec![],
+                stdin: None,
+                timeout_ms: Some(500),
+            };
+            got_through(format!("{:?}", process::run(&req)?.exit_code))
+        }
+        // Class 2: what the host allocates for the plugin.
+        "kv-many" => {
+            kv::set("big", &vec![1u8; 1 << 20], Some(60))?;
+            let keys: Vec<String> = (0..arg.parse().unwrap_or(512)).map(|_| "big".into()).collect();
+            let got = kv::get_many(&keys)?;
+            got_through(format!("{} values", got.len()))
+        }
+        "kv-write-flood" => {
+            let value = vec![2u8; 1 << 20];
+            for i in 0..arg.parse().unwrap_or(200u32) {
+                kv::set(&format!("flood/{i}"), &value, Some(60))
+                    .map_err(|e| BackendError::Denied(format!("after {i} writes: {e:?}")))?;
+            }
+            got_through("wrote all".into())
+        }
+        "job-states" => {
+            let ids: Vec<String> = (0..arg.parse().unwrap_or(100_000)).map(|i| format!("j{i}")).collect();
+            got_through(format!("{} states", process::job_states(&ids).len()))
+        }
+        // Class 5: a link out of a granted folder.
+        "symlink" => {
+            let (target, link) = arg.split_once('=').unwrap_or(("../..", arg));
+            #[allow(deprecated)]
+            std::fs::soft_link(target, link).map_err(fs_error)?;
+            got_through(format!("linked {link} -> {target}"))
+        }
+        // Class 6: Kubernetes.
+        "kube-kind" => {
+            let (api, ns) = arg.split_once('@').unwrap_or((arg, "ccat"));
+            let body = format!(r#"{{"apiVersion":"{api}","kind":"Job","metadata":{{"name":"x"}}}}"#);
+            got_through(kube::create(api, "Job", ns, &body)?)
+        }
+        "kube-privileged" => {
+            let body = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"x"},
+              "spec":{"template":{"spec":{"hostPID":true,"hostNetwork":true,
+              "serviceAccountName":"cluster-admin",
+              "volumes":[{"name":"root","hostPath":{"path":"/"}}],
+              "containers":[{"name":"c","image":"busybox",
+                "securityContext":{"privileged":true}}]}}}}"#;
+            got_through(kube::create("batch/v1", "Job", arg, body)?)
+        }
         _ => got_through("fine".into()).map(|mut i| {
             i.native_state = Some("FINE".into());
             i
@@ -116,8 +205,12 @@ fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
 }
 
 impl hpc_plugin_sdk::Guest for Hostile {
-    fn submit(_spec: JobSpec) -> Result<String, BackendError> {
-        Err(BackendError::InvalidRequest("hostile plugin".into()))
+    fn submit(spec: JobSpec) -> Result<String, BackendError> {
+        match spec.job_name.as_deref() {
+            Some("huge-id") => Ok("1".repeat(33 << 20)),
+            Some("ctl-id") => Ok("42\x1b]0;t\x07\ncompleted".into()),
+            _ => Err(BackendError::InvalidRequest("hostile plugin".into())),
+        }
     }
 
     fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
@@ -135,9 +228,10 @@ impl hpc_plugin_sdk::Guest for Hostile {
         Ok(())
     }
 
-    fn get_logs(_job_id: String) -> Result<JobLogs, BackendError> {
+    fn get_logs(job_id: String) -> Result<JobLogs, BackendError> {
+        let size: usize = job_id.strip_prefix("big:").and_then(|n| n.parse().ok()).unwrap_or(0);
         Ok(JobLogs {
-            stdout: String::new(),
+            stdout: format!("out\x1b]52;c;ZXZpbA==\x07\n{}", "o".repeat(size)),
             stderr: String::new(),
         })
     }
