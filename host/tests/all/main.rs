@@ -8,6 +8,7 @@
 
 mod common;
 mod contain;
+mod daemon;
 mod hostile;
 mod kube;
 mod kube_fake;
