@@ -151,8 +151,11 @@ impl DaemonSettings {
 
 /// What identifies the settings a daemon serves: a client with another
 /// fingerprint runs in-process instead.
+/// The backend is left out: every request names its own (`?backend=`).
 pub fn fingerprint(settings: &Settings) -> String {
-    crate::engine::sha256_hex(format!("{settings:?}").as_bytes())
+    let mut s = settings.clone();
+    s.backend = String::new();
+    crate::engine::sha256_hex(format!("{s:?}").as_bytes())
 }
 
 /// One configuration: settings, the host built from them, and the plugins

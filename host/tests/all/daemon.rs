@@ -375,7 +375,8 @@ fn daemon_sigkill_mid_workload_loses_no_job_and_reports_none_wrong() {
     }
     // The same as the store says without a daemon.
     let direct = never(&env, &args);
-    assert_eq!(String::from_utf8_lossy(&direct.stdout).trim(), v.to_string());
+    let direct: Value = serde_json::from_slice(&direct.stdout).unwrap();
+    assert_eq!(direct, v);
 }
 
 #[test]
