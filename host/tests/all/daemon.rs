@@ -293,7 +293,8 @@ fn read_events(socket: &Path, query: &str, done: impl Fn(&[Value]) -> bool) -> V
     let mut lines = Vec::new();
     for l in BufReader::new(s).lines() {
         let Ok(l) = l else { break };
-        if let Ok(v) = serde_json::from_str::<Value>(l.trim()) {
+        // Chunk-size lines of the chunked body (hex, e.g. `123`) are not events.
+        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(l.trim()) {
             lines.push(v);
             if done(&lines) {
                 break;
