@@ -73,6 +73,14 @@ pub enum Command {
     /// List, inspect and precompile plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Run the daemon that CLI calls and other clients share (socket: `HPC_SOCKET`).
+    Serve {
+        /// Start it in the background and return once it answers.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Make the running daemon re-read its settings (as SIGHUP does).
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,6 +19,13 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, HostError> {
         backend: cli.backend.clone(),
     };
     let settings = Settings::load(&overrides)?;
+    if let Command::Reload = cli.command {
+        return crate::daemon::client::reload(&settings).await;
+    }
+    let cli = match crate::daemon::client::try_run(cli, &settings).await? {
+        Ok(status) => return Ok(status),
+        Err(cli) => cli,
+    };
     let host = Host::new(&settings)?;
     let out = cli.output;
     match cli.command {
@@ -71,16 +78,19 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, HostError> {
             Ok(ExitStatus::Success)
         }
         Command::Plugins(cmd) => plugins(&host, cmd, out).await,
+        Command::Serve { .. } | Command::Reload => Err(HostError::Input(
+            "`serve` and `reload` do not run here".into(),
+        )),
     }
 }
 
 /// Print a line on stdout; a closed pipe (`| head`) is not an error.
-fn print(line: &str) {
+pub(crate) fn print(line: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}");
 }
 
-fn submit_spec(args: SubmitArgs) -> Result<JobSpec, HostError> {
+pub(crate) fn submit_spec(args: SubmitArgs) -> Result<JobSpec, HostError> {
     if let Some(source) = args.spec {
         let text = if source == "-" {
             let mut s = String::new();
@@ -129,7 +139,7 @@ fn submit_spec(args: SubmitArgs) -> Result<JobSpec, HostError> {
     Ok(spec)
 }
 
-fn print_statuses(
+pub(crate) fn print_statuses(
     ids: &[String],
     results: &[Result<HpcJobInfo, BackendError>],
     out: Output,
@@ -260,41 +270,7 @@ async fn wait(
 async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitStatus, HostError> {
     match cmd {
         PluginsCommand::List => {
-            let mut rows = Vec::new();
-            for name in plugin_names(host.settings()) {
-                let source = host.source(&name)?;
-                let origin = match &source.origin {
-                    Origin::Builtin => "built-in".to_owned(),
-                    Origin::File(p) => p.display().to_string(),
-                };
-                let cached = host.engine().is_cached(&source.sha256);
-                let contract = host.compile(&source).map(|c| host.interfaces(&c).contract);
-                let contract = match contract {
-                    Ok(Some(v)) => v,
-                    Ok(None) => "none".into(),
-                    Err(e) => format!("error: {e}"),
-                };
-                rows.push(serde_json::json!({
-                    "name": name, "source": origin, "sha256": source.sha256,
-                    "contract": contract, "cached": cached,
-                    "selected": name == host.settings().backend,
-                }));
-            }
-            match out {
-                Output::Json => print(&serde_json::Value::Array(rows).to_string()),
-                Output::Text => {
-                    for r in rows {
-                        print(&format!(
-                            "{}{:<16} {:<10} sha256:{}  {}",
-                            if r["selected"] == true { "* " } else { "  " },
-                            r["name"].as_str().unwrap_or(""),
-                            r["contract"].as_str().unwrap_or(""),
-                            &r["sha256"].as_str().unwrap_or("")[..12],
-                            r["source"].as_str().unwrap_or(""),
-                        ));
-                    }
-                }
-            }
+            print_plugin_rows(plugin_rows(host)?, out);
             Ok(ExitStatus::Success)
         }
         PluginsCommand::Inspect { file } => {
@@ -369,4 +345,49 @@ fn plugin_names(settings: &Settings) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// `plugins list` as JSON rows: every plugin by name, where it comes from, its
+/// contract version, whether it is compiled, and whether it is the backend.
+pub(crate) fn plugin_rows(host: &Host) -> Result<Vec<serde_json::Value>, HostError> {
+    let mut rows = Vec::new();
+    for name in plugin_names(host.settings()) {
+        let source = host.source(&name)?;
+        let origin = match &source.origin {
+            Origin::Builtin => "built-in".to_owned(),
+            Origin::File(p) => p.display().to_string(),
+        };
+        let cached = host.engine().is_cached(&source.sha256);
+        let contract = host.compile(&source).map(|c| host.interfaces(&c).contract);
+        let contract = match contract {
+            Ok(Some(v)) => v,
+            Ok(None) => "none".into(),
+            Err(e) => format!("error: {e}"),
+        };
+        rows.push(serde_json::json!({
+            "name": name, "source": origin, "sha256": source.sha256,
+            "contract": contract, "cached": cached,
+            "selected": name == host.settings().backend,
+        }));
+    }
+    Ok(rows)
+}
+
+/// Print `plugins list` rows as text or JSON.
+pub(crate) fn print_plugin_rows(rows: Vec<serde_json::Value>, out: Output) {
+    match out {
+        Output::Json => print(&serde_json::Value::Array(rows).to_string()),
+        Output::Text => {
+            for r in rows {
+                print(&format!(
+                    "{}{:<16} {:<10} sha256:{}  {}",
+                    if r["selected"] == true { "* " } else { "  " },
+                    r["name"].as_str().unwrap_or(""),
+                    r["contract"].as_str().unwrap_or(""),
+                    r["sha256"].as_str().unwrap_or("").get(..12).unwrap_or(""),
+                    r["source"].as_str().unwrap_or(""),
+                ));
+            }
+        }
+    }
 }

@@ -28,6 +28,30 @@ pub const MAX_WASM_BYTES: usize = 64 << 20;
 /// compiler work without end is refused after this.
 pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Whether engines made from now on take instances from wasmtime's pooling
+/// allocator: the daemon makes many calls in one process, where reusing
+/// pre-mapped slots beats mapping memory per call; a one-shot CLI call does not.
+static POOLING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Make later engines use the pooling allocator (the daemon calls this at start).
+pub fn use_pooling_allocator(on: bool) {
+    POOLING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The pool: enough slots for many calls in flight at once; a call beyond it
+/// fails as a plugin error rather than taking memory without bound.
+fn pooling_config() -> wasmtime::PoolingAllocationConfig {
+    let mut p = wasmtime::PoolingAllocationConfig::default();
+    p.total_component_instances(256)
+        .total_core_instances(2048)
+        .total_memories(1024)
+        .total_tables(2048)
+        .total_stacks(256)
+        .max_memories_per_module(2)
+        .max_tables_per_module(8);
+    p
+}
+
 /// The wasmtime engine with its epoch ticker and compile cache.
 #[derive(Clone)]
 pub struct Engine {
@@ -43,6 +67,11 @@ impl Engine {
         config.epoch_interruption(true);
         // A plugin that recurses without bound must trap, not take the host down.
         config.max_wasm_stack(1 << 20);
+        if POOLING.load(std::sync::atomic::Ordering::Relaxed) {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+                pooling_config(),
+            ));
+        }
         let engine = wasmtime::Engine::new(&config).map_err(anyhow::Error::from)?;
 
         let ticker = engine.weak();

@@ -20,6 +20,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod commands;
 pub mod contract;
+pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod fsperm;

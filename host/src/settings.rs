@@ -56,6 +56,8 @@ pub struct Settings {
     pub plugins_dir: PathBuf,
     pub state_dir: PathBuf,
     pub cache_dir: PathBuf,
+    /// The daemon's socket, `HPC_DAEMON` and poll intervals (`crate::daemon`).
+    pub daemon: crate::daemon::DaemonSettings,
     plugin_tables: BTreeMap<String, toml::Value>,
     /// The environment variables that set keys of each plugin table.
     plugin_sources: BTreeMap<String, Vec<String>>,
@@ -230,6 +232,11 @@ impl Settings {
                 None => dir("HPC_DATA_DIR", "XDG_DATA_HOME", ".local/share")?.join("plugins"),
             },
             cache_dir: dir("HPC_CACHE_DIR", "XDG_CACHE_HOME", ".cache")?,
+            daemon: crate::daemon::DaemonSettings::from_merged(
+                &merged,
+                &state_dir,
+                var("XDG_RUNTIME_DIR"),
+            )?,
             state_dir,
             plugin_tables,
             plugin_sources,

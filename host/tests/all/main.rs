@@ -8,6 +8,7 @@
 
 mod common;
 mod contain;
+mod daemon;
 mod errors;
 mod first_contact;
 mod hostile;

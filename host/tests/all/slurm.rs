@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 static CLUSTER: Mutex<()> = Mutex::new(());
 
-fn lock() -> std::sync::MutexGuard<'static, ()> {
+pub fn lock() -> std::sync::MutexGuard<'static, ()> {
     CLUSTER.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -1,0 +1,342 @@
+//! The `/v1` routes (docs/daemon-api.md): each one the CLI command of the
+//! same name, answering the CLI's JSON shapes and error kinds.
+
+use super::api::{ApiError, WireJob};
+use super::{Daemon, now};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The largest request body (413 above).
+pub const BODY_LIMIT: usize = 1 << 20;
+/// Every request but `wait` and `events` ends within this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// An idle event stream sends a heartbeat line this often.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+type D = State<Arc<Daemon>>;
+
+/// The router of every route, with the timeout and the JSON fallbacks.
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/jobs", post(submit))
+        .route("/v1/jobs/status", post(statuses))
+        .route("/v1/jobs/wait", post(wait))
+        .route("/v1/jobs/{id}", get(status).delete(cancel))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/logs", get(logs))
+        .route("/v1/plugins", get(plugins))
+        .route("/v1/events", get(events))
+        .route("/v1/reload", post(reload))
+        .fallback(|method: Method, uri: Uri| async move {
+            ApiError::invalid(
+                StatusCode::NOT_FOUND,
+                format!("no route `{method} {}`; the API is under `/v1` (docs/daemon-api.md)", uri.path()),
+            )
+        })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            ApiError::invalid(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("`{}` does not take `{method}`", uri.path()),
+            )
+        })
+        .layer(axum::middleware::from_fn(timeout))
+        .with_state(daemon)
+}
+
+async fn timeout(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/v1/events" || path == "/v1/jobs/wait" {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::unavailable(format!(
+            "the request took longer than {} s",
+            REQUEST_TIMEOUT.as_secs()
+        ))
+        .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct BackendQuery {
+    backend: Option<String>,
+    job_ids: Option<String>,
+}
+
+impl BackendQuery {
+    fn backend(&self, d: &Daemon) -> String {
+        self.backend
+            .clone()
+            .filter(|b| !b.is_empty())
+            .map(|b| b.to_ascii_lowercase())
+            .unwrap_or_else(|| d.config().settings.backend.clone())
+    }
+}
+
+/// A query string that does not parse is bad input, in the error shape.
+fn query(q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>) -> Result<BackendQuery, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::invalid(StatusCode::BAD_REQUEST, format!("bad query string: {e}")))
+}
+
+/// Read a body of at most `BODY_LIMIT` bytes.
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+        let too_large = std::iter::successors(
+            Some(&e as &(dyn std::error::Error + 'static)),
+            |e| e.source(),
+        )
+        .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::invalid(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {} bytes", BODY_LIMIT),
+            )
+        } else {
+            ApiError::invalid(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes = read_body(body).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+async fn health(State(d): D) -> Response {
+    let c = d.config();
+    let (jobs, open) = d.tracker.counts();
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "contract": crate::bindings::CONTRACT_VERSION,
+        "pid": std::process::id(),
+        "uid": unsafe { libc::geteuid() },
+        "socket": d.socket.display().to_string(),
+        "settings_file": c.settings.file.as_ref().map(|f| f.display().to_string()),
+        "env": c.settings.env,
+        "backend": c.settings.backend,
+        "started_at": d.started_at,
+        "fingerprint": c.fingerprint,
+        "jobs_tracked": jobs,
+        "jobs_open": open,
+        "plugin_calls": d.tracker.calls.load(std::sync::atomic::Ordering::Relaxed),
+        "node": d.shared.as_ref().map(|s| s.me.clone()),
+        "poll_lease": d.tracker.leases(),
+    }))
+    .into_response()
+}
+
+async fn submit(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, body: Body) -> Result<Response, ApiError> {
+    let backend = query(q)?.backend(&d);
+    let bytes = read_body(body).await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::invalid(StatusCode::BAD_REQUEST, "the job spec is not UTF-8"))?;
+    let spec = crate::spec::parse_spec(text)?;
+    let plugin = d.config().plugin(&backend)?;
+    let id = plugin.submit(&spec).await?;
+    d.track_submitted(&backend, &id);
+    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({ "job_id": id }))).into_response())
+}
+
+fn wire(backend: &str, ids: &[String], answers: Vec<super::tracker::Answer>) -> Vec<WireJob> {
+    ids.iter()
+        .zip(answers)
+        .map(|(id, a)| match a {
+            Ok((info, at)) => WireJob::known(&info, at, backend),
+            Err(e) => WireJob::failed(id, &e, backend),
+        })
+        .collect()
+}
+
+async fn status(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let backend = query(q)?.backend(&d);
+    let ids = [id];
+    let mut answers = d.statuses(&backend, &ids).await?;
+    match answers.remove(0) {
+        Ok((info, at)) => Ok(axum::Json(WireJob::known(&info, at, &backend)).into_response()),
+        Err(e) => {
+            let (kind, message) = crate::error::kind_and_message(&e);
+            Err(ApiError::of_backend(
+                &e,
+                format!("plugin `{backend}`: get-status: {kind}: {message}"),
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ids {
+    job_ids: Vec<String>,
+    #[serde(default)]
+    timeout: Option<f64>,
+}
+
+fn check_ids(ids: &[String]) -> Result<(), ApiError> {
+    if ids.is_empty() {
+        return Err(ApiError::invalid(StatusCode::BAD_REQUEST, "`job_ids` is empty"));
+    }
+    Ok(())
+}
+
+async fn statuses(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, body: Body) -> Result<Response, ApiError> {
+    let backend = query(q)?.backend(&d);
+    let req: Ids = read_json(body).await?;
+    check_ids(&req.job_ids)?;
+    let answers = d.statuses(&backend, &req.job_ids).await?;
+    Ok(axum::Json(wire(&backend, &req.job_ids, answers)).into_response())
+}
+
+async fn wait(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, body: Body) -> Result<Response, ApiError> {
+    let backend = query(q)?.backend(&d);
+    let req: Ids = read_json(body).await?;
+    check_ids(&req.job_ids)?;
+    if req.timeout.is_some_and(|t| !t.is_finite() || t < 0.0) {
+        return Err(ApiError::invalid(StatusCode::BAD_REQUEST, "`timeout` must be a number of seconds ≥ 0"));
+    }
+    let deadline = req
+        .timeout
+        .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t.min(1e9)));
+    let wanted: HashSet<&String> = req.job_ids.iter().collect();
+    let mut events = d.tracker.events.subscribe();
+    let mut shutdown = d.shutdown.subscribe();
+    loop {
+        let answers = d.statuses(&backend, &req.job_ids).await?;
+        let open = answers
+            .iter()
+            .any(|a| matches!(a, Ok((i, _)) if !i.status.is_terminal()));
+        let timed_out = deadline.is_some_and(|t| tokio::time::Instant::now() >= t);
+        if !open || timed_out {
+            let jobs = wire(&backend, &req.job_ids, answers);
+            return Ok(axum::Json(serde_json::json!({ "complete": !open, "jobs": jobs })).into_response());
+        }
+        // Until a change of one of these jobs, the deadline, or a recheck.
+        let recheck = tokio::time::Instant::now() + Duration::from_secs(5);
+        let until = deadline.map_or(recheck, |t| t.min(recheck));
+        loop {
+            tokio::select! {
+                e = events.recv() => match e {
+                    Ok(e) if e.backend == backend && wanted.contains(&e.info.job_id) => break,
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+                _ = tokio::time::sleep_until(until) => break,
+                _ = shutdown.changed() => return Err(ApiError::unavailable("the daemon is shutting down")),
+            }
+        }
+    }
+}
+
+async fn cancel(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let backend = query(q)?.backend(&d);
+    d.config().plugin(&backend)?.cancel(&id).await?;
+    Ok(axum::Json(serde_json::json!({ "job_id": id, "cancelled": true })).into_response())
+}
+
+async fn logs(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let backend = query(q)?.backend(&d);
+    let l = d.config().plugin(&backend)?.get_logs(&id).await?;
+    Ok(axum::Json(serde_json::json!({ "job_id": id, "stdout": l.stdout, "stderr": l.stderr })).into_response())
+}
+
+async fn plugins(State(d): D) -> Result<Response, ApiError> {
+    let c = d.config();
+    let rows = crate::commands::plugin_rows(&c.host)?;
+    Ok(axum::Json(rows).into_response())
+}
+
+async fn reload(State(d): D) -> Result<Response, ApiError> {
+    let d2 = d.clone();
+    tokio::task::spawn_blocking(move || d2.reload())
+        .await
+        .map_err(|e| ApiError::unavailable(format!("reload failed: {e}")))??;
+    Ok(axum::Json(serde_json::json!({ "reloaded": true })).into_response())
+}
+
+/// NDJSON: the current state of each named job, then every change, with a
+/// heartbeat line when idle. Ends when the client goes away or the daemon stops.
+async fn events(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let backend_filter = q.backend.clone().map(|b| b.to_ascii_lowercase());
+    let ids: Option<Vec<String>> = q.job_ids.as_ref().map(|s| {
+        s.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect()
+    });
+    let rx = d.tracker.events.subscribe();
+    let mut first = Vec::new();
+    if let Some(ids) = ids.as_ref().filter(|i| !i.is_empty()) {
+        let backend = q.backend(&d);
+        let answers = d.statuses(&backend, ids).await?;
+        for (id, a) in ids.iter().zip(answers) {
+            let mut v = match a {
+                Ok((info, at)) => serde_json::to_value(WireJob::known(&info, at, &backend)),
+                Err(e) => serde_json::to_value(WireJob::failed(id, &e, &backend)),
+            }
+            .unwrap_or_default();
+            v["previous"] = serde_json::Value::Null;
+            first.push(line(&v));
+        }
+    }
+    let wanted: Option<HashSet<String>> = ids.map(|i| i.into_iter().collect());
+    let default_backend = q.backend(&d);
+    let (tx, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let mut shutdown = d.shutdown.subscribe();
+    tokio::spawn(async move {
+        let mut rx = rx;
+        for l in first {
+            if tx.send(Ok(l)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                e = rx.recv() => match e {
+                    Ok(e) => {
+                        let backend_ok = match (&backend_filter, &wanted) {
+                            (Some(b), _) => &e.backend == b,
+                            (None, Some(_)) => e.backend == default_backend,
+                            (None, None) => true,
+                        };
+                        let id_ok = wanted.as_ref().is_none_or(|w| w.contains(&e.info.job_id));
+                        if !(backend_ok && id_ok) { continue; }
+                        line(&e.json())
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => line(&serde_json::json!({ "lagged": n })),
+                    Err(_) => return,
+                },
+                _ = tokio::time::sleep(HEARTBEAT) => line(&serde_json::json!({ "heartbeat": now() })),
+                _ = tx.closed() => return,
+                _ = shutdown.changed() => return,
+            };
+            if tx.send(Ok(next)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok(Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::unavailable(e.to_string()))?)
+}
+
+fn line(v: &serde_json::Value) -> Bytes {
+    let mut s = v.to_string();
+    s.push('\n');
+    Bytes::from(s)
+}

@@ -1,0 +1,257 @@
+//! `hpc-host serve`: the socket (0600 in a 0700 folder, one daemon per
+//! socket, a stale one taken over), the peer-uid check on every connection,
+//! signals (SIGTERM/SIGINT drain and exit, SIGHUP reloads) and the runtime.
+
+use super::{Config, Daemon};
+use crate::error::{ExitStatus, HostError};
+use crate::settings::Overrides;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+
+/// How long in-flight requests get to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Run the daemon in the foreground until SIGTERM; the process's exit status.
+pub fn main(overrides: Overrides) -> ExitStatus {
+    if std::env::var_os("HPC_HOST_NO_POOLING").is_none() {
+        crate::engine::use_pooling_allocator(true);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitStatus::Backend;
+        }
+    };
+    match runtime.block_on(serve(overrides)) {
+        Ok(()) => ExitStatus::Success,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            e.exit_status()
+        }
+    }
+}
+
+/// A listener that hands on only connections from this process's own uid.
+struct PeerChecked {
+    inner: UnixListener,
+    uid: u32,
+}
+
+impl axum::serve::Listener for PeerChecked {
+    type Io = UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            match stream.peer_cred() {
+                Ok(c) if c.uid() == self.uid => return (stream, addr),
+                Ok(c) => tracing::warn!(
+                    peer_uid = c.uid(),
+                    peer_pid = c.pid(),
+                    "refused a connection from another user (uid {}); nothing was read",
+                    c.uid()
+                ),
+                Err(e) => tracing::warn!("refused a connection whose peer is unknown: {e}"),
+            }
+            drop(stream);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+async fn serve(overrides: Overrides) -> Result<(), HostError> {
+    let config = tokio::task::spawn_blocking({
+        let o = overrides.clone();
+        move || Config::load(&o)
+    })
+    .await
+    .map_err(|e| HostError::Internal(e.into()))??;
+    let socket = config.settings.daemon.socket.clone();
+    let listener = bind(&socket).await?;
+    let daemon = Arc::new(Daemon::new(overrides, config));
+    let uid = unsafe { libc::geteuid() };
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), "serving");
+    eprintln!("hpc-host: serving on {} (pid {})", socket.display(), std::process::id());
+
+    tokio::spawn(signals(daemon.clone()));
+    let app = super::routes::router(daemon.clone());
+    let mut stop = daemon.shutdown.subscribe();
+    let server = axum::serve(PeerChecked { inner: listener, uid }, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+    let mut stop = daemon.shutdown.subscribe();
+    let drained = async {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    let result = tokio::select! {
+        r = server.into_future() => r.map_err(|e| HostError::Internal(e.into())),
+        _ = drained => {
+            tracing::warn!("requests still running {} s after SIGTERM; exiting", DRAIN.as_secs());
+            Ok(())
+        }
+    };
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+/// SIGTERM/SIGINT: stop taking connections, let requests finish. SIGHUP: reload.
+async fn signals(daemon: Arc<Daemon>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let d = daemon.clone();
+                match tokio::task::spawn_blocking(move || d.reload()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!("reload refused, the old settings stay: {e:#}"),
+                    Err(e) => tracing::error!("reload failed: {e}"),
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+    let _ = daemon.shutdown.send(true);
+}
+
+/// Bind the socket: make its folder (0700), refuse when a daemon answers,
+/// take a stale file over, and make the socket 0600.
+async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
+    let dir = socket
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&dir)
+        .map_err(|e| {
+            HostError::Settings(format!("cannot create the socket folder `{}`: {e}", dir.display()))
+        })?;
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    if socket.exists() {
+        match UnixStream::connect(socket).await {
+            Ok(_) => {
+                let pid = match super::client::Client::connect(socket).await {
+                    Ok(mut c) => c.health().await.ok().and_then(|h| h["pid"].as_u64()),
+                    Err(_) => None,
+                };
+                let pid = pid.map_or_else(|| "unknown".into(), |p| p.to_string());
+                return Err(HostError::Settings(format!(
+                    "a daemon already serves {} (pid {pid})",
+                    socket.display()
+                )));
+            }
+            Err(_) => {
+                tracing::info!(socket = %socket.display(), "taking over a stale socket");
+                std::fs::remove_file(socket).map_err(|e| {
+                    HostError::Settings(format!(
+                        "cannot remove the stale socket `{}`: {e}",
+                        socket.display()
+                    ))
+                })?;
+            }
+        }
+    }
+    let listener = UnixListener::bind(socket).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            HostError::Settings(format!("a daemon already serves {} (pid unknown)", socket.display()))
+        } else {
+            HostError::Settings(format!("cannot listen on `{}`: {e}", socket.display()))
+        }
+    })?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        HostError::Settings(format!("cannot make `{}` 0600: {e}", socket.display()))
+    })?;
+    Ok(listener)
+}
+
+/// `hpc-host serve [--detach]`.
+pub fn start(cli: &crate::cli::Cli, detach: bool) -> ExitStatus {
+    let overrides = Overrides {
+        config: cli.config.clone(),
+        env: cli.env.clone(),
+        backend: cli.backend.clone(),
+    };
+    if detach {
+        return detach_daemon(&overrides);
+    }
+    main(overrides)
+}
+
+/// Start `hpc-host serve` in its own session, its log in the state folder,
+/// and return once it answers on its socket.
+fn detach_daemon(overrides: &Overrides) -> ExitStatus {
+    let settings = match crate::settings::Settings::load(overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return e.exit_status();
+        }
+    };
+    let log = settings.state_dir.join("hpc-host-serve.log");
+    let opened = std::fs::create_dir_all(&settings.state_dir).and_then(|()| {
+        std::fs::OpenOptions::new().create(true).append(true).open(&log)
+    });
+    let log_file = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: cannot open the daemon's log `{}`: {e}", log.display());
+            return ExitStatus::Usage;
+        }
+    };
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--detach")
+        .collect();
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hpc-host"));
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot start the daemon: {e}");
+            return ExitStatus::Backend;
+        }
+    };
+    let socket = settings.daemon.socket;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("error: the daemon exited ({status}); see `{}`", log.display());
+            return ExitStatus::Backend;
+        }
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            println!("{}", child.id());
+            return ExitStatus::Success;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("error: the daemon did not answer on `{}` within 30 s; see `{}`", socket.display(), log.display());
+    ExitStatus::Backend
+}

@@ -1,0 +1,580 @@
+//! Service mode: the real `hpc-host serve` on its Unix socket, the CLI through
+//! it, raw HTTP from other processes and another uid, signals, and the shared
+//! poll against the real SLURM cluster.
+
+use crate::common::{BIN, TestEnv};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A daemon started for one test; killed when dropped.
+pub struct Served {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Served {
+    pub fn start(env: &TestEnv) -> Served {
+        Self::start_with(env, &[])
+    }
+
+    pub fn start_with(env: &TestEnv, extra: &[(&str, &str)]) -> Served {
+        let socket = socket_of(env, extra);
+        let log = env.home.join(format!("serve-{}.log", uuid::Uuid::new_v4()));
+        let child = Command::new(BIN)
+            .args(["-v", "serve"])
+            .env_clear()
+            .envs(env.vars.iter().map(|(k, v)| (k, v)))
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut served = Served { child, socket, log };
+        served.wait_ready();
+        served
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("daemon exited {status}: {}", self.log_text());
+            }
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "daemon never answered: {}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn http(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Value) {
+        http(&self.socket, method, path, body)
+    }
+
+    pub fn kill9(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
+    pub fn term(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn socket_of(env: &TestEnv, extra: &[(&str, &str)]) -> PathBuf {
+    let set = extra
+        .iter()
+        .find(|(k, _)| *k == "CCAT_WORKFLOW_MANAGER_HPC_SOCKET")
+        .map(|(_, v)| v.to_string())
+        .or_else(|| {
+            env.vars
+                .iter()
+                .find(|(k, _)| k == "CCAT_WORKFLOW_MANAGER_HPC_SOCKET")
+                .map(|(_, v)| v.clone())
+        });
+    set.map(PathBuf::from)
+        .unwrap_or_else(|| env.state_dir().join("hpc-host.sock"))
+}
+
+/// One HTTP/1.1 request over the socket (connection closed after it).
+pub fn http(socket: &Path, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Value) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let body = body.unwrap_or(b"");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // A daemon may answer 413 before reading the whole body.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    // Chunked bodies: take the JSON between the chunk sizes.
+    let json = body
+        .lines()
+        .find(|l| l.starts_with('{') || l.starts_with('['))
+        .unwrap_or("null");
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+fn local_env() -> TestEnv {
+    let mut env = TestEnv::new();
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "require");
+    env
+}
+
+fn never(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .envs(env.vars.iter().map(|(k, v)| (k, v)))
+        .env("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never");
+    cmd.output().unwrap()
+}
+
+#[test]
+fn daemon_serves_the_cli_with_the_same_output_and_exit_codes() {
+    let env = local_env();
+    // Without a daemon, `require` fails and says why.
+    let err = env.fail(3, &["status", "x"]);
+    assert!(err.contains("no daemon answers"), "{err}");
+
+    let served = Served::start(&env);
+    let ok = env.submit(&["sh", "-c", "echo out; echo err >&2"]);
+    let bad = env.submit(&["sh", "-c", "exit 3"]);
+    let v = env.wait(&ok);
+    assert_eq!(v["status"], "completed", "{v}");
+    env.wait(&bad);
+    for args in [
+        vec!["--output", "json", "status", &ok, &bad],
+        vec!["status", &ok],
+        vec!["--output", "json", "logs", &ok],
+        vec!["--output", "json", "status", "no-such-job"],
+        vec!["--output", "json", "status", &ok, "no-such-job"],
+        vec!["--output", "json", "plugins", "list"],
+        vec!["--output", "json", "submit", "--cpu", "2"],
+        vec!["--output", "json", "wait", "--timeout", "5", &ok, &bad],
+        vec!["--backend", "nope", "status", "x"],
+    ] {
+        let via = env.run(&args);
+        let direct = never(&env, &args);
+        assert_eq!(
+            via.status.code(),
+            direct.status.code(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&via.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&via.stdout),
+            String::from_utf8_lossy(&direct.stdout),
+            "{args:?}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&via.stderr),
+            String::from_utf8_lossy(&direct.stderr),
+            "{args:?}"
+        );
+    }
+    let (code, h) = served.http("GET", "/v1/health", None);
+    assert_eq!(code, 200);
+    assert!(h["plugin_calls"].as_u64().unwrap() >= 1, "{h}");
+    // Another settings file: the CLI does not use this daemon.
+    let mut other = TestEnv::new();
+    other.vars = env.vars.clone();
+    other.set("CCAT_WORKFLOW_MANAGER_SLURM_PARTITION", "elsewhere");
+    other.set("HOME", env.home.to_str().unwrap());
+    let err = other.fail(3, &["status", &ok]);
+    assert!(err.contains("serves other settings"), "{err}");
+    std::mem::forget(other); // shares `env`'s home
+}
+
+#[test]
+fn daemon_refuses_a_second_daemon_and_takes_over_a_stale_socket() {
+    let env = local_env();
+    let mut first = Served::start(&env);
+    let pid = first.child.id();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .envs(env.vars.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("a daemon already serves {}", first.socket.display())) && err.contains(&format!("(pid {pid})")), "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&first.socket), 0o600);
+    assert_eq!(mode(first.socket.parent().unwrap()), 0o700);
+
+    first.kill9();
+    assert!(first.socket.exists(), "SIGKILL leaves the socket file");
+    let mut second = Served::start(&env);
+    assert_eq!(second.http("GET", "/v1/health", None).0, 200);
+    // SIGTERM: exits 0 and removes its socket.
+    assert!(second.term().success());
+    assert!(!second.socket.exists());
+}
+
+#[test]
+fn daemon_bad_input_gets_the_error_shape_and_a_4xx() {
+    let env = local_env();
+    let served = Served::start(&env);
+    let cases: Vec<(&str, &str, Vec<u8>, u16)> = vec![
+        ("POST", "/v1/jobs/status", b"{not json".to_vec(), 400),
+        ("POST", "/v1/jobs/status", br#"{"job_ids": []}"#.to_vec(), 400),
+        ("POST", "/v1/jobs", br#"{"execution_command": []}"#.to_vec(), 400),
+        ("POST", "/v1/jobs/status", vec![b' '; 10 << 20], 413),
+        ("GET", "/v2/nothing", vec![], 404),
+        ("PUT", "/v1/health", vec![], 405),
+        ("GET", "/v1/jobs/status", vec![], 405),
+        ("POST", "/v1/jobs/wait", br#"{"job_ids": ["a"], "timeout": -1}"#.to_vec(), 400),
+    ];
+    for (method, path, body, want) in cases {
+        let (code, v) = served.http(method, path, Some(&body));
+        assert_eq!(code, want, "{method} {path}: {v}");
+        assert_eq!(v["error"]["kind"], "invalid-request", "{method} {path}: {v}");
+        assert_eq!(v["error"]["exit_code"], 2, "{v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    let (code, v) = served.http("GET", "/v1/jobs/no-such-job", None);
+    assert_eq!((code, v["error"]["kind"].as_str()), (404, Some("not-found")), "{v}");
+    assert_eq!(served.http("GET", "/v1/health", None).0, 200, "still serving");
+}
+
+#[test]
+fn daemon_refuses_another_uid_before_reading_anything() {
+    let env = local_env();
+    let served = Served::start(&env);
+    let marker = env.home.join("reached");
+    let spec = serde_json::json!({"execution_command": ["touch", marker.display().to_string()]}).to_string();
+    let nobody = |socket: &Path| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-sS", "--max-time", "10", "--unix-socket"])
+            .arg(socket)
+            .args(["-X", "POST", "-d", &spec, "http://x/v1/jobs"])
+            .output()
+            .unwrap()
+    };
+    // The folder (0700) keeps others out already...
+    let out = nobody(&served.socket);
+    assert!(!out.status.success());
+    // ...and with it opened up, the daemon's peer check refuses them.
+    use std::os::unix::fs::PermissionsExt;
+    let mut dir = served.socket.parent().unwrap().to_path_buf();
+    while dir.starts_with(&env.home) {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir.pop();
+    }
+    std::fs::set_permissions(&env.home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&served.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = nobody(&served.socket);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!marker.exists(), "the request reached a plugin");
+    let log = served.log_text();
+    assert!(log.contains("refused a connection from another user (uid 65534)"), "{log}");
+    let (_, h) = served.http("GET", "/v1/health", None);
+    assert_eq!(h["plugin_calls"], 0, "{h}");
+    assert_eq!(h["jobs_tracked"], 0, "{h}");
+}
+
+/// Read NDJSON events until `done` holds for the lines seen (or 60 s).
+fn read_events(socket: &Path, query: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut s = UnixStream::connect(socket).unwrap();
+    write!(s, "GET /v1/events{query} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut lines = Vec::new();
+    for l in BufReader::new(s).lines() {
+        let Ok(l) = l else { break };
+        // Chunk-size lines of the chunked body (hex, e.g. `123`) are not events.
+        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(l.trim()) {
+            lines.push(v);
+            if done(&lines) {
+                break;
+            }
+        }
+    }
+    lines
+}
+
+#[test]
+fn daemon_events_follow_a_job_that_runs_one_that_fails_and_one_cancelled() {
+    let env = local_env();
+    let served = Served::start(&env);
+    let socket = served.socket.clone();
+    let finals = |v: &[Value]| v.iter().filter(|e| e["status"] == "completed" || e["status"] == "failed").count();
+    let reader = std::thread::spawn(move || read_events(&socket, "", move |v| finals(v) >= 3));
+    std::thread::sleep(Duration::from_millis(300));
+    let runs = env.submit(&["sleep", "1"]);
+    let fails = env.submit(&["sh", "-c", "sleep 1; exit 3"]);
+    let cancelled = env.submit(&["sleep", "60"]);
+    env.wait_until(&cancelled, "running", |s| s["status"] == "running");
+    env.expect(0, &["cancel", &cancelled]);
+    let events = reader.join().unwrap();
+    let of = |id: &str| -> Vec<(Value, Value)> {
+        events
+            .iter()
+            .filter(|e| e["job_id"] == id)
+            .map(|e| (e["previous"].clone(), e["status"].clone()))
+            .collect()
+    };
+    let runs_ev = of(&runs);
+    assert_eq!(runs_ev.first().unwrap().0, Value::Null, "{events:?}");
+    assert_eq!(runs_ev.last().unwrap().1, "completed", "{events:?}");
+    assert!(runs_ev.iter().any(|e| e.1 == "running"), "{events:?}");
+    assert_eq!(of(&fails).last().unwrap().1, "failed", "{events:?}");
+    let c = of(&cancelled);
+    assert!(c.iter().any(|e| e.1 == "running") && c.last().unwrap().1 == "failed", "{events:?}");
+    for e in &events {
+        if e.get("job_id").is_some() {
+            assert!(e["observed_at"].as_f64().is_some() && e["backend"] == "local", "{e}");
+        }
+    }
+    // A stream for named jobs starts with their current state.
+    let first = read_events(&served.socket, &format!("?job_ids={runs},{fails}"), |v| v.len() >= 2);
+    assert_eq!(first[0]["status"], "completed");
+    assert_eq!(first[1]["status"], "failed");
+    assert_eq!(first[1]["exit_code"], 3);
+}
+
+#[test]
+fn daemon_sigkill_mid_workload_loses_no_job_and_reports_none_wrong() {
+    let env = local_env();
+    let mut served = Served::start(&env);
+    let mut jobs = Vec::new();
+    for i in 0..20 {
+        let code = i % 3; // 0 completes, 1 and 2 fail
+        let id = env.submit(&["sh", "-c", &format!("sleep 0.{}; exit {code}", i % 10)]);
+        jobs.push((id, code));
+        if i == 10 {
+            served.kill9();
+            // Between daemons, the CLI (auto) runs in-process.
+            let mut auto = TestEnv::new();
+            auto.vars = env.vars.clone();
+            auto.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "auto");
+            let id = auto.submit(&["true"]);
+            jobs.push((id, 0));
+            std::mem::forget(auto);
+            served = Served::start(&env);
+        }
+    }
+    let mut args = vec!["--output", "json", "wait", "--timeout", "60"];
+    args.extend(jobs.iter().map(|(id, _)| id.as_str()));
+    let v: Value = serde_json::from_str(&env.expect(0, &args)).unwrap();
+    for (info, (id, code)) in v.as_array().unwrap().iter().zip(&jobs) {
+        assert_eq!(info["job_id"], id.as_str());
+        let want = if *code == 0 { "completed" } else { "failed" };
+        assert_eq!(info["status"], want, "{info}");
+        assert_eq!(info["exit_code"], *code, "{info}");
+    }
+    // The same as the store says without a daemon.
+    let direct = never(&env, &args);
+    let direct: Value = serde_json::from_slice(&direct.stdout).unwrap();
+    assert_eq!(direct, v);
+}
+
+#[test]
+fn daemon_reload_keeps_the_old_settings_when_the_new_are_broken_and_picks_up_a_new_plugin_file() {
+    let mut env = local_env();
+    let settings = env.home.join("settings.toml");
+    std::fs::write(&settings, "[default]\nHPC_BACKEND = \"local\"\n").unwrap();
+    env.set("HPC_HOST_CONFIG", settings.to_str().unwrap());
+    let served = Served::start(&env);
+    env.install_plugin("misbehave", "local");
+    let s = env.status("x");
+    assert_eq!(s["native_state"], "FINE", "the new file is used at the next call: {s}");
+    std::fs::write(
+        env.plugins_dir().join("local.wasm"),
+        hpc_host::builtin::find("local").unwrap().wasm,
+    )
+    .unwrap();
+    let out = env.run(&["--output", "json", "status", "y"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "not-found", "the built-in local is back: {v}");
+
+    // A broken file: reload refuses, says why, and the daemon keeps serving.
+    std::fs::write(&settings, "[default\n").unwrap();
+    let err = env.fail(2, &["reload"]);
+    assert!(err.contains("not valid TOML"), "{err}");
+    unsafe { libc::kill(served.child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(served.log_text().contains("reload refused"), "{}", served.log_text());
+    let (code, h) = served.http("GET", "/v1/health", None);
+    assert_eq!((code, h["backend"].as_str()), (200, Some("local")));
+    // A good file again: reloaded.
+    std::fs::write(&settings, "[default]\nHPC_BACKEND = \"misbehave\"\n").unwrap();
+    env.install_plugin("misbehave", "misbehave");
+    assert_eq!(served.http("POST", "/v1/reload", None).0, 200);
+    assert_eq!(served.http("GET", "/v1/health", None).1["backend"], "misbehave");
+}
+
+// ---- SLURM: the workflow manager's pattern against the real cluster ----
+
+/// A wrapper that counts its calls, then runs the real program.
+fn counting(env: &TestEnv, program: &str) -> String {
+    let path = env.home.join(format!("{program}-counting"));
+    let calls = env.home.join(format!("{program}.calls"));
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho call >> '{}'\nexec /usr/bin/{program} \"$@\"\n", calls.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn calls(env: &TestEnv, program: &str) -> usize {
+    std::fs::read_to_string(env.home.join(format!("{program}.calls")))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+pub fn slurm_counting_env(interval: &str) -> TestEnv {
+    let mut env = TestEnv::new();
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "slurm");
+    env.set("CCAT_WORKFLOW_MANAGER_SLURM_PARTITION", "debug");
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "require");
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_POLL_SECONDS__SLURM", interval);
+    let programs = format!(
+        "{{ sbatch = \"/usr/bin/sbatch\", scancel = \"/usr/bin/scancel\", squeue = \"{}\", sacct = \"{}\" }}",
+        counting(&env, "squeue"),
+        counting(&env, "sacct")
+    );
+    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
+    env
+}
+
+/// A client process: asks the status of each job, one request per job, once a second.
+const CLIENT: &str = r#"
+import json, socket, sys, time
+path, seconds, ids = sys.argv[1], float(sys.argv[2]), sys.argv[3].split(",")
+s = socket.socket(socket.AF_UNIX); s.connect(path); f = s.makefile("rb")
+end, asked, bad = time.time() + seconds, 0, 0
+while time.time() < end:
+    t = time.time()
+    for i in ids:
+        s.sendall(f"GET /v1/jobs/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status = int(f.readline().split()[1]); n = 0
+        while True:
+            h = f.readline().strip()
+            if not h: break
+            if h.lower().startswith(b"content-length:"): n = int(h.split(b":")[1])
+        body = json.loads(f.read(n)); asked += 1
+        if status != 200 or body.get("status") not in ("pending", "running", "completed", "failed"): bad += 1
+    time.sleep(max(0, 1 - (time.time() - t)))
+print(asked, bad)
+"#;
+
+#[test]
+#[ignore = "needs slurm"]
+fn daemon_slurm_workflow_manager_pattern_is_one_squeue_and_sacct_per_interval() {
+    let _g = crate::slurm::lock();
+    let env = slurm_counting_env("3");
+    let served = Served::start(&env);
+    let ids: Vec<String> = (0..50).map(|i| env.submit(&["sh", "-c", &format!("sleep {}", 5 + i % 10)])).collect();
+    let (sq0, sa0) = (calls(&env, "squeue"), calls(&env, "sacct"));
+    let started = Instant::now();
+    let clients: Vec<Child> = (0..10)
+        .map(|_| {
+            Command::new("python3")
+                .args(["-c", CLIENT])
+                .arg(&served.socket)
+                .args(["20", &ids.join(",")])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut asked = 0;
+    for c in clients {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text.split_whitespace().map(|x| x.parse::<usize>().unwrap());
+        asked += it.next().unwrap();
+        assert_eq!(it.next(), Some(0), "a client saw a bad answer");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (sq, sa) = (calls(&env, "squeue") - sq0, calls(&env, "sacct") - sa0);
+    let intervals = (seconds / 3.0).ceil() as usize + 1;
+    eprintln!("{asked} status requests in {seconds:.1} s: {sq} squeue, {sa} sacct (≤ {intervals} allowed)");
+    assert!(asked >= 10 * 50 * 15, "the clients asked {asked} times");
+    assert!(sq <= intervals, "{sq} squeue in {seconds:.1} s");
+    assert!(sa <= intervals, "{sa} sacct in {seconds:.1} s");
+    // Every job ends and is reported completed.
+    let mut args = vec!["--output", "json", "wait", "--timeout", "180"];
+    args.extend(ids.iter().map(String::as_str));
+    let v: Value = serde_json::from_str(&env.expect(0, &args)).unwrap();
+    assert!(v.as_array().unwrap().iter().all(|j| j["status"] == "completed"), "{v}");
+}
+
+#[test]
+#[ignore = "needs slurm"]
+fn daemon_two_login_nodes_on_one_redis_poll_once_and_take_over() {
+    let _g = crate::slurm::lock();
+    let mut env = slurm_counting_env("2");
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", "redis://127.0.0.1:6379/0");
+    let a_sock = env.home.join("a.sock").display().to_string();
+    let b_sock = env.home.join("b.sock").display().to_string();
+    let mut a = Served::start_with(&env, &[("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", &a_sock), ("CCAT_WORKFLOW_MANAGER_HPC_NODE", "node-a")]);
+    let mut b = Served::start_with(&env, &[("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", &b_sock), ("CCAT_WORKFLOW_MANAGER_HPC_NODE", "node-b")]);
+    let spec = br#"{"execution_command": ["sleep", "300"]}"#;
+    let ids: Vec<String> = (0..10)
+        .map(|_| {
+            let (code, v) = a.http("POST", "/v1/jobs", Some(spec));
+            assert_eq!(code, 201, "{v}");
+            v["job_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let body = serde_json::json!({ "job_ids": ids }).to_string();
+    let ask = |s: &Served| {
+        let (code, v) = s.http("POST", "/v1/jobs/status", Some(body.as_bytes()));
+        assert_eq!(code, 200, "{v}");
+        for j in v.as_array().unwrap() {
+            assert!(["pending", "running"].contains(&j["status"].as_str().unwrap_or("")), "{j}");
+        }
+    };
+    ask(&b); // b learns the ids (one fetch), then both track them
+    let sq0 = calls(&env, "squeue");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(12) {
+        ask(&a);
+        ask(&b);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let polls = calls(&env, "squeue") - sq0;
+    let allowed = (started.elapsed().as_secs_f64() / 2.0).ceil() as usize + 1;
+    eprintln!("two daemons, 12 s: {polls} squeue (≤ {allowed} allowed; alone each would make {})", 2 * (allowed - 1));
+    assert!(polls <= allowed, "{polls} squeue in 12 s between two daemons");
+    let lease = |s: &Served| s.http("GET", "/v1/health", None).1["poll_lease"]["slurm"].as_bool();
+    let (la, lb) = (lease(&a), lease(&b));
+    assert!(la.unwrap_or(false) ^ lb.unwrap_or(false), "exactly one holds the lease: a {la:?} b {lb:?}");
+
+    // Kill the poller: the other takes over within two lease periods (2 × 4 s).
+    let (dead, survivor) = if la == Some(true) { (&mut a, &b) } else { (&mut b, &a) };
+    dead.kill9();
+    let killed = Instant::now();
+    let sq1 = calls(&env, "squeue");
+    loop {
+        ask(survivor);
+        if lease(survivor) == Some(true) && calls(&env, "squeue") > sq1 {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(12), "no takeover after {:?}", killed.elapsed());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("takeover after {:.1} s", killed.elapsed().as_secs_f64());
+    for id in &ids {
+        assert_eq!(survivor.http("POST", &format!("/v1/jobs/{id}/cancel"), None).0, 200);
+    }
+    let wait = serde_json::json!({ "job_ids": ids, "timeout": 60 }).to_string();
+    let (code, v) = survivor.http("POST", "/v1/jobs/wait", Some(wait.as_bytes()));
+    assert_eq!((code, v["complete"].as_bool()), (200, Some(true)), "{v}");
+}
