@@ -31,7 +31,8 @@ def socket_path(opts: Options) -> str:
 
     ``socket=`` wins; else the CLI says (``hpc-host serve --print-socket``,
     which reads the settings file as the daemon will); else the documented
-    default from the environment: ``HPC_SOCKET``, then
+    default from the environment (a settings file that sets ``HPC_SOCKET``
+    needs ``socket=`` or the CLI's answer): ``CCAT_WORKFLOW_MANAGER_HPC_SOCKET``, then
     ``$XDG_RUNTIME_DIR/hpc-host/hpc-host.sock``, then the state folder.
     """
     if opts.socket is not None:
@@ -40,16 +41,17 @@ def socket_path(opts: Options) -> str:
     if asked:
         return asked
     env = opts.process_env()
-    for key in ("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", "HPC_SOCKET"):
-        if env.get(key):
-            return env[key]
+    if env.get("CCAT_WORKFLOW_MANAGER_HPC_SOCKET"):
+        return env["CCAT_WORKFLOW_MANAGER_HPC_SOCKET"]
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime:
         return str(Path(runtime) / "hpc-host" / "hpc-host.sock")
     state = env.get("CCAT_WORKFLOW_MANAGER_HPC_STATE_DIR")
     if not state:
-        home = env.get("HOME") or str(Path.home())
-        state = str(Path(home) / ".local" / "state" / "hpc-host")
+        base = env.get("XDG_STATE_HOME") or str(
+            Path(env.get("HOME") or str(Path.home())) / ".local" / "state"
+        )
+        state = str(Path(base) / "hpc-host")
     return str(Path(state) / "hpc-host.sock")
 
 
