@@ -59,7 +59,10 @@ pydir="$(mktemp -d /tmp/hpc-host-py.XXXXXX)"
 trap 'rm -rf "$pydir"' EXIT
 python3 -m venv "$pydir/venv"
 "$pydir/venv/bin/pip" install -q --upgrade pip
-"$pydir/venv/bin/pip" install -q ./python pytest mypy
+# The `psij` and `parsl` extras too (the PSI/J executor and the Parsl provider);
+# pytest below 9: Parsl's own tests, which test_parsl.py runs, use a hook
+# argument pytest 9 removed.
+"$pydir/venv/bin/pip" install -q './python[psij,parsl]' 'pytest>=8,<9' mypy
 "$pydir/venv/bin/mypy" --strict --config-file python/pyproject.toml python/src/hpc_host
 cp -r python/tests "$pydir/tests"
 # pytest exits 5 when it collected no test: that fails here like any other error.

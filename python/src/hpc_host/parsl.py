@@ -31,7 +31,8 @@ from parsl.providers.base import ExecutionProvider
 from parsl.providers.errors import SubmitException
 from parsl.utils import RepresentationMixin
 
-from .client import Client, Transport
+from ._options import Transport
+from .client import Client
 from .errors import HpcHostError
 from .types import HPCJobInfo, JobSpec
 
@@ -135,7 +136,7 @@ class HpcHostProvider(ExecutionProvider, RepresentationMixin):
         self._polling = status_polling_interval
         self._label = label or f"hpc-host-{backend or 'default'}"
         #: Jobs by id: ``{"job_id", "job_name", "status": JobStatus}`` (Parsl's convention).
-        self.resources: dict[str, dict[str, Any]] = {}
+        self.resources: dict[object, Any] = {}
         self._client: Client | None = None
 
     @property
@@ -193,7 +194,7 @@ class HpcHostProvider(ExecutionProvider, RepresentationMixin):
         try:
             job_id = self.client.submit(self.spec(command, tasks_per_node, job_name))
         except HpcHostError as e:
-            raise SubmitException(job_name, e.message) from e
+            raise SubmitException(job_name, e.message) from e  # type: ignore[no-untyped-call]
         self.resources[job_id] = {
             "job_id": job_id,
             "job_name": job_name,

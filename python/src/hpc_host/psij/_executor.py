@@ -147,7 +147,9 @@ def psij_status(info: HPCJobInfo, cancel_asked: bool) -> JobStatus:
     this executor was asked to cancel and then failed is ``CANCELED``.
     """
     when = info.observed_at or time.time()
-    meta = {"native_state": info.native_state} if info.native_state else None
+    meta: dict[str, object] | None = (
+        {"native_state": info.native_state} if info.native_state else None
+    )
     if info.status == "pending":
         return JobStatus(JobState.QUEUED, time=when, metadata=meta)
     if info.status == "running":
