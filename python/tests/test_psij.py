@@ -263,3 +263,15 @@ def test_slurm_refused_extra_is_invalid_job(site: Site, tmp_path: Path) -> None:
     bad = env.job("/bin/true", attributes=JobAttributes(custom_attributes={"slurm.wrap": "rm -rf /"}))
     with pytest.raises(psij.InvalidJobException, match="wrap"):
         env.ex.submit(bad)
+
+
+def test_package_import_before_psij() -> None:
+    # Importing the package first must not make PSI/J's descriptor scan a circular import.
+    code = (
+        "from hpc_host.psij import HpcHostExecutor\n"
+        "import psij\n"
+        "ex = psij.JobExecutor.get_instance('hpc-host', url='hpc-host://local')\n"
+        "assert type(ex) is HpcHostExecutor, type(ex)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr

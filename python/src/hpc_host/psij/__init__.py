@@ -5,6 +5,11 @@ executor through the ``psij-descriptors`` namespace module installed with this
 package; importing this module is only needed to use the classes directly.
 """
 
+# PSI/J first: importing it loads the descriptors, which import `._executor`
+# through `executor.py`; importing `._executor` first would make that a
+# circular import of a half-made module.
+import psij  # noqa: F401
+
 from ._executor import HpcHostExecutor, HpcHostExecutorConfig, psij_status
 from ._spec import LAUNCHER, to_hpc_spec
 
