@@ -266,8 +266,9 @@ class HpcHostExecutor(JobExecutor):
         seen = watcher.watch(native_id, changed)
         if seen is not None:
             changed(seen)
-        if first is None and not job.status.final:
-            # The daemon answers from memory: no scheduler query for this.
+        if first is None and not job.status.final and self._client.transport == "daemon":
+            # The daemon answers from memory: no scheduler query for this
+            # (through the CLI, the watcher's next batched poll brings it).
             try:
                 first = self._client.status(native_id)
             except HpcHostError:
