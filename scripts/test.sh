@@ -12,6 +12,8 @@ log() { echo "[test.sh $(date +%T)] $*" >&2; }
 need_pkgs=""
 command -v redis-server >/dev/null || need_pkgs="$need_pkgs redis-server"
 command -v python3 >/dev/null || need_pkgs="$need_pkgs python3"
+# The Python package's tests run in a fresh virtual environment.
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_pkgs="$need_pkgs python3-venv"
 if [ -n "$need_pkgs" ]; then
   [ "$(id -u)" = 0 ] || { echo "error: install:$need_pkgs (needs root)" >&2; exit 1; }
   log "installing:$need_pkgs"
@@ -47,3 +49,22 @@ log "building and testing (release profile: the plugins' compile cache and the b
 # unit tests (pure logic) run here too.
 cargo test --release --locked -p hpc-host -p hpc-plugin-slurm -p hpc-plugin-kubernetes \
   -p hpc-plugin-sdk -p hpc-plugin-local -p hpc-plugin-template -- --include-ignored
+
+# The Python package (python/), installed the way a user installs it: `pip
+# install` builds the wheel with maturin, which runs cargo on the same target
+# folder and release profile as above (nothing of wasmtime is built again),
+# into a fresh virtual environment; pytest runs from outside the source tree so
+# `import hpc_host` is the installed one, with the installed `hpc-host`.
+log "the Python package: pip install ./python into a fresh venv, mypy --strict, pytest"
+pydir="$(mktemp -d /tmp/hpc-host-py.XXXXXX)"
+trap 'rm -rf "$pydir"' EXIT
+python3 -m venv "$pydir/venv"
+"$pydir/venv/bin/pip" install -q --upgrade pip
+# The `psij` and `parsl` extras too (the PSI/J executor and the Parsl provider);
+# pytest below 9: Parsl's own tests, which test_parsl.py runs, use a hook
+# argument pytest 9 removed.
+"$pydir/venv/bin/pip" install -q './python[psij,parsl]' 'pytest>=8,<9' mypy
+"$pydir/venv/bin/mypy" --strict --config-file python/pyproject.toml python/src/hpc_host
+cp -r python/tests "$pydir/tests"
+# pytest exits 5 when it collected no test: that fails here like any other error.
+(cd "$pydir" && env -u HPC_HOST_BIN "$pydir/venv/bin/python" -m pytest -p no:cacheprovider -q tests)

@@ -1,0 +1,163 @@
+"""Finding this user's daemon, and starting one when nobody answers.
+
+The start is the Gradle/Bazel-server pattern: an exclusive ``fcntl`` lock on a
+file beside the socket, then a second look (another process may have started
+one while we waited for the lock), then ``hpc-host serve`` in a new session,
+then wait until ``/v1/health`` answers. Any number of processes starting at once
+make one daemon.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ._options import Options
+from .errors import Unavailable
+
+#: The host name in request URLs (the socket decides where they go).
+BASE_URL = "http://hpc-host"
+_started: list[subprocess.Popen[bytes]] = []
+
+
+def socket_path(opts: Options) -> str:
+    """The daemon's socket for these settings.
+
+    ``socket=`` wins; else the CLI says (``hpc-host serve --print-socket``,
+    which reads the settings file as the daemon will); else the documented
+    default from the environment (a settings file that sets ``HPC_SOCKET``
+    needs ``socket=`` or the CLI's answer): ``CCAT_WORKFLOW_MANAGER_HPC_SOCKET``, then
+    ``$XDG_RUNTIME_DIR/hpc-host/hpc-host.sock``, then the state folder.
+    """
+    if opts.socket is not None:
+        return os.fspath(opts.socket)
+    asked = _ask_cli(opts)
+    if asked:
+        return asked
+    env = opts.process_env()
+    if env.get("CCAT_WORKFLOW_MANAGER_HPC_SOCKET"):
+        return env["CCAT_WORKFLOW_MANAGER_HPC_SOCKET"]
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return str(Path(runtime) / "hpc-host" / "hpc-host.sock")
+    state = env.get("CCAT_WORKFLOW_MANAGER_HPC_STATE_DIR")
+    if not state:
+        base = env.get("XDG_STATE_HOME") or str(
+            Path(env.get("HOME") or str(Path.home())) / ".local" / "state"
+        )
+        state = str(Path(base) / "hpc-host")
+    return str(Path(state) / "hpc-host.sock")
+
+
+def _ask_cli(opts: Options) -> str | None:
+    try:
+        p = subprocess.run(
+            [opts.exe(), *opts.global_args(), "serve", "--print-socket"],
+            capture_output=True,
+            text=True,
+            env=opts.process_env(),
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    line = p.stdout.strip()
+    return line if p.returncode == 0 and line.startswith("/") and "\n" not in line else None
+
+
+def health(sock: str, timeout: float = 5.0) -> dict[str, Any] | None:
+    """``GET /v1/health`` on ``sock``, or ``None`` when nobody answers there."""
+    if not os.path.exists(sock):
+        return None
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url=BASE_URL) as c:
+            r = c.get("/v1/health", timeout=timeout)
+    except httpx.TransportError:
+        return None
+    if r.status_code != 200:
+        return None
+    body = r.json()
+    return body if isinstance(body, dict) else None
+
+
+def matches(opts: Options, h: dict[str, Any]) -> bool:
+    """Whether a daemon serves the settings file and environment this client asks for."""
+    if opts.config is not None and h.get("settings_file") is not None:
+        if Path(opts.config).resolve() != Path(str(h["settings_file"])).resolve():
+            return False
+    if opts.env is not None and h.get("env") is not None and h["env"] != opts.env:
+        return False
+    return True
+
+
+def ensure_daemon(opts: Options, sock: str) -> dict[str, Any]:
+    """The health of the daemon on ``sock``, starting one first if nobody answers."""
+    h = health(sock)
+    if h is not None:
+        return h
+    folder = Path(sock).parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock_path = folder / (Path(sock).name + ".start.lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            h = health(sock)
+            if h is not None:
+                return h
+            return _start(opts, sock, folder)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _start(opts: Options, sock: str, folder: Path) -> dict[str, Any]:
+    env = opts.process_env()
+    env.pop("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", None)
+    env["CCAT_WORKFLOW_MANAGER_HPC_SOCKET"] = sock
+    env["HPC_SOCKET"] = sock
+    log_path = folder / "hpc-host-daemon.log"
+    cmd = [opts.exe(), *opts.global_args(), "serve"]
+    with open(log_path, "ab") as log:
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as e:
+            raise Unavailable(f"cannot start the daemon `{' '.join(cmd)}`: {e}") from e
+    # Keep the handle so the interpreter reaps it if it ever exits.
+    _started.append(proc)
+    deadline = time.monotonic() + opts.start_timeout
+    while time.monotonic() < deadline:
+        h = health(sock, timeout=1.0)
+        if h is not None:
+            return h
+        code = proc.poll()
+        if code is not None and code != 0:
+            raise Unavailable(
+                f"the daemon `{' '.join(cmd)}` exited {code} before it answered on {sock}: "
+                f"{_tail(log_path)}"
+            )
+        time.sleep(0.02)
+    raise Unavailable(
+        f"the daemon `{' '.join(cmd)}` did not answer on {sock} within "
+        f"{opts.start_timeout:.0f} s: {_tail(log_path)}"
+    )
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"

@@ -1,0 +1,201 @@
+"""The package over the real daemon: shared polling under concurrency, the
+async client at scale, the autostart lock, and a daemon killed mid-call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+from conftest import Site, calls, counting
+
+import hpc_host
+from hpc_host import HPCJobInfo, Unavailable
+
+#: The SLURM poll interval the concurrency test sets (s).
+SLURM_INTERVAL = 2.0
+
+
+def _poll_in_process(args: tuple[str, dict[str, str], list[str], float]) -> tuple[int, list[str]]:
+    """One of the 4 processes: get_status on every job until the deadline."""
+    sock, environ, ids, deadline = args
+    backend = hpc_host.HpcHostBackend(socket=sock, environ=environ, autostart=False)
+    asked, wrong = 0, []
+    while time.time() < deadline:
+        for job_id in ids:
+            info = backend.get_status(job_id)
+            asked += 1
+            if info.job_id != job_id or info.status != "pending":
+                wrong.append(f"{job_id}: {info}")
+    return asked, wrong
+
+
+def test_20_threads_and_4_processes_polling_100_slurm_jobs_cost_one_query_per_interval(
+    site: Site,
+) -> None:
+    site.slurm()
+    programs = (
+        '{ sbatch = "/usr/bin/sbatch", scancel = "/usr/bin/scancel", '
+        f'squeue = "{counting(site.home, "squeue")}", sacct = "{counting(site.home, "sacct")}" }}'
+    )
+    site.set("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", programs)
+    site.set("CCAT_WORKFLOW_MANAGER_HPC_POLL_SECONDS__SLURM", str(SLURM_INTERVAL))
+    backend = site.backend()
+    # Held back an hour (`--begin`): pending, so they take no slot of the shared cluster.
+    later = {"begin": "now+1hour"}
+    ids = [
+        backend.submit(["true"], resource_requirements=later, job_name=f"poll-{i}")
+        for i in range(100)
+    ]
+    try:
+        # Known to the daemon (submitted through it): from here on, only its poll asks SLURM.
+        backend.get_statuses(ids)
+        sq0, sa0 = calls(site.home, "squeue"), calls(site.home, "sacct")
+        start = time.time()
+        phase = 5 * SLURM_INTERVAL
+        deadline = start + phase
+        asked = [0] * 20
+        wrong: list[str] = []
+
+        def poll(n: int) -> None:
+            while time.time() < deadline:
+                for job_id in ids:
+                    info = backend.get_status(job_id)
+                    asked[n] += 1
+                    if info.job_id != job_id or info.status != "pending":
+                        wrong.append(f"{job_id}: {info}")
+
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(4) as pool:
+            procs = pool.map_async(
+                _poll_in_process, [(site.socket, site.environ, ids, deadline)] * 4
+            )
+            threads = [threading.Thread(target=poll, args=(n,)) for n in range(20)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            results = procs.get(timeout=phase + 60)
+        elapsed = time.time() - start
+        sq, sa = calls(site.home, "squeue") - sq0, calls(site.home, "sacct") - sa0
+        total = sum(asked) + sum(a for a, _ in results)
+        wrong += [w for _, ws in results for w in ws]
+        assert not wrong, wrong[:5]
+        assert total >= 24 * 100, f"only {total} get_status calls"
+        intervals = elapsed / SLURM_INTERVAL
+        assert sq <= intervals + 2, f"{sq} squeue in {elapsed:.1f} s for {total} get_status"
+        assert sa <= intervals + 2, f"{sa} sacct in {elapsed:.1f} s"
+        print(f"{total} get_status in {elapsed:.1f} s: {sq} squeue, {sa} sacct")
+    finally:
+        for job_id in ids:
+            backend.cancel(job_id)
+    final = backend.wait(ids, timeout=180)
+    assert all(i.status == "failed" and i.native_state == "CANCELLED" for i in final)
+
+
+def test_async_client_1000_concurrent_status_calls(site: Site) -> None:
+    async def main() -> list[HPCJobInfo]:
+        async with site.aclient() as client:
+            ids = [
+                await client.submit(hpc_host.JobSpec(["sh", "-c", f"exit {i % 3}"]))
+                for i in range(50)
+            ]
+            await client.wait(ids, timeout=60)
+            asked = [ids[n % len(ids)] for n in range(1000)]
+            results = await asyncio.gather(*(client.status(i) for i in asked))
+            for job_id, info in zip(asked, results):
+                want = "completed" if int(ids.index(job_id)) % 3 == 0 else "failed"
+                assert (info.job_id, info.status) == (job_id, want), info
+                assert info.exit_code == ids.index(job_id) % 3
+            many = await client.statuses(ids)
+            assert [getattr(i, "job_id", None) for i in many] == ids
+            return list(results)
+
+    start = time.monotonic()
+    results = asyncio.run(main())
+    assert len(results) == 1000
+    assert len(site.daemons()) == 1
+    print(f"1000 concurrent status calls (+ setup) in {time.monotonic() - start:.2f} s")
+
+
+_RACE = """
+import json, sys, time
+import hpc_host
+sock, environ, at = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
+while time.time() < at:
+    time.sleep(0.001)
+h = hpc_host.Client(socket=sock, environ=environ).health()
+print(h["pid"])
+"""
+
+
+def test_autostart_race_8_processes_make_one_daemon(site: Site) -> None:
+    assert site.daemons() == []
+    at = time.time() + 1.5
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACE, site.socket, json.dumps(site.environ), str(at)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    pids = {int(out.strip()) for out, _ in outs}
+    assert len(pids) == 1, outs
+    assert site.daemons() == list(pids)
+
+
+def test_daemon_killed_mid_call_is_unavailable_then_autostart_recovers(site: Site) -> None:
+    client = site.client()
+    job = client.submit(hpc_host.JobSpec(["sleep", "30"]))
+    first = client.health()["pid"]
+    outcome: dict[str, Any] = {}
+
+    def long_wait() -> None:
+        try:
+            outcome["value"] = client.wait([job], timeout=25)
+        except BaseException as e:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = e
+
+    t = threading.Thread(target=long_wait)
+    t.start()
+    time.sleep(1.0)
+    assert "value" not in outcome and "error" not in outcome, outcome
+    os.kill(first, signal.SIGKILL)
+    t.join(timeout=10)
+    assert not t.is_alive(), "the call did not return when its daemon died"
+    assert isinstance(outcome.get("error"), Unavailable), outcome
+    assert outcome["error"].retryable
+    # The next call starts a new daemon and works; the job survived.
+    info = client.status(job)
+    assert info.job_id == job and info.status == "running", info
+    second = client.health()["pid"]
+    assert second != first and site.daemons() == [second]
+    client.cancel(job)
+
+
+@pytest.mark.parametrize("n", [3])
+def test_events_follow_a_job_that_runs_fails_and_one_cancelled(site: Site, n: int) -> None:
+    client = site.client()
+    fails = client.submit(hpc_host.JobSpec(["sh", "-c", "sleep 1; exit 2"]))
+    sleeper = client.submit(hpc_host.JobSpec(["sleep", "60"]))
+    seen: list[tuple[str, str | None, str]] = []
+    for ev in client.events([fails, sleeper]):
+        seen.append((ev.job_id, ev.previous, ev.info.status))
+        if ev.job_id == fails and ev.info.is_final:
+            client.cancel(sleeper)
+    statuses = {j: [s for i, _, s in seen if i == j] for j in (fails, sleeper)}
+    assert statuses[fails][-1] == "failed" and statuses[sleeper][-1] == "failed", seen
+    assert "running" in statuses[sleeper], seen
+    assert len(seen) >= n
