@@ -70,6 +70,11 @@ impl From<HostError> for ApiError {
                 (StatusCode::BAD_REQUEST, "invalid-request")
             }
             HostError::PluginDenied { .. } => (StatusCode::FORBIDDEN, "denied"),
+            // A store that is down is worth a retry; a malformed store URL is a settings error.
+            HostError::Store(_) if exit_code == ExitStatus::Usage as u8 => {
+                (StatusCode::BAD_REQUEST, "invalid-request")
+            }
+            HostError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             HostError::PluginLoad { .. }
             | HostError::PluginTrap { .. }
             | HostError::PluginTimeout { .. } => (StatusCode::BAD_GATEWAY, "plugin-error"),
