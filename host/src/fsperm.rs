@@ -22,7 +22,8 @@ use crate::settings::Settings;
 use crate::state::State;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use wasmtime::component::{Linker, Val};
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
 
 /// The WASI filesystem interface wasmtime-wasi 48 links (later minor
 /// versions a component imports resolve to it by semver).
@@ -63,7 +64,9 @@ pub fn check_dirs(policy: &Policy, settings: &Settings, defaults: &[PathBuf]) ->
     for dir in &policy.dirs {
         let d = normal(dir);
         for (what, o) in &own {
-            let inside = d.starts_with(o);
+            // Inside the settings folder is harmless (a preopen cannot reach
+            // its parent); inside the state, cache or plugins folder is not.
+            let inside = d.starts_with(o) && *what != "settings folder";
             if d == *o || o.starts_with(&d) || (inside && !defaults.contains(&d)) {
                 return Err(format!(
                     "`plugins.{name}.dirs` grants `{}`, which overlaps the host's {what} `{}`; hint: grant a folder outside the host's own",
@@ -77,8 +80,8 @@ pub fn check_dirs(policy: &Policy, settings: &Settings, defaults: &[PathBuf]) ->
 }
 
 /// Whether a file or folder may be trusted: owned by this user or root, and
-/// not writable by group or others (a folder writable by others only with
-/// the sticky bit).
+/// not writable by group or others (a folder only with the sticky bit, like
+/// `/tmp`, where nobody else can replace or remove this user's files).
 fn check_trusted(path: &Path, meta: &std::fs::Metadata, folder: bool) -> Result<(), String> {
     // SAFETY: plain syscall.
     let uid = unsafe { libc::geteuid() };
@@ -92,7 +95,7 @@ fn check_trusted(path: &Path, meta: &std::fs::Metadata, folder: bool) -> Result<
     let mode = meta.mode() & 0o7777;
     let sticky = mode & 0o1000 != 0;
     let bad = if folder {
-        mode & 0o020 != 0 || (mode & 0o002 != 0 && !sticky)
+        mode & 0o022 != 0 && !sticky
     } else {
         mode & 0o022 != 0
     };
@@ -149,14 +152,18 @@ pub fn deny_symlinks(linker: &mut Linker<State>) -> anyhow::Result<()> {
     let r = linker
         .instance(WASI_FILESYSTEM_TYPES)
         .and_then(|mut i| {
-            i.func_new_async(
+            // Typed, so the borrowed descriptor is released by wasmtime (an
+            // untyped `Val` borrow would have to be dropped by hand).
+            i.func_wrap_async(
                 "[method]descriptor.symlink-at",
-                |_store, _ty, _params, results| {
+                |_store,
+                 (_dir, _old, _new): (
+                    Resource<wasmtime_wasi::filesystem::Descriptor>,
+                    String,
+                    String,
+                )| {
                     Box::new(async move {
-                        results[0] = Val::Result(Err(Some(Box::new(Val::Enum(
-                            "not-permitted".into(),
-                        )))));
-                        Ok(())
+                        Ok((Err::<(), _>(ErrorCode::NotPermitted),))
                     })
                 },
             )

@@ -339,7 +339,7 @@ mod tests {
         assert!(
             k8s.programs.is_empty() && k8s.kube_namespaces == ["ccat"] && !k8s.grants("process")
         );
-        assert_eq!(k8s.kube_kinds, ["Job", "Pod"]);
+        assert_eq!(k8s.kube_kinds, ["batch/Job", "Pod"]);
         assert_eq!(k8s.config["K8S_NAMESPACE"], "ccat");
         assert_eq!(
             k8s.grant_hint("kube"),

@@ -22,8 +22,13 @@ const STDERR_CAPTURE: usize = 64 << 10;
 pub struct HostClock {
     /// Host time of the calls that have returned.
     spent: Duration,
-    /// When the current host call began, if the plugin is inside one.
+    /// When the outermost host call still running began.
     entered: Option<Instant>,
+    /// Host calls in progress: a host function that hands a value back calls
+    /// the plugin's `cabi_realloc`, which may itself call the host (a
+    /// `memory.grow` libcall). Only the outermost call's entry and return
+    /// count, or the inner return would end the outer call's clock.
+    depth: u32,
 }
 
 impl HostClock {
@@ -36,9 +41,17 @@ impl HostClock {
     /// host call comes from the bindings' `tracing` option.)
     pub fn hook(&mut self, hook: CallHook) {
         match hook {
-            CallHook::CallingHost => self.entered = Some(Instant::now()),
+            CallHook::CallingHost => {
+                if self.depth == 0 {
+                    self.entered = Some(Instant::now());
+                }
+                self.depth += 1;
+            }
             CallHook::ReturningFromHost => {
-                if let Some(t) = self.entered.take() {
+                self.depth = self.depth.saturating_sub(1);
+                if self.depth == 0
+                    && let Some(t) = self.entered.take()
+                {
                     self.spent += t.elapsed();
                 }
             }
@@ -121,5 +134,27 @@ impl WasiView for State {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nested_host_call_does_not_end_the_outer_ones_clock() {
+        let mut c = HostClock::default();
+        c.hook(CallHook::CallingHost);
+        std::thread::sleep(Duration::from_millis(30));
+        // The host hands a value back through the plugin's allocator, which
+        // grows its memory: a host call inside the host call.
+        c.hook(CallHook::CallingWasm);
+        c.hook(CallHook::CallingHost);
+        c.hook(CallHook::ReturningFromHost);
+        c.hook(CallHook::ReturningFromWasm);
+        std::thread::sleep(Duration::from_millis(30));
+        c.hook(CallHook::ReturningFromHost);
+        assert!(c.host_time() >= Duration::from_millis(60), "{:?}", c.host_time());
+        assert!(c.entered.is_none() && c.depth == 0);
     }
 }

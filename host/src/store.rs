@@ -291,7 +291,10 @@ impl EmbeddedStore {
         // Job argv and records live here: private to the user whatever the
         // folder's mode (SQLite gives its -wal and -shm files the same mode).
         crate::fsperm::make_private(path).map_err(|e| {
-            StoreError::Unavailable(format!("embedded store `{}`: {e}", path.display()))
+            StoreError::Unavailable(format!(
+                "cannot open the embedded store `{}`: {e}",
+                path.display()
+            ))
         })?;
         let conn = rusqlite::Connection::open(path).map_err(fail)?;
         conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(fail)?;

@@ -287,6 +287,9 @@ fn plugin_files_are_checked_like_openssh_strict_modes() {
     let mut env = TestEnv::new();
     env.install_plugin("hostile", "hostile");
     env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "hostile");
+    // What the hostile plugin imports, granted, so only the file checks refuse it.
+    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__SUPERVISE", "true");
+    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__K8S_NAMESPACES", "[\"ccat\"]");
     let file = env.plugins_dir().join("hostile.wasm");
     let mode = |p: &std::path::Path, m: u32| {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()

@@ -479,7 +479,7 @@ fn daemon_slurm_workflow_manager_pattern_is_one_squeue_and_sacct_per_interval() 
     let _g = crate::slurm::lock();
     let env = slurm_counting_env("3");
     let served = Served::start(&env);
-    let ids: Vec<String> = (0..50).map(|i| env.submit(&["sh", "-c", &format!("sleep {}", 5 + i % 10)])).collect();
+    let ids: Vec<String> = (0..50).map(|i| env.submit(&["sh", "-c", &format!("sleep {}", 1 + i % 3)])).collect();
     let (sq0, sa0) = (calls(&env, "squeue"), calls(&env, "sacct"));
     let started = Instant::now();
     let clients: Vec<Child> = (0..10)
