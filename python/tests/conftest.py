@@ -79,7 +79,9 @@ class Site:
         }
 
     def set(self, key: str, value: str) -> Site:
-        """Set a variable for the CLI and daemons of this site."""
+        """Set a variable for the CLI and daemons of this site (a daemon already
+        running serves the old settings: it is stopped, the next client starts one)."""
+        self.kill_daemons()
         self.environ[key] = value
         return self
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from ._options import Options
-from .errors import Unavailable
+from .errors import Unavailable, error_from_cli
 
 #: The host name in request URLs (the socket decides where they go).
 BASE_URL = "http://hpc-host"
@@ -123,6 +123,7 @@ def _start(opts: Options, sock: str, folder: Path) -> dict[str, Any]:
     log_path = folder / "hpc-host-daemon.log"
     cmd = [opts.exe(), *opts.global_args(), "serve"]
     with open(log_path, "ab") as log:
+        offset = log.tell()
         try:
             proc = subprocess.Popen(
                 cmd,
@@ -143,6 +144,10 @@ def _start(opts: Options, sock: str, folder: Path) -> dict[str, Any]:
         if h is not None:
             return h
         code = proc.poll()
+        if code in (2, 3, 4):
+            # The daemon refused these settings (a plugin that cannot load, a
+            # policy that denies it): that error is the caller's.
+            raise error_from_cli(code, _since(log_path, offset))
         if code is not None and code != 0:
             raise Unavailable(
                 f"the daemon `{' '.join(cmd)}` exited {code} before it answered on {sock}: "
@@ -153,6 +158,15 @@ def _start(opts: Options, sock: str, folder: Path) -> dict[str, Any]:
         f"the daemon `{' '.join(cmd)}` did not answer on {sock} within "
         f"{opts.start_timeout:.0f} s: {_tail(log_path)}"
     )
+
+
+def _since(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _tail(path: Path, lines: int = 5) -> str:
