@@ -53,10 +53,10 @@ cargo test --release --locked -p hpc-host -p hpc-plugin-slurm -p hpc-plugin-kube
 # The Python package (python/), installed the way a user installs it: `pip
 # install` builds the wheel with maturin, which runs cargo on the same target
 # folder, release profile and --locked as above, into a fresh virtual
-# environment. The binary alone is built without dev-dependencies: with axum a
-# normal dependency (the daemon), the only feature difference left is jiff's
-# (a dev-dependency with default features), so jiff and the kube crates are
-# rebuilt, wasmtime is not; pytest runs from outside the source tree so
+# environment. The binary alone is built without dev-dependencies; axum (the
+# daemon) is a normal dependency and jiff (the tests') takes k8s-openapi's
+# features, so both builds share every dependency and only the binary links
+# again. pytest runs from outside the source tree so
 # `import hpc_host` is the installed one, with the installed `hpc-host`.
 log "the Python package: pip install ./python into a fresh venv, mypy --strict, pytest"
 pydir="$(mktemp -d /tmp/hpc-host-py.XXXXXX)"
