@@ -32,7 +32,10 @@ struct Conn {
 impl Conn {
     fn new(socket: &Path) -> Conn {
         let w = UnixStream::connect(socket).unwrap();
-        Conn { r: BufReader::new(w.try_clone().unwrap()), w }
+        Conn {
+            r: BufReader::new(w.try_clone().unwrap()),
+            w,
+        }
     }
 
     fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
@@ -70,7 +73,10 @@ struct Env {
 
 impl Env {
     fn new(tag: &str, vars: &[(&str, &str)]) -> Env {
-        let home = std::env::temp_dir().join(format!("hpc-host-bench-daemon-{tag}-{}", std::process::id()));
+        let home = std::env::temp_dir().join(format!(
+            "hpc-host-bench-daemon-{tag}-{}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&home).unwrap();
         let mut all = vec![
             ("HOME".to_owned(), home.display().to_string()),
@@ -82,7 +88,9 @@ impl Env {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args).env_clear().envs(self.vars.iter().map(|(k, v)| (k, v)));
+        c.args(args)
+            .env_clear()
+            .envs(self.vars.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -143,7 +151,10 @@ fn describe_pooled_vs_on_demand(rows: &mut Vec<[String; 3]>) {
     let home = std::env::temp_dir().join(format!("hpc-host-bench-describe-{}", std::process::id()));
     let vars = vec![("HOME".to_owned(), home.display().to_string())];
     let settings = hpc_host::settings::Settings::resolve(&Default::default(), &vars).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut p50 = Vec::new();
     for pooled in [true, false] {
         hpc_host::engine::use_pooling_allocator(pooled);
@@ -159,12 +170,20 @@ fn describe_pooled_vs_on_demand(rows: &mut Vec<[String; 3]>) {
         p50.push(median(times));
     }
     hpc_host::engine::use_pooling_allocator(false);
-    row(rows, "`describe` in-process, pooling allocator (daemon)", ms(p50[0]), "p50 of 2000".into());
+    row(
+        rows,
+        "`describe` in-process, pooling allocator (daemon)",
+        ms(p50[0]),
+        "p50 of 2000".into(),
+    );
     row(
         rows,
         "`describe` in-process, on-demand allocator (CLI)",
         ms(p50[1]),
-        format!("p50 of 2000; pooled is {:.2}x", p50[0].as_secs_f64() / p50[1].as_secs_f64()),
+        format!(
+            "p50 of 2000; pooled is {:.2}x",
+            p50[0].as_secs_f64() / p50[1].as_secs_f64()
+        ),
     );
     let _ = std::fs::remove_dir_all(home);
 }
@@ -182,7 +201,12 @@ fn local(rows: &mut Vec<[String; 3]>) {
             v["job_id"].as_str().unwrap().to_owned()
         })
         .collect();
-    row(rows, "local: 1,000 submits through the daemon, one connection", format!("{:.2} s", t.elapsed().as_secs_f64()), "goal ≤ 2 s".into());
+    row(
+        rows,
+        "local: 1,000 submits through the daemon, one connection",
+        format!("{:.2} s", t.elapsed().as_secs_f64()),
+        "goal ≤ 2 s".into(),
+    );
     std::thread::sleep(Duration::from_secs(3));
     let body = serde_json::json!({ "job_ids": ids }).to_string();
     let times: Vec<Duration> = (0..5)
@@ -193,25 +217,46 @@ fn local(rows: &mut Vec<[String; 3]>) {
             t.elapsed()
         })
         .collect();
-    row(rows, "local: status of 1,000 ids through the daemon", ms(median(times)), "median of 5; goal ≤ 50 ms".into());
+    row(
+        rows,
+        "local: status of 1,000 ids through the daemon",
+        ms(median(times)),
+        "median of 5; goal ≤ 50 ms".into(),
+    );
     let mut cli = env.cmd(&["status"]);
-    cli.args(&ids).env("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never").stdout(Stdio::null()).stderr(Stdio::null());
+    cli.args(&ids)
+        .env("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let t = Instant::now();
     let _ = cli.status();
-    row(rows, "local: status of 1,000 ids, CLI in-process", ms(t.elapsed()), "once; baseline".into());
+    row(
+        rows,
+        "local: status of 1,000 ids, CLI in-process",
+        ms(t.elapsed()),
+        "once; baseline".into(),
+    );
     stop(daemon);
 
     // RSS while tracking 10,000 jobs (the `misbehave` test plugin answers every id).
     let env = Env::new("rss", &[("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "misbehave")]);
     let dir = env.home.join(".local/share/hpc-host/plugins");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(Path::new(TEST_PLUGINS).join("misbehave.wasm"), dir.join("misbehave.wasm")).unwrap();
+    std::fs::copy(
+        Path::new(TEST_PLUGINS).join("misbehave.wasm"),
+        dir.join("misbehave.wasm"),
+    )
+    .unwrap();
     let daemon = env.serve(&[]);
     let mut c = Conn::new(&env.socket());
     let before = rss_kib(daemon.id());
     for chunk in 0..10 {
         let ids: Vec<String> = (0..1000).map(|i| format!("job-{chunk}-{i}")).collect();
-        let (code, _) = c.call("POST", "/v1/jobs/status", &serde_json::json!({ "job_ids": ids }).to_string());
+        let (code, _) = c.call(
+            "POST",
+            "/v1/jobs/status",
+            &serde_json::json!({ "job_ids": ids }).to_string(),
+        );
         assert_eq!(code, 200);
     }
     let (_, h) = c.call("GET", "/v1/health", "");
@@ -220,7 +265,11 @@ fn local(rows: &mut Vec<[String; 3]>) {
         rows,
         "daemon RSS tracking 10,000 jobs",
         format!("{:.1} MiB", after as f64 / 1024.0),
-        format!("{:.1} MiB before; {} jobs tracked", before as f64 / 1024.0, h["jobs_tracked"]),
+        format!(
+            "{:.1} MiB before; {} jobs tracked",
+            before as f64 / 1024.0,
+            h["jobs_tracked"]
+        ),
     );
     stop(daemon);
     let _ = std::fs::remove_dir_all(&env.home);
@@ -229,14 +278,23 @@ fn local(rows: &mut Vec<[String; 3]>) {
 fn counting(home: &Path, program: &str) -> String {
     let path = home.join(format!("{program}-counting"));
     let calls = home.join(format!("{program}.calls"));
-    std::fs::write(&path, format!("#!/bin/sh\necho call >> '{}'\nexec /usr/bin/{program} \"$@\"\n", calls.display())).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho call >> '{}'\nexec /usr/bin/{program} \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path.display().to_string()
 }
 
 fn calls(home: &Path, program: &str) -> usize {
-    std::fs::read_to_string(home.join(format!("{program}.calls"))).map(|s| s.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(home.join(format!("{program}.calls")))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 fn slurm(rows: &mut Vec<[String; 3]>) {
@@ -283,50 +341,118 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
         cli.push(t.elapsed());
     }
     let (raw, sock, cli) = (median(raw), median(sock), median(cli));
-    row(rows, "raw `sbatch --parsable --wrap true`", ms(raw), "median of 30; baseline".into());
-    row(rows, "`submit` over the socket (running client)", ms(sock), format!("{:.2}x raw sbatch; goal ≤ 1.2x", sock.as_secs_f64() / raw.as_secs_f64()));
-    row(rows, "`hpc-host submit` through the daemon (CLI)", ms(cli), format!("{:.2}x raw sbatch; goal ≤ 1.5x", cli.as_secs_f64() / raw.as_secs_f64()));
+    row(
+        rows,
+        "raw `sbatch --parsable --wrap true`",
+        ms(raw),
+        "median of 30; baseline".into(),
+    );
+    row(
+        rows,
+        "`submit` over the socket (running client)",
+        ms(sock),
+        format!(
+            "{:.2}x raw sbatch; goal ≤ 1.2x",
+            sock.as_secs_f64() / raw.as_secs_f64()
+        ),
+    );
+    row(
+        rows,
+        "`hpc-host submit` through the daemon (CLI)",
+        ms(cli),
+        format!(
+            "{:.2}x raw sbatch; goal ≤ 1.5x",
+            cli.as_secs_f64() / raw.as_secs_f64()
+        ),
+    );
 
     // 20 jobs: last submit → all known final, daemon `wait` vs a raw sacct loop.
     let (sq0, sa0) = (calls(home, "squeue"), calls(home, "sacct"));
     let ids: Vec<String> = (0..20)
-        .map(|_| c.call("POST", "/v1/jobs", r#"{"execution_command": ["sleep", "2"]}"#).1["job_id"].as_str().unwrap().to_owned())
+        .map(|_| {
+            c.call(
+                "POST",
+                "/v1/jobs",
+                r#"{"execution_command": ["sleep", "2"]}"#,
+            )
+            .1["job_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     let t = Instant::now();
-    let (code, v) = c.call("POST", "/v1/jobs/wait", &serde_json::json!({ "job_ids": ids, "timeout": 120 }).to_string());
+    let (code, v) = c.call(
+        "POST",
+        "/v1/jobs/wait",
+        &serde_json::json!({ "job_ids": ids, "timeout": 120 }).to_string(),
+    );
     assert_eq!((code, v["complete"].as_bool()), (200, Some(true)));
     let via_daemon = t.elapsed();
     let daemon_queries = calls(home, "squeue") - sq0 + calls(home, "sacct") - sa0;
     let raw_ids: Vec<String> = (0..20)
         .map(|_| {
-            let out = Command::new("sbatch").args(["--parsable", "-p", "debug", "-D"]).arg(&workdir).args(["--wrap", "sleep 2"]).output().unwrap();
+            let out = Command::new("sbatch")
+                .args(["--parsable", "-p", "debug", "-D"])
+                .arg(&workdir)
+                .args(["--wrap", "sleep 2"])
+                .output()
+                .unwrap();
             String::from_utf8(out.stdout).unwrap().trim().to_owned()
         })
         .collect();
     let t = Instant::now();
     let mut raw_queries = 0;
     loop {
-        let out = Command::new("sacct").args(["-X", "-n", "-P", "-o", "State", "-j", &raw_ids.join(",")]).output().unwrap();
+        let out = Command::new("sacct")
+            .args(["-X", "-n", "-P", "-o", "State", "-j", &raw_ids.join(",")])
+            .output()
+            .unwrap();
         raw_queries += 1;
         let text = String::from_utf8_lossy(&out.stdout);
         let states: Vec<&str> = text.lines().collect();
-        if states.len() == 20 && states.iter().all(|s| ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"].iter().any(|f| s.starts_with(f))) {
+        if states.len() == 20
+            && states.iter().all(|s| {
+                ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"]
+                    .iter()
+                    .any(|f| s.starts_with(f))
+            })
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     let raw_loop = t.elapsed();
-    row(rows, "20 jobs of `sleep 2`: last submit → all final, raw sacct loop every 0.2 s", format!("{:.2} s", raw_loop.as_secs_f64()), format!("{raw_queries} sacct; baseline"));
+    row(
+        rows,
+        "20 jobs of `sleep 2`: last submit → all final, raw sacct loop every 0.2 s",
+        format!("{:.2} s", raw_loop.as_secs_f64()),
+        format!("{raw_queries} sacct; baseline"),
+    );
     row(
         rows,
         "20 jobs of `sleep 2`: last submit → all final, daemon `wait` (interval 2 s)",
         format!("{:.2} s", via_daemon.as_secs_f64()),
-        format!("{:.2}x; {daemon_queries} squeue+sacct ({:.2} of the raw loop's)", via_daemon.as_secs_f64() / raw_loop.as_secs_f64(), daemon_queries as f64 / raw_queries as f64),
+        format!(
+            "{:.2}x; {daemon_queries} squeue+sacct ({:.2} of the raw loop's)",
+            via_daemon.as_secs_f64() / raw_loop.as_secs_f64(),
+            daemon_queries as f64 / raw_queries as f64
+        ),
     );
 
     // The workflow-manager pattern: 200 jobs, 10 clients, per-job status each cycle.
     let ids: Vec<String> = (0..200)
-        .map(|_| c.call("POST", "/v1/jobs", r#"{"execution_command": ["sleep", "600"]}"#).1["job_id"].as_str().unwrap().to_owned())
+        .map(|_| {
+            c.call(
+                "POST",
+                "/v1/jobs",
+                r#"{"execution_command": ["sleep", "600"]}"#,
+            )
+            .1["job_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     let run_for = Duration::from_secs(30);
     for (label, via_daemon) in [("daemon", true), ("CLI only", false)] {
@@ -348,15 +474,24 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
                                 }
                                 let q = Instant::now();
                                 match conn.as_mut() {
-                                    Some(c) => assert_eq!(c.call("GET", &format!("/v1/jobs/{id}"), "").0, 200),
+                                    Some(c) => assert_eq!(
+                                        c.call("GET", &format!("/v1/jobs/{id}"), "").0,
+                                        200
+                                    ),
                                     None => {
-                                        let out = env.cmd(&["--output", "json", "status", id]).env("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never").output().unwrap();
+                                        let out = env
+                                            .cmd(&["--output", "json", "status", id])
+                                            .env("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never")
+                                            .output()
+                                            .unwrap();
                                         assert!(out.status.success());
                                     }
                                 }
                                 lat.push(q.elapsed());
                             }
-                            std::thread::sleep(Duration::from_secs(1).saturating_sub(cycle.elapsed()));
+                            std::thread::sleep(
+                                Duration::from_secs(1).saturating_sub(cycle.elapsed()),
+                            );
                         }
                         lat
                     })
@@ -371,7 +506,10 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
             rows,
             &format!("workflow-manager pattern, {label}: 200 jobs, 10 clients, 30 s"),
             format!("{:.0} scheduler commands/min", (sq + sa) as f64 / minutes),
-            format!("{sq} squeue + {sa} sacct; {n} status answers, median latency {}", ms(median(lat))),
+            format!(
+                "{sq} squeue + {sa} sacct; {n} status answers, median latency {}",
+                ms(median(lat))
+            ),
         );
     }
     let out = Command::new("scancel").args(&ids).output();

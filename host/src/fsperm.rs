@@ -49,7 +49,11 @@ fn normal(p: &Path) -> PathBuf {
 
 /// Refuse a `dirs` entry that is, contains or lies inside one of the host's
 /// own folders. Returns the message naming both.
-pub fn check_dirs(policy: &Policy, settings: &Settings, defaults: &[PathBuf]) -> Result<(), String> {
+pub fn check_dirs(
+    policy: &Policy,
+    settings: &Settings,
+    defaults: &[PathBuf],
+) -> Result<(), String> {
     let mut own: Vec<(&str, PathBuf)> = vec![
         ("state folder", settings.state_dir.clone()),
         ("compile cache", settings.cache_dir.clone()),
@@ -162,9 +166,7 @@ pub fn deny_symlinks(linker: &mut Linker<State>) -> anyhow::Result<()> {
                     String,
                     String,
                 )| {
-                    Box::new(async move {
-                        Ok((Err::<(), _>(ErrorCode::NotPermitted),))
-                    })
+                    Box::new(async move { Ok((Err::<(), _>(ErrorCode::NotPermitted),)) })
                 },
             )
         })
@@ -188,7 +190,11 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(check_plugin_file(&f), Ok(()));
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
-        assert!(check_plugin_file(&f).unwrap_err().contains("writable by group or others"));
+        assert!(
+            check_plugin_file(&f)
+                .unwrap_err()
+                .contains("writable by group or others")
+        );
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(check_plugin_file(&f).is_err());
@@ -196,7 +202,11 @@ mod tests {
         assert_eq!(check_plugin_file(&f), Ok(()));
         let link = dir.join("l.wasm");
         std::os::unix::fs::symlink(&f, &link).unwrap();
-        assert!(check_plugin_file(&link).unwrap_err().contains("not a regular file"));
+        assert!(
+            check_plugin_file(&link)
+                .unwrap_err()
+                .contains("not a regular file")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

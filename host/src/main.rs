@@ -33,10 +33,7 @@ fn main() -> ExitCode {
         Ok(status) => status.into(),
         Err(e) => {
             // Plugin text is in many messages: one line, controls escaped.
-            eprintln!(
-                "error: {}",
-                hpc_host::sanitize::escape(&format!("{e:#}"))
-            );
+            eprintln!("error: {}", hpc_host::sanitize::escape(&format!("{e:#}")));
             e.exit_status().into()
         }
     }

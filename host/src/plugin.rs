@@ -89,11 +89,9 @@ impl Host {
         check_plugin_name(name)?;
         let path = self.settings.plugin_path(name);
         if path.is_file() {
-            crate::fsperm::check_plugin_file(&path).map_err(|message| {
-                HostError::PluginDenied {
-                    plugin: name.to_owned(),
-                    message: capabilities::denied(name, "load", &path.display().to_string(), message),
-                }
+            crate::fsperm::check_plugin_file(&path).map_err(|message| HostError::PluginDenied {
+                plugin: name.to_owned(),
+                message: capabilities::denied(name, "load", &path.display().to_string(), message),
             })?;
             return Source::from_file(name, &path);
         }

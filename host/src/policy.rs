@@ -5,9 +5,9 @@
 //! gets what its request may have ([`crate::request`]), and then the
 //! `[default.plugins.<name>]` table in settings.toml overrides key by key.
 
+use crate::request::Request;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use crate::request::Request;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -175,14 +175,16 @@ impl Policy {
             let file: PolicyFile = toml::Value::Table(asked)
                 .try_into()
                 .map_err(|e| table_error(format!("the policy request `{}`", r.origin), e))?;
-            p.apply(file).map_err(|message| PolicyError::Invalid { message })?;
+            p.apply(file)
+                .map_err(|message| PolicyError::Invalid { message })?;
             p.placeholders = r.placeholders.clone();
         }
         if let Some(t) = grant {
             let file: PolicyFile = toml::Value::Table(t.clone())
                 .try_into()
                 .map_err(|e| table_error(format!("`plugins.{plugin}` in the settings"), e))?;
-            p.apply(file).map_err(|message| PolicyError::Invalid { message })?;
+            p.apply(file)
+                .map_err(|message| PolicyError::Invalid { message })?;
         }
         Ok(p)
     }
@@ -243,9 +245,9 @@ impl Policy {
             self.sha256 = Some(sha.to_ascii_lowercase());
         }
         if let Some(mb) = file.memory_mb {
-            self.limits.memory_bytes = mb.checked_mul(1 << 20).ok_or_else(|| {
-                format!("`plugins.{name}.memory_mb` is too large: {mb}")
-            })?;
+            self.limits.memory_bytes = mb
+                .checked_mul(1 << 20)
+                .ok_or_else(|| format!("`plugins.{name}.memory_mb` is too large: {mb}"))?;
         }
         let seconds = |key: &str, v: f64| match Duration::try_from_secs_f64(v) {
             Ok(d) if v > 0.0 && d <= MAX_SECONDS => Ok(d),
@@ -364,7 +366,11 @@ mod tests {
         assert_eq!(p.limits.cpu_time, Duration::from_millis(500));
         assert_eq!(p.config["X"], "3");
 
-        for huge in ["cpu_seconds = 1e300", "wall_seconds = inf", "cpu_seconds = nan"] {
+        for huge in [
+            "cpu_seconds = 1e300",
+            "wall_seconds = inf",
+            "cpu_seconds = nan",
+        ] {
             let f: PolicyFile = toml::from_str(huge).unwrap();
             let e = p.apply(f).unwrap_err();
             assert!(e.contains("must be a positive number of seconds"), "{e}");

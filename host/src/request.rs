@@ -40,7 +40,11 @@ pub struct Placeholders {
 }
 
 impl Placeholders {
-    pub fn new(state_dir: &Path, k8s_namespace: Option<&str>, slurm_partition: Option<&str>) -> Self {
+    pub fn new(
+        state_dir: &Path,
+        k8s_namespace: Option<&str>,
+        slurm_partition: Option<&str>,
+    ) -> Self {
         let mut values = BTreeMap::new();
         values.insert("HPC_STATE_DIR", Some(state_dir.display().to_string()));
         values.insert("K8S_NAMESPACE", k8s_namespace.map(str::to_owned));
@@ -64,7 +68,11 @@ impl Placeholders {
                 None => {
                     return Err(format!(
                         "`${{{name}}}` is not a placeholder (known: {})",
-                        self.values.keys().map(|k| format!("${{{k}}}")).collect::<Vec<_>>().join(", ")
+                        self.values
+                            .keys()
+                            .map(|k| format!("${{{k}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
                 Some(None) => return Ok(None),
@@ -261,12 +269,18 @@ mod tests {
     fn placeholders_fill_or_drop() {
         let text = "dirs = [\"${HPC_STATE_DIR}/slurm\"]\nk8s_namespaces = [\"${K8S_NAMESPACE}\"]\n[config]\nP = \"${SLURM_PARTITION}\"\nW = \"${HPC_STATE_DIR}/slurm\"";
         let r = Request::parse(text, "t", true, &ph(None)).unwrap();
-        assert_eq!(r.table["dirs"].as_array().unwrap()[0].as_str(), Some("/state/slurm"));
+        assert_eq!(
+            r.table["dirs"].as_array().unwrap()[0].as_str(),
+            Some("/state/slurm")
+        );
         assert!(r.table["k8s_namespaces"].as_array().unwrap().is_empty());
         assert!(!r.table["config"].as_table().unwrap().contains_key("P"));
         assert!(r.placeholders["k8s_namespaces"].contains("K8S_NAMESPACE"));
         let r = Request::parse(text, "t", true, &ph(Some("ccat"))).unwrap();
-        assert_eq!(r.table["k8s_namespaces"].as_array().unwrap()[0].as_str(), Some("ccat"));
+        assert_eq!(
+            r.table["k8s_namespaces"].as_array().unwrap()[0].as_str(),
+            Some("ccat")
+        );
         let e = Request::parse("dirs = [\"${NOPE}\"]", "t", true, &ph(None)).unwrap_err();
         assert!(e.contains("`${NOPE}` is not a placeholder"), "{e}");
         let e = Request::parse("programz = {}", "t", true, &ph(None)).unwrap_err();
@@ -284,11 +298,20 @@ mod tests {
         .unwrap();
         let d = crate::policy::Limits::default();
         let e = r.granted("mysite", None, &d).unwrap_err();
-        assert!(e.contains("plugins.mysite.programs") && e.contains("mysite.policy.toml"), "{e}");
+        assert!(
+            e.contains("plugins.mysite.programs") && e.contains("mysite.policy.toml"),
+            "{e}"
+        );
         let grant: toml::Table = "programs = {}".parse().unwrap();
         let t = r.granted("mysite", Some(&grant), &d).unwrap();
-        assert!(!t.contains_key("programs") && t.contains_key("memory_mb") && t.contains_key("config"));
+        assert!(
+            !t.contains_key("programs") && t.contains_key("memory_mb") && t.contains_key("config")
+        );
         let big = Request::parse("memory_mb = 4096", "m", false, &ph(None)).unwrap();
-        assert!(big.granted("m", None, &d).unwrap_err().contains("plugins.m.memory_mb"));
+        assert!(
+            big.granted("m", None, &d)
+                .unwrap_err()
+                .contains("plugins.m.memory_mb")
+        );
     }
 }

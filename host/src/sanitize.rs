@@ -145,7 +145,10 @@ pub fn logs(mut l: JobLogs, max: usize) -> JobLogs {
             while !s.is_char_boundary(start) {
                 start += 1;
             }
-            *s = format!("[cut by hpc-host: {start} bytes before this]\n{}", &s[start..]);
+            *s = format!(
+                "[cut by hpc-host: {start} bytes before this]\n{}",
+                &s[start..]
+            );
         }
     }
     l

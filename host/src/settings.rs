@@ -284,7 +284,11 @@ impl Settings {
 
     /// The policy of a plugin: least privilege, what its request may have,
     /// then its settings table.
-    pub fn policy_with(&self, plugin: &str, request: Option<&Request>) -> Result<Policy, HostError> {
+    pub fn policy_with(
+        &self,
+        plugin: &str,
+        request: Option<&Request>,
+    ) -> Result<Policy, HostError> {
         let grant = match self.plugin_tables.get(plugin) {
             None => None,
             Some(toml::Value::Table(t)) => Some(t),
@@ -332,7 +336,12 @@ impl Settings {
             .table
             .get("dirs")
             .and_then(toml::Value::as_array)
-            .map(|dirs| dirs.iter().filter_map(|d| d.as_str()).map(PathBuf::from).collect())
+            .map(|dirs| {
+                dirs.iter()
+                    .filter_map(|d| d.as_str())
+                    .map(PathBuf::from)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -563,7 +572,10 @@ mod tests {
         let e = Settings::resolve(&o("[default.plugins.slurmm]\nmemory_mb = 32\n"), &h)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`[plugins.slurmm]`") && e.contains("names no plugin"), "{e}");
+        assert!(
+            e.contains("`[plugins.slurmm]`") && e.contains("names no plugin"),
+            "{e}"
+        );
 
         let e = Settings::resolve(
             &o("[default.plugins.slurm]\nmemory_mb = 1\n[default.plugins.SLURM]\nmemory_mb = 2\n"),
@@ -588,14 +600,19 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_its_source() {
-        let f = write("[default]\nHPC_BACKEND = \"local\"\n[default.plugins.slurm]\nmemory_mb = \"lots\"\n");
+        let f = write(
+            "[default]\nHPC_BACKEND = \"local\"\n[default.plugins.slurm]\nmemory_mb = \"lots\"\n",
+        );
         let o = Overrides {
             config: Some(f.clone()),
             ..Default::default()
         };
         let s = Settings::resolve(&o, &vars(&[("HOME", "/h")])).unwrap();
         let e = s.policy("slurm").unwrap_err().to_string();
-        assert!(e.contains(&format!("the settings file `{}`", f.display())), "{e}");
+        assert!(
+            e.contains(&format!("the settings file `{}`", f.display())),
+            "{e}"
+        );
 
         let env = vars(&[
             ("HOME", "/h"),
@@ -606,15 +623,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("HPC_REDIS_URL") && e.contains("the environment variable `CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL`"),
+            e.contains("HPC_REDIS_URL")
+                && e.contains("the environment variable `CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL`"),
             "{e}"
         );
-        let env = vars(&[("HOME", "/h"), ("CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__CPU_SECONDS", "-1")]);
+        let env = vars(&[
+            ("HOME", "/h"),
+            ("CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__CPU_SECONDS", "-1"),
+        ]);
         let s = Settings::resolve(&Overrides::default(), &env).unwrap();
         let e = s.policy("local").unwrap_err().to_string();
         assert!(
             e.contains("cpu_seconds")
-                && e.contains("the environment variable `CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__CPU_SECONDS`"),
+                && e.contains(
+                    "the environment variable `CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__CPU_SECONDS`"
+                ),
             "{e}"
         );
     }

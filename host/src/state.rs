@@ -154,7 +154,11 @@ mod tests {
         c.hook(CallHook::ReturningFromWasm);
         std::thread::sleep(Duration::from_millis(30));
         c.hook(CallHook::ReturningFromHost);
-        assert!(c.host_time() >= Duration::from_millis(60), "{:?}", c.host_time());
+        assert!(
+            c.host_time() >= Duration::from_millis(60),
+            "{:?}",
+            c.host_time()
+        );
         assert!(c.entered.is_none() && c.depth == 0);
     }
 }

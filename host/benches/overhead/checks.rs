@@ -58,15 +58,25 @@ pub fn run(call: Duration, row: &dyn Fn(&str, String, String)) {
         std::hint::black_box(sanitize::escape(&i.job_id).len());
         std::hint::black_box(sanitize::escape(i.reason.as_deref().unwrap_or("")).len());
     });
-    row("check: bound + escape one status answer (clone included)", us(d), note(d));
+    row(
+        "check: bound + escape one status answer (clone included)",
+        us(d),
+        note(d),
+    );
 
     let env = vec![("OMP_NUM_THREADS".to_owned(), "4".to_owned())];
     let mut allowed = slurm.clone();
     allowed.program_env = vec!["OMP_NUM_THREADS".into()];
     let d = per_call(200, 1000, || {
-        std::hint::black_box(confine::check_program_env(&allowed, std::hint::black_box(&env)).is_ok());
+        std::hint::black_box(
+            confine::check_program_env(&allowed, std::hint::black_box(&env)).is_ok(),
+        );
     });
-    row("check: program env allow-list, one variable", us(d), note(d));
+    row(
+        "check: program env allow-list, one variable",
+        us(d),
+        note(d),
+    );
 
     let job = br#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"hpc-1","labels":{"hpc-host/id":"hpc-1"}},"spec":{"backoffLimit":0,"template":{"metadata":{"labels":{"hpc-host/id":"hpc-1"}},"spec":{"restartPolicy":"Never","containers":[{"name":"job","image":"busybox","command":["sh","-c","echo hi"],"resources":{"limits":{"cpu":"1","memory":"1024Mi"}}}]}}}}"#;
     let d = per_call(200, 1000, || {
@@ -78,7 +88,11 @@ pub fn run(call: Duration, row: &dyn Fn(&str, String, String)) {
         note(d),
     );
     let d = per_call(200, 1000, || {
-        std::hint::black_box(kube_security::kind_granted(&k8s.kube_kinds, "batch/v1", "Job"));
+        std::hint::black_box(kube_security::kind_granted(
+            &k8s.kube_kinds,
+            "batch/v1",
+            "Job",
+        ));
     });
     row("check: kind grant with API group", us(d), note(d));
 }

@@ -18,10 +18,13 @@ pub const MAX_JOB_STATES: usize = 10_000;
 
 /// Whether `policy.program_env` lets a plugin set `name` for a program.
 pub fn env_allowed(policy: &Policy, name: &str) -> bool {
-    policy.program_env.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => p == name,
-    })
+    policy
+        .program_env
+        .iter()
+        .any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => p == name,
+        })
 }
 
 /// Check a program's environment against the allow-list; the first variable

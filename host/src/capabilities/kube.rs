@@ -124,7 +124,8 @@ impl KubeCtx {
             ))),
         };
         // The answer goes into the plugin's memory: bound it like kv answers.
-        let max = super::kv_budget::MAX_ANSWER_BYTES.max(self.policy.limits.output_bytes + (64 << 10));
+        let max =
+            super::kv_budget::MAX_ANSWER_BYTES.max(self.policy.limits.output_bytes + (64 << 10));
         let result = result.and_then(|text| {
             if text.len() > max {
                 Err(KubeError::Other(format!(
@@ -393,7 +394,10 @@ pub const CAPABILITY: super::Capability = super::Capability {
     granted: |p| !p.kube_namespaces.is_empty(),
     inspect: |p| {
         let mut m = serde_json::Map::new();
-        m.insert("k8s_namespaces".into(), serde_json::json!(p.kube_namespaces));
+        m.insert(
+            "k8s_namespaces".into(),
+            serde_json::json!(p.kube_namespaces),
+        );
         m.insert("k8s_kinds".into(), serde_json::json!(p.kube_kinds));
         m
     },

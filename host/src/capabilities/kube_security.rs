@@ -153,12 +153,19 @@ impl Review<'_> {
             self.no(format!("{at}.windowsOptions.hostProcess is true"));
         }
         if let Some(t) = sc.pointer("/seLinuxOptions/type").and_then(Value::as_str)
-            && !matches!(t, "" | "container_t" | "container_init_t" | "container_kvm_t" | "container_engine_t")
+            && !matches!(
+                t,
+                "" | "container_t" | "container_init_t" | "container_kvm_t" | "container_engine_t"
+            )
         {
             self.no(format!("{at}.seLinuxOptions.type is `{t}`"));
         }
         for key in ["user", "role"] {
-            if sc.pointer(&format!("/seLinuxOptions/{key}")).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+            if sc
+                .pointer(&format!("/seLinuxOptions/{key}"))
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+            {
                 self.no(format!("{at}.seLinuxOptions.{key} is set"));
             }
         }
@@ -172,7 +179,11 @@ impl Review<'_> {
         if sc.get("privileged") == Some(&Value::Bool(true)) {
             self.no(format!("{at} is privileged"));
         }
-        if sc.get("procMount").and_then(Value::as_str).is_some_and(|m| m != "Default") {
+        if sc
+            .get("procMount")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m != "Default")
+        {
             self.no(format!("{at}.securityContext.procMount is not Default"));
         }
         self.security_context(&format!("{at}.securityContext"), &sc);
@@ -194,7 +205,10 @@ impl Review<'_> {
         }
         if let Some(ports) = c.get("ports").and_then(Value::as_array) {
             for p in ports {
-                if p.get("hostPort").and_then(Value::as_i64).is_some_and(|h| h != 0) {
+                if p.get("hostPort")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|h| h != 0)
+                {
                     self.no(format!("{at} uses a hostPort"));
                 }
             }
@@ -341,7 +355,15 @@ mod tests {
         let KubeError::Denied(m) = admit(&p, bad.to_vec()).unwrap_err() else {
             panic!()
         };
-        for n in ["hostPID", "hostNetwork", "hostPath", "privileged", "SYS_ADMIN", "hostPort", "`admin`"] {
+        for n in [
+            "hostPID",
+            "hostNetwork",
+            "hostPath",
+            "privileged",
+            "SYS_ADMIN",
+            "hostPort",
+            "`admin`",
+        ] {
             assert!(m.contains(n), "{m} lacks {n}");
         }
         let mut r = p.clone();

@@ -66,7 +66,9 @@ impl kv::Host for KvCtx {
 
     async fn get_many(&mut self, keys: Vec<String>) -> R<Vec<Option<Vec<u8>>>> {
         if keys.len() > MAX_KEYS {
-            return Err(KvFault::Invalid(format!("at most {MAX_KEYS} keys per call")));
+            return Err(KvFault::Invalid(format!(
+                "at most {MAX_KEYS} keys per call"
+            )));
         }
         let keys = keys
             .iter()

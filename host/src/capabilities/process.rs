@@ -160,10 +160,10 @@ impl ProcessCtx {
                 // The whole tree, not only the program: its helpers share its group.
                 super::confine::kill_group(pid);
                 Err(ProcessError::TimedOut(format!(
-                "`{}` did not finish within {:.1} s and was killed",
-                req.program,
-                timeout.as_secs_f64()
-            )))
+                    "`{}` did not finish within {:.1} s and was killed",
+                    req.program,
+                    timeout.as_secs_f64()
+                )))
             }
         }
     }

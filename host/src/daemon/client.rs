@@ -114,7 +114,10 @@ pub async fn try_run(cli: Cli, settings: &Settings) -> Result<Result<ExitStatus,
     let health = match client.health().await {
         Ok(h) => h,
         Err(e) if mode == DaemonMode::Require => {
-            return refuse(format!("the daemon on `{}` did not answer: {e}", socket.display()));
+            return refuse(format!(
+                "the daemon on `{}` did not answer: {e}",
+                socket.display()
+            ));
         }
         Err(_) => return Ok(Err(cli)),
     };
@@ -139,7 +142,10 @@ pub async fn try_run(cli: Cli, settings: &Settings) -> Result<Result<ExitStatus,
 /// Print a whole-request error as the CLI does, and give its exit status.
 fn failed(v: &serde_json::Value) -> ExitStatus {
     let e = &v["error"];
-    eprintln!("error: {}", e["message"].as_str().unwrap_or("the daemon failed"));
+    eprintln!(
+        "error: {}",
+        e["message"].as_str().unwrap_or("the daemon failed")
+    );
     exit_status(e["exit_code"].as_u64().unwrap_or(3) as u8)
 }
 
@@ -156,7 +162,11 @@ async fn run(c: &mut Client, cli: Cli, settings: &Settings) -> Result<ExitStatus
                 }
             };
             let (status, v) = c
-                .call(Method::POST, &format!("/v1/jobs{q}"), Some(&spec_json(&spec)))
+                .call(
+                    Method::POST,
+                    &format!("/v1/jobs{q}"),
+                    Some(&spec_json(&spec)),
+                )
                 .await?;
             if !status.is_success() {
                 return Ok(failed(&v));
@@ -164,13 +174,17 @@ async fn run(c: &mut Client, cli: Cli, settings: &Settings) -> Result<ExitStatus
             let id = v["job_id"].as_str().unwrap_or_default();
             match out {
                 Output::Text => crate::commands::print(id),
-                Output::Json => crate::commands::print(&serde_json::json!({ "job_id": id }).to_string()),
+                Output::Json => {
+                    crate::commands::print(&serde_json::json!({ "job_id": id }).to_string())
+                }
             }
             Ok(ExitStatus::Success)
         }
         Command::Status { job_ids } => {
             let body = serde_json::json!({ "job_ids": job_ids });
-            let (status, v) = c.call(Method::POST, &format!("/v1/jobs/status{q}"), Some(&body)).await?;
+            let (status, v) = c
+                .call(Method::POST, &format!("/v1/jobs/status{q}"), Some(&body))
+                .await?;
             if !status.is_success() {
                 return Ok(failed(&v));
             }
@@ -181,7 +195,9 @@ async fn run(c: &mut Client, cli: Cli, settings: &Settings) -> Result<ExitStatus
         Command::Wait { job_ids, timeout } => {
             let started = std::time::Instant::now();
             let body = serde_json::json!({ "job_ids": job_ids, "timeout": timeout });
-            let (status, v) = c.call(Method::POST, &format!("/v1/jobs/wait{q}"), Some(&body)).await?;
+            let (status, v) = c
+                .call(Method::POST, &format!("/v1/jobs/wait{q}"), Some(&body))
+                .await?;
             if !status.is_success() {
                 return Ok(failed(&v));
             }
@@ -207,7 +223,11 @@ async fn run(c: &mut Client, cli: Cli, settings: &Settings) -> Result<ExitStatus
             let mut worst = ExitStatus::Success;
             for id in &job_ids {
                 let (status, v) = c
-                    .call(Method::POST, &format!("/v1/jobs/{}/cancel{q}", enc(id)), None)
+                    .call(
+                        Method::POST,
+                        &format!("/v1/jobs/{}/cancel{q}", enc(id)),
+                        None,
+                    )
                     .await?;
                 if status.is_success() {
                     if out == Output::Json {
@@ -221,7 +241,11 @@ async fn run(c: &mut Client, cli: Cli, settings: &Settings) -> Result<ExitStatus
         }
         Command::Logs { job_id } => {
             let (status, v) = c
-                .call(Method::GET, &format!("/v1/jobs/{}/logs{q}", enc(&job_id)), None)
+                .call(
+                    Method::GET,
+                    &format!("/v1/jobs/{}/logs{q}", enc(&job_id)),
+                    None,
+                )
                 .await?;
             if !status.is_success() {
                 return Ok(failed(&v));
@@ -229,8 +253,11 @@ async fn run(c: &mut Client, cli: Cli, settings: &Settings) -> Result<ExitStatus
             match out {
                 Output::Text => {
                     use std::io::Write;
-                    let _ = std::io::stdout().lock().write_all(v["stdout"].as_str().unwrap_or("").as_bytes());
-                    let _ = std::io::stderr().write_all(v["stderr"].as_str().unwrap_or("").as_bytes());
+                    let _ = std::io::stdout()
+                        .lock()
+                        .write_all(v["stdout"].as_str().unwrap_or("").as_bytes());
+                    let _ =
+                        std::io::stderr().write_all(v["stderr"].as_str().unwrap_or("").as_bytes());
                 }
                 Output::Json => crate::commands::print(&v.to_string()),
             }
@@ -253,14 +280,20 @@ async fn run(c: &mut Client, cli: Cli, settings: &Settings) -> Result<ExitStatus
 pub async fn reload(settings: &Settings) -> Result<ExitStatus, HostError> {
     let socket = &settings.daemon.socket;
     let mut c = Client::connect(socket).await.map_err(|e| {
-        HostError::Internal(anyhow::anyhow!("no daemon answers on `{}`: {e}", socket.display()))
+        HostError::Internal(anyhow::anyhow!(
+            "no daemon answers on `{}`: {e}",
+            socket.display()
+        ))
     })?;
     let (status, v) = c
         .call(Method::POST, "/v1/reload", None)
         .await
         .map_err(|e| HostError::Internal(anyhow::anyhow!("{e}")))?;
     if status.is_success() {
-        eprintln!("reloaded the settings of the daemon on {}", socket.display());
+        eprintln!(
+            "reloaded the settings of the daemon on {}",
+            socket.display()
+        );
         Ok(ExitStatus::Success)
     } else {
         Ok(failed(&v))

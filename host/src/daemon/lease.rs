@@ -51,7 +51,10 @@ impl Shared {
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT));
         self.conn
-            .get_or_try_init(|| self.client.get_multiplexed_async_connection_with_config(&config))
+            .get_or_try_init(|| {
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config)
+            })
             .await
             .cloned()
     }

@@ -41,7 +41,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .fallback(|method: Method, uri: Uri| async move {
             ApiError::invalid(
                 StatusCode::NOT_FOUND,
-                format!("no route `{method} {}`; the API is under `/v1` (docs/daemon-api.md)", uri.path()),
+                format!(
+                    "no route `{method} {}`; the API is under `/v1` (docs/daemon-api.md)",
+                    uri.path()
+                ),
             )
         })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
@@ -86,7 +89,9 @@ impl BackendQuery {
 }
 
 /// A query string that does not parse is bad input, in the error shape.
-fn query(q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>) -> Result<BackendQuery, ApiError> {
+fn query(
+    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<BackendQuery, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::invalid(StatusCode::BAD_REQUEST, format!("bad query string: {e}")))
 }
@@ -94,18 +99,21 @@ fn query(q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection
 /// Read a body of at most `BODY_LIMIT` bytes.
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
-        let too_large = std::iter::successors(
-            Some(&e as &(dyn std::error::Error + 'static)),
-            |e| e.source(),
-        )
-        .any(|e| e.is::<http_body_util::LengthLimitError>());
+        let too_large =
+            std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
         if too_large {
             ApiError::invalid(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the request body is larger than {} bytes", BODY_LIMIT),
             )
         } else {
-            ApiError::invalid(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
+            ApiError::invalid(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )
         }
     })
 }
@@ -140,7 +148,11 @@ async fn health(State(d): D) -> Response {
     .into_response()
 }
 
-async fn submit(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, body: Body) -> Result<Response, ApiError> {
+async fn submit(
+    State(d): D,
+    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let backend = query(q)?.backend(&d);
     let bytes = read_body(body).await?;
     let text = std::str::from_utf8(&bytes)
@@ -149,7 +161,11 @@ async fn submit(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejec
     let plugin = d.config().plugin(&backend)?;
     let id = plugin.submit(&spec).await?;
     d.track_submitted(&backend, &id);
-    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({ "job_id": id }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({ "job_id": id })),
+    )
+        .into_response())
 }
 
 fn wire(backend: &str, ids: &[String], answers: Vec<super::tracker::Answer>) -> Vec<WireJob> {
@@ -162,7 +178,11 @@ fn wire(backend: &str, ids: &[String], answers: Vec<super::tracker::Answer>) -> 
         .collect()
 }
 
-async fn status(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn status(
+    State(d): D,
+    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let backend = query(q)?.backend(&d);
     let ids = [id];
     let mut answers = d.statuses(&backend, &ids).await?;
@@ -188,12 +208,19 @@ struct Ids {
 
 fn check_ids(ids: &[String]) -> Result<(), ApiError> {
     if ids.is_empty() {
-        return Err(ApiError::invalid(StatusCode::BAD_REQUEST, "`job_ids` is empty"));
+        return Err(ApiError::invalid(
+            StatusCode::BAD_REQUEST,
+            "`job_ids` is empty",
+        ));
     }
     Ok(())
 }
 
-async fn statuses(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, body: Body) -> Result<Response, ApiError> {
+async fn statuses(
+    State(d): D,
+    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let backend = query(q)?.backend(&d);
     let req: Ids = read_json(body).await?;
     check_ids(&req.job_ids)?;
@@ -201,12 +228,19 @@ async fn statuses(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rej
     Ok(axum::Json(wire(&backend, &req.job_ids, answers)).into_response())
 }
 
-async fn wait(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, body: Body) -> Result<Response, ApiError> {
+async fn wait(
+    State(d): D,
+    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let backend = query(q)?.backend(&d);
     let req: Ids = read_json(body).await?;
     check_ids(&req.job_ids)?;
     if req.timeout.is_some_and(|t| !t.is_finite() || t < 0.0) {
-        return Err(ApiError::invalid(StatusCode::BAD_REQUEST, "`timeout` must be a number of seconds ≥ 0"));
+        return Err(ApiError::invalid(
+            StatusCode::BAD_REQUEST,
+            "`timeout` must be a number of seconds ≥ 0",
+        ));
     }
     let deadline = req
         .timeout
@@ -222,7 +256,9 @@ async fn wait(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejecti
         let timed_out = deadline.is_some_and(|t| tokio::time::Instant::now() >= t);
         if !open || timed_out {
             let jobs = wire(&backend, &req.job_ids, answers);
-            return Ok(axum::Json(serde_json::json!({ "complete": !open, "jobs": jobs })).into_response());
+            return Ok(
+                axum::Json(serde_json::json!({ "complete": !open, "jobs": jobs })).into_response(),
+            );
         }
         // Until a change of one of these jobs, the deadline, or a recheck.
         let recheck = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -241,16 +277,27 @@ async fn wait(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejecti
     }
 }
 
-async fn cancel(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn cancel(
+    State(d): D,
+    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let backend = query(q)?.backend(&d);
     d.config().plugin(&backend)?.cancel(&id).await?;
     Ok(axum::Json(serde_json::json!({ "job_id": id, "cancelled": true })).into_response())
 }
 
-async fn logs(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn logs(
+    State(d): D,
+    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let backend = query(q)?.backend(&d);
     let l = d.config().plugin(&backend)?.get_logs(&id).await?;
-    Ok(axum::Json(serde_json::json!({ "job_id": id, "stdout": l.stdout, "stderr": l.stderr })).into_response())
+    Ok(
+        axum::Json(serde_json::json!({ "job_id": id, "stdout": l.stdout, "stderr": l.stderr }))
+            .into_response(),
+    )
 }
 
 async fn plugins(State(d): D) -> Result<Response, ApiError> {
@@ -269,11 +316,17 @@ async fn reload(State(d): D) -> Result<Response, ApiError> {
 
 /// NDJSON: the current state of each named job, then every change, with a
 /// heartbeat line when idle. Ends when the client goes away or the daemon stops.
-async fn events(State(d): D, q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+async fn events(
+    State(d): D,
+    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let q = query(q)?;
     let backend_filter = q.backend.clone().map(|b| b.to_ascii_lowercase());
     let ids: Option<Vec<String>> = q.job_ids.as_ref().map(|s| {
-        s.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect()
+        s.split(',')
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect()
     });
     let rx = d.tracker.events.subscribe();
     let mut first = Vec::new();

@@ -82,15 +82,25 @@ async fn serve(overrides: Overrides) -> Result<(), HostError> {
     let daemon = Arc::new(Daemon::new(overrides, config));
     let uid = unsafe { libc::geteuid() };
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "serving");
-    eprintln!("hpc-host: serving on {} (pid {})", socket.display(), std::process::id());
+    eprintln!(
+        "hpc-host: serving on {} (pid {})",
+        socket.display(),
+        std::process::id()
+    );
 
     tokio::spawn(signals(daemon.clone()));
     let app = super::routes::router(daemon.clone());
     let mut stop = daemon.shutdown.subscribe();
-    let server = axum::serve(PeerChecked { inner: listener, uid }, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+    let server = axum::serve(
+        PeerChecked {
+            inner: listener,
+            uid,
+        },
+        app,
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
     let mut stop = daemon.shutdown.subscribe();
     let drained = async {
         let _ = stop.wait_for(|s| *s).await;
@@ -147,7 +157,10 @@ async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&dir)
         .map_err(|e| {
-            HostError::Settings(format!("cannot create the socket folder `{}`: {e}", dir.display()))
+            HostError::Settings(format!(
+                "cannot create the socket folder `{}`: {e}",
+                dir.display()
+            ))
         })?;
     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
     if socket.exists() {
@@ -176,7 +189,10 @@ async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
     }
     let listener = UnixListener::bind(socket).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
-            HostError::Settings(format!("a daemon already serves {} (pid unknown)", socket.display()))
+            HostError::Settings(format!(
+                "a daemon already serves {} (pid unknown)",
+                socket.display()
+            ))
         } else {
             HostError::Settings(format!("cannot listen on `{}`: {e}", socket.display()))
         }
@@ -212,12 +228,18 @@ fn detach_daemon(overrides: &Overrides) -> ExitStatus {
     };
     let log = settings.state_dir.join("hpc-host-serve.log");
     let opened = std::fs::create_dir_all(&settings.state_dir).and_then(|()| {
-        std::fs::OpenOptions::new().create(true).append(true).open(&log)
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
     });
     let log_file = match opened {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: cannot open the daemon's log `{}`: {e}", log.display());
+            eprintln!(
+                "error: cannot open the daemon's log `{}`: {e}",
+                log.display()
+            );
             return ExitStatus::Usage;
         }
     };
@@ -243,7 +265,10 @@ fn detach_daemon(overrides: &Overrides) -> ExitStatus {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            eprintln!("error: the daemon exited ({status}); see `{}`", log.display());
+            eprintln!(
+                "error: the daemon exited ({status}); see `{}`",
+                log.display()
+            );
             return ExitStatus::Backend;
         }
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -252,6 +277,10 @@ fn detach_daemon(overrides: &Overrides) -> ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("error: the daemon did not answer on `{}` within 30 s; see `{}`", socket.display(), log.display());
+    eprintln!(
+        "error: the daemon did not answer on `{}` within 30 s; see `{}`",
+        socket.display(),
+        log.display()
+    );
     ExitStatus::Backend
 }

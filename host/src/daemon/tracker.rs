@@ -139,7 +139,10 @@ impl Tracker {
 
     /// Per backend, whether this daemon polls for the others (shared Redis only).
     pub fn leases(&self) -> HashMap<String, bool> {
-        self.leases.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// How many jobs the daemon remembers, and how many of them are not final.
@@ -220,7 +223,10 @@ impl Daemon {
         if !missing.is_empty() {
             let (reply, answer) = oneshot::channel();
             self.worker(backend)
-                .send(Fetch { ids: missing, reply })
+                .send(Fetch {
+                    ids: missing,
+                    reply,
+                })
                 .map_err(|_| ApiError::unavailable("the daemon's poller has stopped"))?;
             let mut fetched = answer
                 .await
@@ -345,7 +351,8 @@ impl Daemon {
 /// One backend's worker: serves fetches (batched) and polls every interval.
 async fn worker(d: Arc<Daemon>, backend: String, mut rx: mpsc::UnboundedReceiver<Fetch>) {
     let configured = d.config().settings.daemon.poll_interval(&backend);
-    let mut next_poll = tokio::time::Instant::now() + d.tracker.poll_state(&backend, configured).interval;
+    let mut next_poll =
+        tokio::time::Instant::now() + d.tracker.poll_state(&backend, configured).interval;
     loop {
         tokio::select! {
             first = rx.recv() => {
@@ -387,7 +394,10 @@ async fn poll(d: &Arc<Daemon>, backend: &str) {
     let held = match shared.hold(&scope, lease).await {
         Ok(h) => h,
         Err(e) => {
-            tracing::warn!(backend, "the shared poll lease is out of reach ({e}); polling alone");
+            tracing::warn!(
+                backend,
+                "the shared poll lease is out of reach ({e}); polling alone"
+            );
             true
         }
     };
@@ -450,7 +460,11 @@ async fn serve_fetches(d: &Arc<Daemon>, backend: &str, batch: Vec<Fetch>) {
             }
         }
     }
-    if let Some(shared) = d.shared.as_ref().filter(|_| backend != "local" && !wanted.is_empty()) {
+    if let Some(shared) = d
+        .shared
+        .as_ref()
+        .filter(|_| backend != "local" && !wanted.is_empty())
+    {
         let scope = d.scope(backend);
         if let Ok(seen) = shared.observed(&scope, &wanted).await {
             for (id, s) in wanted.clone().iter().zip(seen) {
@@ -471,7 +485,9 @@ async fn serve_fetches(d: &Arc<Daemon>, backend: &str, batch: Vec<Fetch>) {
         // The backend said `unavailable` moments ago: spare it.
         Some(ApiError::of_backend(
             &BackendError::Unavailable(m.clone()),
-            format!("plugin `{backend}`: get-statuses: unavailable: {m} (the daemon retries later)"),
+            format!(
+                "plugin `{backend}`: get-statuses: unavailable: {m} (the daemon retries later)"
+            ),
         ))
     } else {
         match d.fetch(backend, &wanted).await {

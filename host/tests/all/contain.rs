@@ -205,7 +205,10 @@ fn a_job_child_that_calls_setsid_ends_with_cancel_and_with_the_time_limit() {
     env.wait_until(&id, "running", |s| s["status"] == "running");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while crate::common::processes_with("sleep 3141").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the daemon never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     env.expect(0, &["cancel", &id]);
@@ -221,7 +224,12 @@ fn a_job_child_that_calls_setsid_ends_with_cancel_and_with_the_time_limit() {
         .expect(
             0,
             &[
-                "submit", "--time-hours", "0.0005", "--", "sh", "-c",
+                "submit",
+                "--time-hours",
+                "0.0005",
+                "--",
+                "sh",
+                "-c",
                 "(setsid sleep 3142 &) ; sh -c 'sleep 3143 &' ; sleep 300",
             ],
         )
@@ -229,7 +237,10 @@ fn a_job_child_that_calls_setsid_ends_with_cancel_and_with_the_time_limit() {
         .to_owned();
     let s = env.wait(&id);
     assert_eq!(s["native_state"], "TIMEOUT", "{s}");
-    assert!(gone("sleep 3142") && gone("sleep 3143"), "left running after the time limit");
+    assert!(
+        gone("sleep 3142") && gone("sleep 3143"),
+        "left running after the time limit"
+    );
 
     // A job that ends normally takes its daemons with it.
     let id = env.submit(&["sh", "-c", "setsid sleep 3144 & sleep 0.2"]);
@@ -258,7 +269,16 @@ fn dirs_overlapping_the_hosts_own_folders_are_refused() {
         (home.clone(), "state folder"),
         (state.join("jobs").display().to_string(), "state folder"),
         (env.plugins_dir().display().to_string(), "plugins folder"),
-        (format!("{cache}/../{}", std::path::Path::new(&cache).file_name().unwrap().to_string_lossy()), "compile cache"),
+        (
+            format!(
+                "{cache}/../{}",
+                std::path::Path::new(&cache)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+            ),
+            "compile cache",
+        ),
     ] {
         env.set(
             "CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__DIRS",
@@ -289,7 +309,10 @@ fn plugin_files_are_checked_like_openssh_strict_modes() {
     env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "hostile");
     // What the hostile plugin imports, granted, so only the file checks refuse it.
     env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__SUPERVISE", "true");
-    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__K8S_NAMESPACES", "[\"ccat\"]");
+    env.set(
+        "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__K8S_NAMESPACES",
+        "[\"ccat\"]",
+    );
     let file = env.plugins_dir().join("hostile.wasm");
     let mode = |p: &std::path::Path, m: u32| {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
@@ -297,7 +320,10 @@ fn plugin_files_are_checked_like_openssh_strict_modes() {
     mode(&env.plugins_dir(), 0o755);
     mode(&file, 0o666);
     let err = env.fail(4, &["status", "fine"]);
-    assert!(err.contains("hostile.wasm") && err.contains("writable by group or others"), "{err}");
+    assert!(
+        err.contains("hostile.wasm") && err.contains("writable by group or others"),
+        "{err}"
+    );
     mode(&file, 0o644);
     mode(&env.plugins_dir(), 0o777);
     let err = env.fail(4, &["status", "fine"]);

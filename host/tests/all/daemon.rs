@@ -48,7 +48,11 @@ impl Served {
             if UnixStream::connect(&self.socket).is_ok() {
                 return;
             }
-            assert!(Instant::now() < deadline, "daemon never answered: {}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "daemon never answered: {}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -207,7 +211,13 @@ fn daemon_refuses_a_second_daemon_and_takes_over_a_stale_socket() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("a daemon already serves {}", first.socket.display())) && err.contains(&format!("(pid {pid})")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "a daemon already serves {}",
+            first.socket.display()
+        )) && err.contains(&format!("(pid {pid})")),
+        "{err}"
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&first.socket), 0o600);
@@ -228,24 +238,55 @@ fn daemon_bad_input_gets_the_error_shape_and_a_4xx() {
     let served = Served::start(&env);
     let cases: Vec<(&str, &str, Vec<u8>, u16)> = vec![
         ("POST", "/v1/jobs/status", b"{not json".to_vec(), 400),
-        ("POST", "/v1/jobs/status", br#"{"job_ids": []}"#.to_vec(), 400),
-        ("POST", "/v1/jobs", br#"{"execution_command": []}"#.to_vec(), 400),
+        (
+            "POST",
+            "/v1/jobs/status",
+            br#"{"job_ids": []}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/jobs",
+            br#"{"execution_command": []}"#.to_vec(),
+            400,
+        ),
         ("POST", "/v1/jobs/status", vec![b' '; 10 << 20], 413),
         ("GET", "/v2/nothing", vec![], 404),
         ("PUT", "/v1/health", vec![], 405),
         ("GET", "/v1/jobs/status", vec![], 405),
-        ("POST", "/v1/jobs/wait", br#"{"job_ids": ["a"], "timeout": -1}"#.to_vec(), 400),
+        (
+            "POST",
+            "/v1/jobs/wait",
+            br#"{"job_ids": ["a"], "timeout": -1}"#.to_vec(),
+            400,
+        ),
     ];
     for (method, path, body, want) in cases {
         let (code, v) = served.http(method, path, Some(&body));
         assert_eq!(code, want, "{method} {path}: {v}");
-        assert_eq!(v["error"]["kind"], "invalid-request", "{method} {path}: {v}");
+        assert_eq!(
+            v["error"]["kind"], "invalid-request",
+            "{method} {path}: {v}"
+        );
         assert_eq!(v["error"]["exit_code"], 2, "{v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
     }
     let (code, v) = served.http("GET", "/v1/jobs/no-such-job", None);
-    assert_eq!((code, v["error"]["kind"].as_str()), (404, Some("not-found")), "{v}");
-    assert_eq!(served.http("GET", "/v1/health", None).0, 200, "still serving");
+    assert_eq!(
+        (code, v["error"]["kind"].as_str()),
+        (404, Some("not-found")),
+        "{v}"
+    );
+    assert_eq!(
+        served.http("GET", "/v1/health", None).0,
+        200,
+        "still serving"
+    );
 }
 
 #[test]
@@ -253,10 +294,20 @@ fn daemon_refuses_another_uid_before_reading_anything() {
     let env = local_env();
     let served = Served::start(&env);
     let marker = env.home.join("reached");
-    let spec = serde_json::json!({"execution_command": ["touch", marker.display().to_string()]}).to_string();
+    let spec = serde_json::json!({"execution_command": ["touch", marker.display().to_string()]})
+        .to_string();
     let nobody = |socket: &Path| {
         Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-sS", "--max-time", "10", "--unix-socket"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                "--unix-socket",
+            ])
             .arg(socket)
             .args(["-X", "POST", "-d", &spec, "http://x/v1/jobs"])
             .output()
@@ -275,11 +326,18 @@ fn daemon_refuses_another_uid_before_reading_anything() {
     std::fs::set_permissions(&env.home, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&served.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = nobody(&served.socket);
-    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert!(!marker.exists(), "the request reached a plugin");
     let log = served.log_text();
-    assert!(log.contains("refused a connection from another user (uid 65534)"), "{log}");
+    assert!(
+        log.contains("refused a connection from another user (uid 65534)"),
+        "{log}"
+    );
     let (_, h) = served.http("GET", "/v1/health", None);
     assert_eq!(h["plugin_calls"], 0, "{h}");
     assert_eq!(h["jobs_tracked"], 0, "{h}");
@@ -309,7 +367,11 @@ fn daemon_events_follow_a_job_that_runs_one_that_fails_and_one_cancelled() {
     let env = local_env();
     let served = Served::start(&env);
     let socket = served.socket.clone();
-    let finals = |v: &[Value]| v.iter().filter(|e| e["status"] == "completed" || e["status"] == "failed").count();
+    let finals = |v: &[Value]| {
+        v.iter()
+            .filter(|e| e["status"] == "completed" || e["status"] == "failed")
+            .count()
+    };
     let reader = std::thread::spawn(move || read_events(&socket, "", move |v| finals(v) >= 3));
     std::thread::sleep(Duration::from_millis(300));
     let runs = env.submit(&["sleep", "1"]);
@@ -331,14 +393,22 @@ fn daemon_events_follow_a_job_that_runs_one_that_fails_and_one_cancelled() {
     assert!(runs_ev.iter().any(|e| e.1 == "running"), "{events:?}");
     assert_eq!(of(&fails).last().unwrap().1, "failed", "{events:?}");
     let c = of(&cancelled);
-    assert!(c.iter().any(|e| e.1 == "running") && c.last().unwrap().1 == "failed", "{events:?}");
+    assert!(
+        c.iter().any(|e| e.1 == "running") && c.last().unwrap().1 == "failed",
+        "{events:?}"
+    );
     for e in &events {
         if e.get("job_id").is_some() {
-            assert!(e["observed_at"].as_f64().is_some() && e["backend"] == "local", "{e}");
+            assert!(
+                e["observed_at"].as_f64().is_some() && e["backend"] == "local",
+                "{e}"
+            );
         }
     }
     // A stream for named jobs starts with their current state.
-    let first = read_events(&served.socket, &format!("?job_ids={runs},{fails}"), |v| v.len() >= 2);
+    let first = read_events(&served.socket, &format!("?job_ids={runs},{fails}"), |v| {
+        v.len() >= 2
+    });
     assert_eq!(first[0]["status"], "completed");
     assert_eq!(first[1]["status"], "failed");
     assert_eq!(first[1]["exit_code"], 3);
@@ -389,7 +459,10 @@ fn daemon_reload_keeps_the_old_settings_when_the_new_are_broken_and_picks_up_a_n
     let served = Served::start(&env);
     env.install_plugin("misbehave", "local");
     let s = env.status("x");
-    assert_eq!(s["native_state"], "FINE", "the new file is used at the next call: {s}");
+    assert_eq!(
+        s["native_state"], "FINE",
+        "the new file is used at the next call: {s}"
+    );
     std::fs::write(
         env.plugins_dir().join("local.wasm"),
         hpc_host::builtin::find("local").unwrap().wasm,
@@ -397,7 +470,10 @@ fn daemon_reload_keeps_the_old_settings_when_the_new_are_broken_and_picks_up_a_n
     .unwrap();
     let out = env.run(&["--output", "json", "status", "y"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["error"]["kind"], "not-found", "the built-in local is back: {v}");
+    assert_eq!(
+        v["error"]["kind"], "not-found",
+        "the built-in local is back: {v}"
+    );
 
     // A broken file: reload refuses, says why, and the daemon keeps serving.
     std::fs::write(&settings, "[default\n").unwrap();
@@ -405,14 +481,21 @@ fn daemon_reload_keeps_the_old_settings_when_the_new_are_broken_and_picks_up_a_n
     assert!(err.contains("not valid TOML"), "{err}");
     unsafe { libc::kill(served.child.id() as i32, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(300));
-    assert!(served.log_text().contains("reload refused"), "{}", served.log_text());
+    assert!(
+        served.log_text().contains("reload refused"),
+        "{}",
+        served.log_text()
+    );
     let (code, h) = served.http("GET", "/v1/health", None);
     assert_eq!((code, h["backend"].as_str()), (200, Some("local")));
     // A good file again: reloaded.
     std::fs::write(&settings, "[default]\nHPC_BACKEND = \"misbehave\"\n").unwrap();
     env.install_plugin("misbehave", "misbehave");
     assert_eq!(served.http("POST", "/v1/reload", None).0, 200);
-    assert_eq!(served.http("GET", "/v1/health", None).1["backend"], "misbehave");
+    assert_eq!(
+        served.http("GET", "/v1/health", None).1["backend"],
+        "misbehave"
+    );
 }
 
 // ---- SLURM: the workflow manager's pattern against the real cluster ----
@@ -423,7 +506,10 @@ fn counting(env: &TestEnv, program: &str) -> String {
     let calls = env.home.join(format!("{program}.calls"));
     std::fs::write(
         &path,
-        format!("#!/bin/sh\necho call >> '{}'\nexec /usr/bin/{program} \"$@\"\n", calls.display()),
+        format!(
+            "#!/bin/sh\necho call >> '{}'\nexec /usr/bin/{program} \"$@\"\n",
+            calls.display()
+        ),
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -479,7 +565,9 @@ fn daemon_slurm_workflow_manager_pattern_is_one_squeue_and_sacct_per_interval() 
     let _g = crate::slurm::lock();
     let env = slurm_counting_env("3");
     let served = Served::start(&env);
-    let ids: Vec<String> = (0..50).map(|i| env.submit(&["sh", "-c", &format!("sleep {}", 1 + i % 3)])).collect();
+    let ids: Vec<String> = (0..50)
+        .map(|i| env.submit(&["sh", "-c", &format!("sleep {}", 1 + i % 3)]))
+        .collect();
     let (sq0, sa0) = (calls(&env, "squeue"), calls(&env, "sacct"));
     let started = Instant::now();
     let clients: Vec<Child> = (0..10)
@@ -504,7 +592,9 @@ fn daemon_slurm_workflow_manager_pattern_is_one_squeue_and_sacct_per_interval() 
     let seconds = started.elapsed().as_secs_f64();
     let (sq, sa) = (calls(&env, "squeue") - sq0, calls(&env, "sacct") - sa0);
     let intervals = (seconds / 3.0).ceil() as usize + 1;
-    eprintln!("{asked} status requests in {seconds:.1} s: {sq} squeue, {sa} sacct (≤ {intervals} allowed)");
+    eprintln!(
+        "{asked} status requests in {seconds:.1} s: {sq} squeue, {sa} sacct (≤ {intervals} allowed)"
+    );
     assert!(asked >= 10 * 50 * 15, "the clients asked {asked} times");
     assert!(sq <= intervals, "{sq} squeue in {seconds:.1} s");
     assert!(sa <= intervals, "{sa} sacct in {seconds:.1} s");
@@ -512,7 +602,13 @@ fn daemon_slurm_workflow_manager_pattern_is_one_squeue_and_sacct_per_interval() 
     let mut args = vec!["--output", "json", "wait", "--timeout", "180"];
     args.extend(ids.iter().map(String::as_str));
     let v: Value = serde_json::from_str(&env.expect(0, &args)).unwrap();
-    assert!(v.as_array().unwrap().iter().all(|j| j["status"] == "completed"), "{v}");
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["status"] == "completed"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -520,11 +616,26 @@ fn daemon_slurm_workflow_manager_pattern_is_one_squeue_and_sacct_per_interval() 
 fn daemon_two_login_nodes_on_one_redis_poll_once_and_take_over() {
     let _g = crate::slurm::lock();
     let mut env = slurm_counting_env("2");
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", "redis://127.0.0.1:6379/0");
+    env.set(
+        "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+    );
     let a_sock = env.home.join("a.sock").display().to_string();
     let b_sock = env.home.join("b.sock").display().to_string();
-    let mut a = Served::start_with(&env, &[("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", &a_sock), ("CCAT_WORKFLOW_MANAGER_HPC_NODE", "node-a")]);
-    let mut b = Served::start_with(&env, &[("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", &b_sock), ("CCAT_WORKFLOW_MANAGER_HPC_NODE", "node-b")]);
+    let mut a = Served::start_with(
+        &env,
+        &[
+            ("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", &a_sock),
+            ("CCAT_WORKFLOW_MANAGER_HPC_NODE", "node-a"),
+        ],
+    );
+    let mut b = Served::start_with(
+        &env,
+        &[
+            ("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", &b_sock),
+            ("CCAT_WORKFLOW_MANAGER_HPC_NODE", "node-b"),
+        ],
+    );
     let spec = br#"{"execution_command": ["sleep", "300"]}"#;
     let ids: Vec<String> = (0..10)
         .map(|_| {
@@ -538,7 +649,10 @@ fn daemon_two_login_nodes_on_one_redis_poll_once_and_take_over() {
         let (code, v) = s.http("POST", "/v1/jobs/status", Some(body.as_bytes()));
         assert_eq!(code, 200, "{v}");
         for j in v.as_array().unwrap() {
-            assert!(["pending", "running"].contains(&j["status"].as_str().unwrap_or("")), "{j}");
+            assert!(
+                ["pending", "running"].contains(&j["status"].as_str().unwrap_or("")),
+                "{j}"
+            );
         }
     };
     ask(&b); // b learns the ids (one fetch), then both track them
@@ -551,14 +665,27 @@ fn daemon_two_login_nodes_on_one_redis_poll_once_and_take_over() {
     }
     let polls = calls(&env, "squeue") - sq0;
     let allowed = (started.elapsed().as_secs_f64() / 2.0).ceil() as usize + 1;
-    eprintln!("two daemons, 12 s: {polls} squeue (≤ {allowed} allowed; alone each would make {})", 2 * (allowed - 1));
-    assert!(polls <= allowed, "{polls} squeue in 12 s between two daemons");
+    eprintln!(
+        "two daemons, 12 s: {polls} squeue (≤ {allowed} allowed; alone each would make {})",
+        2 * (allowed - 1)
+    );
+    assert!(
+        polls <= allowed,
+        "{polls} squeue in 12 s between two daemons"
+    );
     let lease = |s: &Served| s.http("GET", "/v1/health", None).1["poll_lease"]["slurm"].as_bool();
     let (la, lb) = (lease(&a), lease(&b));
-    assert!(la.unwrap_or(false) ^ lb.unwrap_or(false), "exactly one holds the lease: a {la:?} b {lb:?}");
+    assert!(
+        la.unwrap_or(false) ^ lb.unwrap_or(false),
+        "exactly one holds the lease: a {la:?} b {lb:?}"
+    );
 
     // Kill the poller: the other takes over within two lease periods (2 × 4 s).
-    let (dead, survivor) = if la == Some(true) { (&mut a, &b) } else { (&mut b, &a) };
+    let (dead, survivor) = if la == Some(true) {
+        (&mut a, &b)
+    } else {
+        (&mut b, &a)
+    };
     dead.kill9();
     let killed = Instant::now();
     let sq1 = calls(&env, "squeue");
@@ -567,12 +694,21 @@ fn daemon_two_login_nodes_on_one_redis_poll_once_and_take_over() {
         if lease(survivor) == Some(true) && calls(&env, "squeue") > sq1 {
             break;
         }
-        assert!(killed.elapsed() < Duration::from_secs(12), "no takeover after {:?}", killed.elapsed());
+        assert!(
+            killed.elapsed() < Duration::from_secs(12),
+            "no takeover after {:?}",
+            killed.elapsed()
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     eprintln!("takeover after {:.1} s", killed.elapsed().as_secs_f64());
     for id in &ids {
-        assert_eq!(survivor.http("POST", &format!("/v1/jobs/{id}/cancel"), None).0, 200);
+        assert_eq!(
+            survivor
+                .http("POST", &format!("/v1/jobs/{id}/cancel"), None)
+                .0,
+            200
+        );
     }
     let wait = serde_json::json!({ "job_ids": ids, "timeout": 60 }).to_string();
     let (code, v) = survivor.http("POST", "/v1/jobs/wait", Some(wait.as_bytes()));

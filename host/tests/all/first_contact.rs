@@ -39,7 +39,10 @@ fn fakes(env: &TestEnv, rustup_fails: bool) -> (std::path::PathBuf, std::path::P
     };
     script(
         &rustup,
-        &format!("echo \"$@\" >> {}\n{action}", env.home.join("rustup.log").display()),
+        &format!(
+            "echo \"$@\" >> {}\n{action}",
+            env.home.join("rustup.log").display()
+        ),
     );
     (rustc, rustup)
 }
@@ -64,7 +67,10 @@ fn a_missing_target_is_added_through_rustup() {
     // Present now: rustup is not asked again.
     target::ensure_target(rustc.as_os_str(), rustup.as_os_str(), None, "wasm32-wasip2").unwrap();
     assert_eq!(
-        std::fs::read_to_string(env.home.join("rustup.log")).unwrap().lines().count(),
+        std::fs::read_to_string(env.home.join("rustup.log"))
+            .unwrap()
+            .lines()
+            .count(),
         1
     );
 }
@@ -77,7 +83,15 @@ fn without_rustup_the_error_says_what_to_run() {
         .unwrap_err();
     assert!(e.contains("help: rustup target add wasm32-wasip2"), "{e}");
     let missing = env.home.join("no-rustup-here");
-    let e = target::ensure_target(rustc.as_os_str(), missing.as_os_str(), None, "wasm32-wasip2")
-        .unwrap_err();
-    assert!(e.contains("could not be run") && e.contains("rustup target add"), "{e}");
+    let e = target::ensure_target(
+        rustc.as_os_str(),
+        missing.as_os_str(),
+        None,
+        "wasm32-wasip2",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("could not be run") && e.contains("rustup target add"),
+        "{e}"
+    );
 }

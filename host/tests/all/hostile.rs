@@ -127,21 +127,48 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
         ),
         ("panic".into(), Expect::Trap(&["hostile panic"])),
         // Class 3: the environment of a program is an allow-list.
-        ("env:BASH_ENV".into(), Expect::Denied(&["`BASH_ENV`", "plugins.hostile.program_env"])),
-        ("env:PATH".into(), Expect::Denied(&["`PATH`", "program_env"])),
-        ("env:SLURM_CONF".into(), Expect::Denied(&["`SLURM_CONF`", "program_env"])),
-        ("env:KUBECONFIG".into(), Expect::Denied(&["`KUBECONFIG`", "program_env"])),
-        ("env:PYTHONPATH".into(), Expect::Denied(&["`PYTHONPATH`", "program_env"])),
+        (
+            "env:BASH_ENV".into(),
+            Expect::Denied(&["`BASH_ENV`", "plugins.hostile.program_env"]),
+        ),
+        (
+            "env:PATH".into(),
+            Expect::Denied(&["`PATH`", "program_env"]),
+        ),
+        (
+            "env:SLURM_CONF".into(),
+            Expect::Denied(&["`SLURM_CONF`", "program_env"]),
+        ),
+        (
+            "env:KUBECONFIG".into(),
+            Expect::Denied(&["`KUBECONFIG`", "program_env"]),
+        ),
+        (
+            "env:PYTHONPATH".into(),
+            Expect::Denied(&["`PYTHONPATH`", "program_env"]),
+        ),
         // ... and a program's whole tree ends at its timeout.
-        ("sleep-tree:3131".into(), Expect::Fails(&["did not finish within 0.5 s"])),
+        (
+            "sleep-tree:3131".into(),
+            Expect::Fails(&["did not finish within 0.5 s"]),
+        ),
         // Class 2: what the host allocates on the plugin's behalf is bounded.
-        ("kv-many:512".into(), Expect::Fails(&["would exceed 16777216 bytes"])),
+        (
+            "kv-many:512".into(),
+            Expect::Fails(&["would exceed 16777216 bytes"]),
+        ),
         (
             "kv-write-flood:200".into(),
             Expect::Denied(&["after 15 writes", "bytes written per call"]),
         ),
-        ("job-states:100000".into(), Expect::Trap(&["100000 job states"])),
-        ("huge-error:34603008".into(), Expect::Fails(&["[truncated by hpc-host]"])),
+        (
+            "job-states:100000".into(),
+            Expect::Trap(&["100000 job states"]),
+        ),
+        (
+            "huge-error:34603008".into(),
+            Expect::Fails(&["[truncated by hpc-host]"]),
+        ),
         // Class 5: no link out of a granted folder.
         (
             format!("symlink:../..={}", granted.join("up").display()),
@@ -233,7 +260,10 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
         );
     });
     assert!(!outside.exists() && !escaped.exists());
-    assert!(std::fs::symlink_metadata(granted.join("up")).is_err(), "a link was planted");
+    assert!(
+        std::fs::symlink_metadata(granted.join("up")).is_err(),
+        "a link was planted"
+    );
     // The timed-out program's children went with it.
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(
@@ -335,7 +365,10 @@ fn text_output_escapes_control_characters_and_json_stays_exact() {
     let env = hostile_cli();
     let err = env.fail(3, &["status", "ctl-error:FORGED"]);
     no_raw_controls("stderr", &err);
-    assert!(err.contains("\\x1b]52;c;ZXZpbA==\\x07\\r\\nFORGED"), "{err}");
+    assert!(
+        err.contains("\\x1b]52;c;ZXZpbA==\\x07\\r\\nFORGED"),
+        "{err}"
+    );
 
     let out = env.expect(0, &["status", "ctl-status:FORGED"]);
     no_raw_controls("stdout", &out);
@@ -350,7 +383,10 @@ fn text_output_escapes_control_characters_and_json_stays_exact() {
 
     let logs = env.expect(0, &["logs", "any"]);
     no_raw_controls("logs", &logs);
-    assert!(logs.starts_with("out\\x1b]52;c;ZXZpbA==\\x07\n"), "{logs:?}");
+    assert!(
+        logs.starts_with("out\\x1b]52;c;ZXZpbA==\\x07\n"),
+        "{logs:?}"
+    );
     // And the next call is answered normally.
     assert!(env.expect(0, &["status", "fine"]).contains("FINE"));
 }
@@ -359,18 +395,32 @@ fn text_output_escapes_control_characters_and_json_stays_exact() {
 fn huge_ids_messages_and_logs_are_refused_or_cut() {
     let mut env = hostile_cli();
     let err = env.fail(3, &["submit", "--job-name", "huge-id", "--", "true"]);
-    assert!(err.contains("answered a job id of 34603008 bytes (at most 1024)"), "{err}");
+    assert!(
+        err.contains("answered a job id of 34603008 bytes (at most 1024)"),
+        "{err}"
+    );
     assert!(err.len() < 4096, "{} bytes of error", err.len());
     let err = env.fail(3, &["submit", "--job-name", "ctl-id", "--", "true"]);
     assert!(err.contains("job id with control characters"), "{err}");
     no_raw_controls("stderr", &err);
 
     let err = env.fail(3, &["status", "huge-error:34603008"]);
-    assert!(err.len() < 70_000 && err.contains("[truncated by hpc-host]"), "{}", err.len());
+    assert!(
+        err.len() < 70_000 && err.contains("[truncated by hpc-host]"),
+        "{}",
+        err.len()
+    );
 
-    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__OUTPUT_BYTES", "1048576");
+    env.set(
+        "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__OUTPUT_BYTES",
+        "1048576",
+    );
     let logs = env.expect(0, &["logs", "big:20000000"]);
-    assert!(logs.len() <= (1 << 20) + 100, "{} bytes of logs", logs.len());
+    assert!(
+        logs.len() <= (1 << 20) + 100,
+        "{} bytes of logs",
+        logs.len()
+    );
     assert!(logs.starts_with("[cut by hpc-host: "), "{}", &logs[..80]);
     assert!(env.expect(0, &["status", "fine"]).contains("FINE"));
 }
@@ -386,10 +436,17 @@ fn a_plugin_cannot_flood_or_forge_the_host_log() {
     assert_eq!(lines, 1000, "{lines} plugin log lines");
     let dropped: Vec<&str> = err.lines().filter(|l| l.contains("dropped")).collect();
     assert_eq!(dropped.len(), 1, "{dropped:?}");
-    assert!(dropped[0].contains("dropped 99000 log lines"), "{}", dropped[0]);
+    assert!(
+        dropped[0].contains("dropped 99000 log lines"),
+        "{}",
+        dropped[0]
+    );
     // The context is cut to 128 bytes and its newline escaped.
     let first = err.lines().find(|l| l.contains("flood")).unwrap();
-    assert!(first.contains("FORGED context") && first.len() < 4096 + 600, "{first}");
+    assert!(
+        first.contains("FORGED context") && first.len() < 4096 + 600,
+        "{first}"
+    );
     assert!(err.len() < 3 << 20, "{} bytes of log", err.len());
     eprintln!("100000 log calls took {:?}", start.elapsed());
     assert!(env.expect(0, &["status", "fine"]).contains("FINE"));
@@ -419,7 +476,12 @@ fn resource_attacks_stay_within_memory_mb_of_host_rss() {
             base >> 20,
             bound >> 20
         );
-        assert!(rss <= bound, "{attack}: {} MiB > {} MiB", rss >> 20, bound >> 20);
+        assert!(
+            rss <= bound,
+            "{attack}: {} MiB > {} MiB",
+            rss >> 20,
+            bound >> 20
+        );
     }
 }
 
@@ -432,6 +494,9 @@ fn wall_seconds_holds_while_the_plugin_computes() {
     let start = std::time::Instant::now();
     let err = env.fail(3, &["status", "loop"]);
     let took = start.elapsed();
-    assert!(err.contains("did not answer `get-statuses` within 1 s"), "{err}");
+    assert!(
+        err.contains("did not answer `get-statuses` within 1 s"),
+        "{err}"
+    );
     assert!(took.as_secs_f64() < 4.0, "took {took:?}");
 }

@@ -20,7 +20,13 @@ fn site_plugin(env: &TestEnv) -> std::path::PathBuf {
 fn inspect(env: &TestEnv, wasm: &std::path::Path) -> serde_json::Value {
     let out = env.expect(
         0,
-        &["--output", "json", "plugins", "inspect", wasm.to_str().unwrap()],
+        &[
+            "--output",
+            "json",
+            "plugins",
+            "inspect",
+            wasm.to_str().unwrap(),
+        ],
     );
     serde_json::from_str(&out).unwrap()
 }
@@ -33,7 +39,10 @@ fn a_site_request_is_shown_and_refused_until_the_settings_grant_it() {
     assert_eq!(v["requested"]["policy"]["supervise"], true, "{v}");
     assert_eq!(v["requested"]["trusted"], false, "{v}");
     assert!(
-        v["requested"]["from"].as_str().unwrap().ends_with("mysite.policy.toml"),
+        v["requested"]["from"]
+            .as_str()
+            .unwrap()
+            .ends_with("mysite.policy.toml"),
         "{v}"
     );
     let verdict = v["verdict"].as_str().unwrap();
@@ -62,7 +71,15 @@ fn a_granted_site_request_loads_with_what_needs_no_grant() {
     assert!(v["policy"]["config"]["HPC_NODE"].is_string(), "{v}");
     let out = env.expect(
         0,
-        &["--backend", "mysite", "--output", "json", "submit", "--", "true"],
+        &[
+            "--backend",
+            "mysite",
+            "--output",
+            "json",
+            "submit",
+            "--",
+            "true",
+        ],
     );
     assert!(out.contains("job_id"), "{out}");
 }

@@ -143,7 +143,10 @@ fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
                 stdin: None,
                 timeout_ms: None,
             };
-            got_through(format!("ran with {arg}: {:?}", process::run(&req)?.exit_code))
+            got_through(format!(
+                "ran with {arg}: {:?}",
+                process::run(&req)?.exit_code
+            ))
         }
         "sleep-tree" => {
             // A granted shell starts a tree and outlives its timeout.
@@ -159,7 +162,9 @@ fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
         // Class 2: what the host allocates for the plugin.
         "kv-many" => {
             kv::set("big", &vec![1u8; 1 << 20], Some(60))?;
-            let keys: Vec<String> = (0..arg.parse().unwrap_or(512)).map(|_| "big".into()).collect();
+            let keys: Vec<String> = (0..arg.parse().unwrap_or(512))
+                .map(|_| "big".into())
+                .collect();
             let got = kv::get_many(&keys)?;
             got_through(format!("{} values", got.len()))
         }
@@ -172,7 +177,9 @@ fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
             got_through("wrote all".into())
         }
         "job-states" => {
-            let ids: Vec<String> = (0..arg.parse().unwrap_or(100_000)).map(|i| format!("j{i}")).collect();
+            let ids: Vec<String> = (0..arg.parse().unwrap_or(100_000))
+                .map(|i| format!("j{i}"))
+                .collect();
             got_through(format!("{} states", process::job_states(&ids).len()))
         }
         // Class 5: a link out of a granted folder.
@@ -185,7 +192,8 @@ fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
         // Class 6: Kubernetes.
         "kube-kind" => {
             let (api, ns) = arg.split_once('@').unwrap_or((arg, "ccat"));
-            let body = format!(r#"{{"apiVersion":"{api}","kind":"Job","metadata":{{"name":"x"}}}}"#);
+            let body =
+                format!(r#"{{"apiVersion":"{api}","kind":"Job","metadata":{{"name":"x"}}}}"#);
             got_through(kube::create(api, "Job", ns, &body)?)
         }
         "kube-privileged" => {
@@ -229,7 +237,10 @@ impl hpc_plugin_sdk::Guest for Hostile {
     }
 
     fn get_logs(job_id: String) -> Result<JobLogs, BackendError> {
-        let size: usize = job_id.strip_prefix("big:").and_then(|n| n.parse().ok()).unwrap_or(0);
+        let size: usize = job_id
+            .strip_prefix("big:")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         Ok(JobLogs {
             stdout: format!("out\x1b]52;c;ZXZpbA==\x07\n{}", "o".repeat(size)),
             stderr: String::new(),
