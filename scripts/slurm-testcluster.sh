@@ -143,6 +143,8 @@ if [ "$OVERMEM" = 1 ]; then gather_params="JobAcctGatherParams=OverMemoryKill"; 
 #                            of being refused by sbatch
 #   JobAcctGatherFrequency   sample every second, so short jobs get a MaxRSS
 #   MinJobAge                how long finished jobs stay visible to squeue
+#   AccountingStoreFlags     job_comment: sacct shows comments, where a keyed
+#                            job carries its idempotency key (find-job)
 cat >/etc/slurm/slurm.conf.new <<EOF
 ClusterName=$CLUSTER
 SlurmctldHost=$NODE
@@ -177,6 +179,7 @@ Waittime=0
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
+AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=1
 $gather_params

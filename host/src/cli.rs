@@ -108,6 +108,12 @@ pub struct SubmitArgs {
         "manifest_path", "cpu", "memory_gb", "time_hours", "gpus", "nodes", "env_vars", "command",
     ])]
     pub spec: Option<String>,
+    /// Your name for this submission (e.g. the workflow's execution id):
+    /// submitting again with the same key returns the first job's id, after
+    /// any crash, instead of making a second job. Also the spec's
+    /// `idempotency_key`.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
     #[arg(long)]
     pub job_name: Option<String>,
     #[arg(long)]

@@ -102,7 +102,19 @@ pub(crate) fn submit_spec(args: SubmitArgs) -> Result<JobSpec, HostError> {
             std::fs::read_to_string(&source)
                 .map_err(|e| HostError::Input(format!("cannot read spec `{source}`: {e}")))?
         };
-        return spec::parse_spec(&text);
+        let mut spec = spec::parse_spec(&text)?;
+        match (&spec.idempotency_key, args.idempotency_key) {
+            (_, None) => {}
+            (None, key) => spec.idempotency_key = key,
+            (Some(a), Some(b)) if *a == b => {}
+            (Some(_), Some(_)) => {
+                return Err(HostError::Input(
+                    "the spec's `idempotency_key` and `--idempotency-key` differ".into(),
+                ));
+            }
+        }
+        spec::validate(&spec)?;
+        return Ok(spec);
     }
     if args.command.is_empty() {
         return Err(HostError::Input(
@@ -134,6 +146,7 @@ pub(crate) fn submit_spec(args: SubmitArgs) -> Result<JobSpec, HostError> {
         },
         environment_variables: env,
         job_name: args.job_name,
+        idempotency_key: args.idempotency_key,
     };
     spec::validate(&spec)?;
     Ok(spec)

@@ -1,7 +1,9 @@
 //! The contract check at load: which `ccat:hpc` version a plugin was built
 //! against, and whether its policy grants every host interface it imports.
 
-use crate::bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION};
+use crate::bindings::{
+    CONTRACT_PACKAGE, CONTRACT_VERSION, CONTRACT_VERSION_OLD, HOST_INTERFACES_VERSION,
+};
 use crate::capabilities;
 use crate::error::HostError;
 use crate::policy::Policy;
@@ -14,8 +16,43 @@ pub struct Interfaces {
     pub contract: Option<String>,
 }
 
-/// `0.1.0` and `0.1.7` are compatible; `0.2.0` and `1.0.0` are not.
-fn compatible(version: &str) -> bool {
+/// What the host speaks, for messages.
+fn speaks() -> String {
+    format!("{CONTRACT_PACKAGE}@{CONTRACT_VERSION} (and {CONTRACT_VERSION_OLD})")
+}
+
+/// Which contract a plugin's `hpc-backend` export speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// `ccat:hpc@0.2.x`: idempotency keys and `find-job`.
+    V0_2,
+    /// `ccat:hpc@0.1.x`: loads, without the idempotency guarantee.
+    V0_1,
+}
+
+impl Contract {
+    /// The contract of an export version, if this host speaks it.
+    pub fn of(version: &str) -> Option<Contract> {
+        if same_series(version, CONTRACT_VERSION) {
+            Some(Contract::V0_2)
+        } else if same_series(version, CONTRACT_VERSION_OLD) {
+            Some(Contract::V0_1)
+        } else {
+            None
+        }
+    }
+
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V0_2 => CONTRACT_VERSION,
+            Contract::V0_1 => CONTRACT_VERSION_OLD,
+        }
+    }
+}
+
+/// Whether `version` is semver-compatible with `with`: `0.1.0` and `0.1.7`
+/// are; `0.1.0` and `0.2.0`, or `1.0.0` and `2.0.0`, are not.
+fn same_series(version: &str, with: &str) -> bool {
     let key = |v: &str| -> Option<(u64, u64)> {
         let mut parts = v.split(['.', '-', '+']);
         let major = parts.next()?.parse().ok()?;
@@ -26,13 +63,15 @@ fn compatible(version: &str) -> bool {
             (major, u64::MAX)
         })
     };
-    match (key(version), key(CONTRACT_VERSION)) {
+    match (key(version), key(with)) {
         (Some((a, b)), Some((c, d))) => a == c && (a != 0 || b == d),
         _ => false,
     }
 }
 
-pub fn check(name: &str, i: &Interfaces, policy: &Policy) -> Result<(), HostError> {
+/// Check a plugin's contract version and its imports against its policy;
+/// the contract its export speaks.
+pub fn check(name: &str, i: &Interfaces, policy: &Policy) -> Result<Contract, HostError> {
     let load = |message: String| HostError::PluginLoad {
         plugin: name.to_owned(),
         message,
@@ -42,12 +81,13 @@ pub fn check(name: &str, i: &Interfaces, policy: &Policy) -> Result<(), HostErro
         let (iface, version) = rest.split_once('@')?;
         Some((iface.to_owned(), version.to_owned()))
     };
-    match &i.contract {
+    let contract = match &i.contract {
         None => {
             let other = i.exports.iter().find_map(|e| ours(e)).map(|(_, v)| v);
             return Err(load(match other {
                 Some(v) => format!(
-                    "it was built against {CONTRACT_PACKAGE}@{v}, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}: rebuild it with hpc-plugin-sdk {CONTRACT_VERSION}"
+                    "it was built against {CONTRACT_PACKAGE}@{v}, but this host speaks {}: rebuild it with hpc-plugin-sdk {CONTRACT_VERSION}",
+                    speaks()
                 ),
                 None => format!(
                     "it does not export `{CONTRACT_PACKAGE}/hpc-backend@{CONTRACT_VERSION}` (exports: {})",
@@ -55,20 +95,32 @@ pub fn check(name: &str, i: &Interfaces, policy: &Policy) -> Result<(), HostErro
                 ),
             }));
         }
-        Some(v) if !compatible(v) => {
-            return Err(load(format!(
-                "it was built against {CONTRACT_PACKAGE}@{v}, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}: rebuild it with hpc-plugin-sdk {CONTRACT_VERSION}"
-            )));
-        }
-        Some(_) => {}
-    }
+        Some(v) => Contract::of(v).ok_or_else(|| {
+            load(format!(
+                "it was built against {CONTRACT_PACKAGE}@{v}, but this host speaks {}: rebuild it with hpc-plugin-sdk {CONTRACT_VERSION}",
+                speaks()
+            ))
+        })?,
+    };
     for import in &i.imports {
         let Some((iface, version)) = ours(import) else {
             continue;
         };
-        if !compatible(&version) {
+        // `types` holds data only (0.2.0's uses 0.1.0's); the host
+        // interfaces kept their 0.1.0 names in 0.2.0.
+        if iface == "types" {
+            if Contract::of(&version).is_none() {
+                return Err(load(format!(
+                    "it imports `{import}`, but this host speaks {}",
+                    speaks()
+                )));
+            }
+            continue;
+        }
+        if !same_series(&version, HOST_INTERFACES_VERSION) {
             return Err(load(format!(
-                "it imports `{import}`, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}"
+                "it imports `{import}`, but this host's interfaces are {CONTRACT_PACKAGE}/{iface}@{HOST_INTERFACES_VERSION} (contract {})",
+                speaks()
             )));
         }
         if !policy.grants(&iface) {
@@ -86,7 +138,7 @@ pub fn check(name: &str, i: &Interfaces, policy: &Policy) -> Result<(), HostErro
             });
         }
     }
-    Ok(())
+    Ok(contract)
 }
 
 #[cfg(test)]
@@ -95,7 +147,13 @@ mod tests {
 
     #[test]
     fn contract_versions() {
-        assert!(compatible("0.1.0") && compatible("0.1.9"));
-        assert!(!compatible("0.2.0") && !compatible("1.0.0") && !compatible("x"));
+        assert_eq!(Contract::of("0.2.0"), Some(Contract::V0_2));
+        assert_eq!(Contract::of("0.2.3"), Some(Contract::V0_2));
+        assert_eq!(Contract::of("0.1.0"), Some(Contract::V0_1));
+        assert_eq!(Contract::of("0.1.9"), Some(Contract::V0_1));
+        for v in ["0.3.0", "1.0.0", "x", ""] {
+            assert_eq!(Contract::of(v), None, "{v}");
+        }
+        assert!(same_series("1.2.0", "1.0.0") && !same_series("2.0.0", "1.0.0"));
     }
 }

@@ -315,7 +315,7 @@ pub(crate) fn proc_stat(pid: i32) -> Option<(char, u64)> {
     ))
 }
 
-fn process_alive(pid: i32, start_ticks: u64) -> bool {
+pub(crate) fn process_alive(pid: i32, start_ticks: u64) -> bool {
     matches!(proc_stat(pid), Some((state, start)) if start == start_ticks && state != 'Z' && state != 'X')
 }
 

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod fsperm;
 pub mod jobs;
+pub mod ledger;
 pub mod limits;
 pub mod plugin;
 pub mod policy;

@@ -9,10 +9,10 @@
 
 use crate::bindings::{
     BackendError, CONTRACT_PACKAGE, HpcJobInfo, HpcPlugin, HpcPluginPre, JobLogs, JobSpec,
-    PluginInfo,
+    PluginInfo, v0_1,
 };
 use crate::capabilities::{self, kube::KubeCtx, kv::KvCtx, process::ProcessCtx};
-use crate::contract::Interfaces;
+use crate::contract::{Contract, Interfaces};
 use crate::engine::Engine;
 use crate::error::HostError;
 use crate::jobs::Jobs;
@@ -147,26 +147,41 @@ impl Host {
         }
         let component = self.compile(&source)?;
         let interfaces = self.interfaces(&component);
-        crate::contract::check(&name, &interfaces, &policy)?;
+        let contract = crate::contract::check(&name, &interfaces, &policy)?;
+        let load_error = |e: wasmtime::Error| HostError::PluginLoad {
+            plugin: name.clone(),
+            message: format!("{e:#}"),
+        };
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| HostError::PluginLoad {
-                plugin: name.clone(),
-                message: format!("{e:#}"),
-            })?;
-        let pre = HpcPluginPre::new(pre).map_err(|e| HostError::PluginLoad {
-            plugin: name.clone(),
-            message: format!("{e:#}"),
-        })?;
+            .map_err(load_error)?;
+        let pre = match contract {
+            Contract::V0_2 => Pre::V0_2(HpcPluginPre::new(pre).map_err(load_error)?),
+            Contract::V0_1 => {
+                tracing::info!(
+                    plugin = %name,
+                    "built against {CONTRACT_PACKAGE}@{}: it loads, but its submits are not \
+                     idempotent across crashes (no `find-job`)",
+                    contract.version()
+                );
+                Pre::V0_1(v0_1::HpcPluginPre::new(pre).map_err(load_error)?)
+            }
+        };
         let jobs = Jobs::new(&self.settings.state_dir, &name);
+        let store = self.store()?;
         let shared = Shared {
             process: ProcessCtx::new(policy.clone(), jobs, self.exe.clone()),
-            kv: KvCtx::new(self.store()?, &policy.kv_prefix),
+            kv: KvCtx::new(store.clone(), &policy.kv_prefix),
             kube: KubeCtx::new(policy.clone()),
             policy,
         };
-        Ok(Plugin { name, pre, shared })
+        Ok(Plugin {
+            name,
+            pre,
+            shared,
+            store,
+        })
     }
 
     /// A plugin's policy request: `<name>.policy.toml` beside its file, else
@@ -247,11 +262,41 @@ impl Source {
     }
 }
 
+/// A compiled plugin, ready to instantiate, by the contract it speaks.
+enum Pre {
+    V0_2(HpcPluginPre<State>),
+    V0_1(v0_1::HpcPluginPre<State>),
+}
+
+/// An instance of a plugin, by the contract it speaks.
+enum Exports {
+    V0_2(HpcPlugin),
+    V0_1(v0_1::HpcPlugin),
+}
+
+/// Call a function that both contracts export with the same signature.
+macro_rules! either {
+    ($exports:expr, |$backend:ident| $call:expr) => {
+        match $exports {
+            Exports::V0_2(p) => {
+                let $backend = p.ccat_hpc0_2_0_hpc_backend();
+                $call
+            }
+            Exports::V0_1(p) => {
+                let $backend = p.ccat_hpc0_1_0_hpc_backend();
+                $call
+            }
+        }
+    };
+}
+
 /// A loaded plugin, ready to be called any number of times.
 pub struct Plugin {
     name: String,
-    pre: HpcPluginPre<State>,
+    pre: Pre,
     shared: Shared,
+    /// The host's store: the submission ledger ([`crate::ledger`]).
+    store: Store,
 }
 
 impl Plugin {
@@ -263,10 +308,36 @@ impl Plugin {
         &self.shared.policy
     }
 
+    /// The contract the plugin speaks.
+    pub fn contract(&self) -> Contract {
+        match self.pre {
+            Pre::V0_2(_) => Contract::V0_2,
+            Pre::V0_1(_) => Contract::V0_1,
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Submit a job. With an idempotency key, at most one job is ever made
+    /// for it: see [`crate::ledger`].
     pub async fn submit(&self, spec: &JobSpec) -> Result<String, HostError> {
+        match &spec.idempotency_key {
+            None => self.submit_once(spec).await,
+            Some(key) => crate::ledger::submit(self, spec, key).await,
+        }
+    }
+
+    /// One `submit` call of the plugin, nothing more.
+    pub(crate) async fn submit_once(&self, spec: &JobSpec) -> Result<String, HostError> {
         let r = self
-            .call("submit", async |s, p| {
-                p.ccat_hpc_hpc_backend().call_submit(s, spec).await
+            .call("submit", async |s, p| match p {
+                Exports::V0_2(p) => p.ccat_hpc0_2_0_hpc_backend().call_submit(s, spec).await,
+                Exports::V0_1(p) => {
+                    let spec = spec.to_v0_1();
+                    p.ccat_hpc0_1_0_hpc_backend().call_submit(s, &spec).await
+                }
             })
             .await?;
         let id = self.backend("submit", r)?;
@@ -278,10 +349,34 @@ impl Plugin {
         Ok(id)
     }
 
+    /// The job a keyed submit made, if the scheduler knows one; `Ok(None)`
+    /// from a 0.1.0 plugin, which cannot tell.
+    pub async fn find_job(&self, key: &str, since: f64) -> Result<Option<String>, HostError> {
+        let r = self
+            .call("find-job", async |s, p| match p {
+                Exports::V0_2(p) => {
+                    p.ccat_hpc0_2_0_hpc_backend()
+                        .call_find_job(s, key, since)
+                        .await
+                }
+                Exports::V0_1(_) => Ok(Ok(None)),
+            })
+            .await?;
+        let id = self.backend("find-job", r)?;
+        if let Some(id) = &id {
+            crate::sanitize::job_id(id).map_err(|message| HostError::PluginTrap {
+                plugin: self.name.clone(),
+                function: "find-job",
+                message,
+            })?;
+        }
+        Ok(id)
+    }
+
     pub async fn get_status(&self, job_id: &str) -> Result<HpcJobInfo, HostError> {
         let r = self
             .call("get-status", async |s, p| {
-                p.ccat_hpc_hpc_backend().call_get_status(s, job_id).await
+                either!(p, |b| b.call_get_status(s, job_id).await)
             })
             .await?;
         self.backend("get-status", r).map(crate::sanitize::job_info)
@@ -294,7 +389,7 @@ impl Plugin {
     ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, HostError> {
         let r = self
             .call("get-statuses", async |s, p| {
-                p.ccat_hpc_hpc_backend().call_get_statuses(s, ids).await
+                either!(p, |b| b.call_get_statuses(s, ids).await)
             })
             .await?;
         let list: Vec<_> = self
@@ -318,7 +413,7 @@ impl Plugin {
     pub async fn cancel(&self, job_id: &str) -> Result<(), HostError> {
         let r = self
             .call("cancel", async |s, p| {
-                p.ccat_hpc_hpc_backend().call_cancel(s, job_id).await
+                either!(p, |b| b.call_cancel(s, job_id).await)
             })
             .await?;
         self.backend("cancel", r)
@@ -327,7 +422,7 @@ impl Plugin {
     pub async fn get_logs(&self, job_id: &str) -> Result<JobLogs, HostError> {
         let r = self
             .call("get-logs", async |s, p| {
-                p.ccat_hpc_hpc_backend().call_get_logs(s, job_id).await
+                either!(p, |b| b.call_get_logs(s, job_id).await)
             })
             .await?;
         let logs = self.backend("get-logs", r)?;
@@ -339,7 +434,7 @@ impl Plugin {
 
     pub async fn describe(&self) -> Result<PluginInfo, HostError> {
         self.call("describe", async |s, p| {
-            p.ccat_hpc_hpc_backend().call_describe(s).await
+            either!(p, |b| b.call_describe(s).await)
         })
         .await
         .map(crate::sanitize::plugin_info)
@@ -361,11 +456,15 @@ impl Plugin {
     async fn call<R>(
         &self,
         function: &'static str,
-        f: impl AsyncFnOnce(&mut wasmtime::Store<State>, &HpcPlugin) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&mut wasmtime::Store<State>, &Exports) -> wasmtime::Result<R>,
     ) -> Result<R, HostError> {
         let limits = &self.shared.policy.limits;
         let state = State::new(&self.shared)?;
-        let mut store = wasmtime::Store::new(self.pre.engine(), state);
+        let engine = match &self.pre {
+            Pre::V0_2(pre) => pre.engine(),
+            Pre::V0_1(pre) => pre.engine(),
+        };
+        let mut store = wasmtime::Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         // Host time is accounted here, once, for every host function.
         store.call_hook(|mut cx, hook| {
@@ -389,8 +488,11 @@ impl Plugin {
             }
         });
         let work = async {
-            let plugin = self.pre.instantiate_async(&mut store).await?;
-            f(&mut store, &plugin).await
+            let exports = match &self.pre {
+                Pre::V0_2(pre) => Exports::V0_2(pre.instantiate_async(&mut store).await?),
+                Pre::V0_1(pre) => Exports::V0_1(pre.instantiate_async(&mut store).await?),
+            };
+            f(&mut store, &exports).await
         };
         let trap = |message: String| HostError::PluginTrap {
             plugin: self.name.clone(),

@@ -216,6 +216,14 @@ impl Policy {
             if prefix.is_empty() {
                 return Err(format!("`plugins.{name}.kv_prefix` must not be empty"));
             }
+            // The host's own records (the submission ledger, poll leases)
+            // live under this namespace: no plugin may write into it.
+            let host = crate::store::HOST_NAMESPACE;
+            if prefix.starts_with(host) || host.starts_with(prefix.as_str()) {
+                return Err(format!(
+                    "`plugins.{name}.kv_prefix` = `{prefix}` overlaps `{host}`, where the host keeps its own records"
+                ));
+            }
             self.kv_prefix = prefix;
         }
         macro_rules! set {

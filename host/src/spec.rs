@@ -33,6 +33,8 @@ struct SpecJson {
     #[serde(default)]
     environment_variables: BTreeMap<String, Scalar>,
     job_name: Option<String>,
+    /// The caller's name for this submission: see [`crate::ledger`].
+    idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +129,7 @@ pub fn parse_spec(text: &str) -> Result<JobSpec, HostError> {
             .map(|(k, v)| (k, v.into_string()))
             .collect(),
         job_name: s.job_name,
+        idempotency_key: s.idempotency_key,
     };
     validate(&spec)?;
     Ok(spec)
@@ -146,6 +149,9 @@ pub fn validate(spec: &JobSpec) -> Result<(), HostError> {
         .chain(spec.job_name.iter());
     if texts.into_iter().any(|t| t.contains('\0')) {
         return bad("a command argument, environment value or job name contains a NUL byte".into());
+    }
+    if let Some(key) = &spec.idempotency_key {
+        crate::ledger::check_key(key).map_err(|m| HostError::Input(format!("invalid job spec: {m}")))?;
     }
     for (k, _) in &spec.environment_variables {
         if !is_env_name(k) {

@@ -11,6 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::OnceCell;
 
+/// Where the host keeps records of its own (the submission ledger, poll
+/// leases). Plugins' keys start with `hpc-host:<plugin>:` (plugin names are
+/// never empty) or a site prefix that the policy keeps out of this namespace.
+pub const HOST_NAMESPACE: &str = "hpc-host::";
+
 /// How long to wait for Redis to accept a connection or answer a command:
 /// a CLI call must fail with `unavailable`, not hang, when Redis is down.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -173,6 +178,77 @@ impl Store {
                     )?;
                     let rows = stmt.query_map(params![prefix, now], |r| r.get(0))?;
                     rows.collect()
+                })
+                .await
+            }
+        }
+    }
+
+    /// Compare and swap: if `key` holds `expected` (`None`: the key is
+    /// absent), make it hold `new` (`None`: delete it) and return `true`;
+    /// else change nothing and return `false`. Atomic against every other
+    /// writer of the store, in this process or another.
+    pub async fn swap(
+        &self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(r) => {
+                // One script runs atomically in Redis. A missing key reads as
+                // `false` in Lua.
+                const SWAP: &str = r"
+                    local cur = redis.call('GET', KEYS[1])
+                    if ARGV[1] == '0' then
+                        if cur then return 0 end
+                    elseif cur ~= ARGV[2] then
+                        return 0
+                    end
+                    if ARGV[3] == '0' then
+                        redis.call('DEL', KEYS[1])
+                    else
+                        redis.call('SET', KEYS[1], ARGV[4])
+                    end
+                    return 1";
+                let mut c = r.conn().await?;
+                let flag = |v: &Option<Vec<u8>>| if v.is_some() { "1" } else { "0" };
+                let swapped: i64 = redis::cmd("EVAL")
+                    .arg(SWAP)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(flag(&expected))
+                    .arg(expected.as_deref().unwrap_or_default())
+                    .arg(flag(&new))
+                    .arg(new.as_deref().unwrap_or_default())
+                    .query_async(&mut c)
+                    .await
+                    .map_err(redis_error)?;
+                Ok(swapped == 1)
+            }
+            Store::Embedded(e) => {
+                e.run(move |c| {
+                    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let current: Option<Vec<u8>> = tx
+                        .query_row(
+                            "SELECT value FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                            params![key, unix_now()],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    if current != expected {
+                        return Ok(false);
+                    }
+                    match new {
+                        Some(v) => tx.execute(
+                            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL)
+                             ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = NULL",
+                            params![key, v],
+                        )?,
+                        None => tx.execute("DELETE FROM kv WHERE key = ?1", [&key])?,
+                    };
+                    tx.commit()?;
+                    Ok(true)
                 })
                 .await
             }
@@ -379,6 +455,19 @@ mod tests {
         // `%` and `_` are not wildcards here (no LIKE).
         s.set("p%x".into(), b"".to_vec(), None).await.unwrap();
         assert_eq!(s.list_keys("p%".into()).await.unwrap(), vec!["p%x"]);
+    }
+
+    #[tokio::test]
+    async fn embedded_swap_is_compare_and_set() {
+        let s = Store::open(None, &tempdir()).unwrap();
+        let k = || "ledger:a".to_string();
+        assert!(s.swap(k(), None, Some(b"1".to_vec())).await.unwrap());
+        assert!(!s.swap(k(), None, Some(b"2".to_vec())).await.unwrap());
+        assert!(!s.swap(k(), Some(b"2".to_vec()), Some(b"3".to_vec())).await.unwrap());
+        assert!(s.swap(k(), Some(b"1".to_vec()), Some(b"3".to_vec())).await.unwrap());
+        assert_eq!(s.get_many(vec![k()]).await.unwrap(), vec![Some(b"3".to_vec())]);
+        assert!(s.swap(k(), Some(b"3".to_vec()), None).await.unwrap());
+        assert_eq!(s.get_many(vec![k()]).await.unwrap(), vec![None]);
     }
 
     #[tokio::test]

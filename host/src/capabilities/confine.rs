@@ -9,7 +9,7 @@
 //! ...) are therefore refused unless a site names them on purpose, and the
 //! refusal says which key grants them.
 
-use crate::bindings::ccat::hpc::process::ProcessError;
+use crate::bindings::process::ProcessError;
 use crate::policy::Policy;
 
 /// Most ids in one `job-states` call: each costs file reads on the call's

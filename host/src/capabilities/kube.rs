@@ -14,7 +14,7 @@
 //! invalid (with the server's message), 401/403 unauthorized, connection
 //! failures, timeouts, 429 and 5xx unavailable.
 
-use crate::bindings::ccat::hpc::kube::{self as wit, KubeError, Propagation};
+use crate::bindings::kube::{self as wit, KubeError, Propagation};
 use crate::policy::Policy;
 use crate::state::State;
 use ::kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};

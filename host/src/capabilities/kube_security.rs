@@ -16,7 +16,7 @@
 //! (`automountServiceAccountToken: false` is set) unless the policy sets
 //! `k8s_automount_token = true`.
 
-use crate::bindings::ccat::hpc::kube::KubeError;
+use crate::bindings::kube::KubeError;
 use crate::policy::Policy;
 use serde_json::Value;
 

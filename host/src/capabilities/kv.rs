@@ -4,7 +4,7 @@
 //! `<prefix><key>`. No key a plugin can write reaches outside its prefix, and
 //! `list-keys` never shows another plugin's keys.
 
-use crate::bindings::ccat::hpc::kv::{self, KvError};
+use crate::bindings::kv::{self, KvError};
 use crate::state::State;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;

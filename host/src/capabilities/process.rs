@@ -6,7 +6,7 @@
 //! Nothing goes through a shell. Each run has a timeout, a cap on the output
 //! kept, and a slot among the policy's concurrent processes.
 
-use crate::bindings::ccat::hpc::process::{
+use crate::bindings::process::{
     self, JobRequest, JobState, JobUsage, LogStream, ProcessError, RunOutput, RunRequest,
 };
 use crate::jobs::{self, JobError, Jobs};
@@ -125,9 +125,25 @@ impl ProcessCtx {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe. The program gets SIGKILL when
+        // the thread that started it ends: a host killed mid-call (SIGKILL
+        // included) leaves no program behind that could still, say, submit
+        // a job after its submitter is gone (see `crate::ledger`). Programs
+        // start on the runtime's worker threads, which live as long as it.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| ProcessError::Failed(format!("cannot start `{}`: {e}", path.display())))?;
+        // If this call is dropped before the program is reaped (the plugin
+        // hit its `wall_seconds`), the whole group goes, not only the program.
+        let mut group = GroupGuard(child.id());
         if let (Some(input), Some(mut stdin)) = (req.stdin, child.stdin.take()) {
             tokio::spawn(async move {
                 let _ = stdin.write_all(&input).await;
@@ -144,6 +160,7 @@ impl ProcessCtx {
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(((stdout, t1), (stderr, t2), status)) => {
+                group.0 = None;
                 let status = status.map_err(|e| {
                     ProcessError::Failed(format!("waiting for `{}`: {e}", req.program))
                 })?;
@@ -158,7 +175,7 @@ impl ProcessCtx {
             }
             Err(_) => {
                 // The whole tree, not only the program: its helpers share its group.
-                super::confine::kill_group(pid);
+                super::confine::kill_group(group.0.take().or(pid));
                 Err(ProcessError::TimedOut(format!(
                     "`{}` did not finish within {:.1} s and was killed",
                     req.program,
@@ -166,6 +183,15 @@ impl ProcessCtx {
                 )))
             }
         }
+    }
+}
+
+/// Kills a program's process group when dropped while it still holds one.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        super::confine::kill_group(self.0.take());
     }
 }
 

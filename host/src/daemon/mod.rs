@@ -317,6 +317,10 @@ impl Daemon {
             .unwrap_or_default();
         let uid = unsafe { libc::geteuid() };
         let digest = crate::engine::sha256_hex(format!("{uid}\n{backend}\n{policy}").as_bytes());
-        format!("hpc-host:poll:{uid}:{backend}:{}", &digest[..16])
+        format!(
+            "{}poll:{uid}:{backend}:{}",
+            crate::store::HOST_NAMESPACE,
+            &digest[..16]
+        )
     }
 }

@@ -12,6 +12,7 @@ mod daemon;
 mod errors;
 mod first_contact;
 mod hostile;
+mod idempotency;
 mod kube;
 mod kube_fake;
 mod local;

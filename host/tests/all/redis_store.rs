@@ -15,7 +15,7 @@ fn redis_env() -> TestEnv {
     env
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> String {
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .arg("-p")
         .arg(port.to_string())
@@ -53,24 +53,37 @@ fn jobs_are_recorded_in_redis() {
 }
 
 /// A Redis server of this test's own, which it can stop and start.
-struct OwnRedis {
+pub struct OwnRedis {
     port: u16,
     dir: std::path::PathBuf,
     child: Option<Child>,
+    /// Keep data across restarts (append-only file), or start empty each time.
+    persist: bool,
 }
 
 impl OwnRedis {
-    fn start(dir: &Path, port: u16) -> OwnRedis {
+    pub fn start(dir: &Path, port: u16) -> OwnRedis {
+        Self::start_with(dir, port, true)
+    }
+
+    /// A Redis that keeps nothing on disk: each restart starts empty (as the
+    /// one on these machines).
+    pub fn start_volatile(dir: &Path, port: u16) -> OwnRedis {
+        Self::start_with(dir, port, false)
+    }
+
+    fn start_with(dir: &Path, port: u16, persist: bool) -> OwnRedis {
         let mut r = OwnRedis {
             port,
             dir: dir.to_owned(),
             child: None,
+            persist,
         };
         r.restart();
         r
     }
 
-    fn restart(&mut self) {
+    pub fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -80,7 +93,7 @@ impl OwnRedis {
                 "--save",
                 "",
                 "--appendonly",
-                "yes",
+                if self.persist { "yes" } else { "no" },
             ])
             .args([
                 "--appendfsync",
@@ -99,7 +112,7 @@ impl OwnRedis {
         }
     }
 
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             c.wait().unwrap();

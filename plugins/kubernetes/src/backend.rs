@@ -2,7 +2,7 @@
 //! them with the real host, unit tests with the SDK's fake.
 
 use crate::Kubernetes;
-use crate::job::{self, CONTAINER, ID_LABEL, POD_LABEL};
+use crate::job::{self, CONTAINER, ID_LABEL, KEY_LABEL, POD_LABEL};
 use crate::{name, status};
 use hpc_plugin_sdk::backend::Backend;
 use hpc_plugin_sdk::host::Host;
@@ -117,10 +117,27 @@ fn was_cancelled(h: &mut impl Host, id: &str) -> bool {
 }
 
 impl Backend for Kubernetes {
-    /// Create a Job for `spec`; its name is the job id.
+    /// Create a Job for `spec`; its name is the job id. A keyed spec's name
+    /// comes from its key, so the API server itself refuses a second Job for
+    /// it (409): that Job, if it carries the key, is the answer.
     fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError> {
         let ns = namespace(h)?;
         let ttl = ttl(h)?;
+        if let Some(key) = &spec.idempotency_key {
+            let name = name::job_name(spec.job_name.as_deref(), &name::keyed_suffix(key));
+            let body = serde_json::to_string(&job::build(spec, &name, ttl)?)
+                .map_err(|e| BackendError::Internal(format!("cannot encode the Job: {e}")))?;
+            return match h.kube_create(BATCH_V1, "Job", &ns, &body) {
+                Ok(_) => Ok(name),
+                Err(KubeError::Conflict(m)) => match get_job(h, &ns, &name)? {
+                    Some(existing) if job::carries_key(&existing, key) => Ok(name),
+                    _ => Err(BackendError::Internal(format!(
+                        "Job `{name}` exists but was not made for this idempotency key: {m}"
+                    ))),
+                },
+                Err(e) => Err(e.into()),
+            };
+        }
         let mut last = None;
         for _ in 0..NAME_TRIES {
             let name = name::job_name(spec.job_name.as_deref(), &name::suffix());
@@ -136,6 +153,16 @@ impl Backend for Kubernetes {
             "no free Job name after {NAME_TRIES} tries: {}",
             last.unwrap_or_default()
         )))
+    }
+
+    /// The Job labelled with the key's digest and annotated with the key.
+    fn find_job(h: &mut impl Host, key: &str, _since: f64) -> Result<Option<String>, BackendError> {
+        let ns = namespace(h)?;
+        let jobs: Vec<Job> = list(h, BATCH_V1, "Job", &ns, &selector(KEY_LABEL, &[&job::key_label(key)]))?;
+        Ok(jobs
+            .into_iter()
+            .find(|j| job::carries_key(j, key))
+            .and_then(|j| j.metadata.name))
     }
 
     /// The state of each job in `job_ids`, in order.

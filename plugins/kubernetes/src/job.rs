@@ -35,6 +35,25 @@ use std::collections::BTreeMap;
 pub const CONTAINER: &str = "job";
 /// The label that finds a Job by its id, with a set-based selector for many.
 pub const ID_LABEL: &str = "hpc-host/job-id";
+/// The label of a keyed job: the first 40 hex digits of its idempotency
+/// key's SHA-256 (a label value takes at most 63 characters of a narrow set).
+pub const KEY_LABEL: &str = "hpc-host/idempotency-key-sha256";
+/// The annotation that holds a keyed job's idempotency key itself.
+pub const KEY_ANNOTATION: &str = "hpc-host/idempotency-key";
+
+/// The [`KEY_LABEL`] value of a key.
+pub fn key_label(idempotency_key: &str) -> String {
+    hpc_plugin_sdk::idempotency::digest(idempotency_key)[..40].to_owned()
+}
+
+/// Whether a Job was made by a submit with this key.
+pub fn carries_key(job: &Job, idempotency_key: &str) -> bool {
+    job.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(KEY_ANNOTATION))
+        .is_some_and(|k| k == idempotency_key)
+}
 /// The label the Job controller puts on a Job's pods (every Kubernetes version).
 pub const POD_LABEL: &str = "job-name";
 /// Who made the Job, for people looking at the namespace.
@@ -108,7 +127,7 @@ pub fn build(spec: &JobSpec, name: &str, ttl: Option<i32>) -> Result<Job, Backen
     check_command(&spec.execution_command, "execution_command")
         .map_err(BackendError::InvalidRequest)?;
     let r = resources(&spec.resource_requirements)?;
-    let labels: BTreeMap<String, String> = [
+    let mut labels: BTreeMap<String, String> = [
         (ID_LABEL.to_owned(), name.to_owned()),
         (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
     ]
@@ -127,6 +146,11 @@ pub fn build(spec: &JobSpec, name: &str, ttl: Option<i32>) -> Result<Job, Backen
     note("output-dir", &spec.output_dir);
     note("workspace-dir", &spec.workspace_dir);
     note("manifest-path", &spec.manifest_path);
+    if let Some(key) = &spec.idempotency_key {
+        // The host has checked the key (at most 200 characters).
+        annotations.insert(KEY_ANNOTATION.to_owned(), key.clone());
+        labels.insert(KEY_LABEL.to_owned(), key_label(key));
+    }
 
     let env: Vec<EnvVar> = spec
         .environment_variables
@@ -228,6 +252,7 @@ mod tests {
             },
             environment_variables: vec![("OMP_NUM_THREADS".into(), "4".into())],
             job_name: Some("Reduce".into()),
+            idempotency_key: None,
         }
     }
 

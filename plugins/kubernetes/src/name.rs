@@ -49,6 +49,24 @@ pub fn suffix() -> String {
         .collect()
 }
 
+/// Characters of the suffix of a keyed job's name (27^12, about 1.5e17,
+/// names per base): the same key always gives the same name.
+pub const KEYED_SUFFIX_LEN: usize = 12;
+
+/// The suffix of a keyed job's name, from the key's digest.
+pub fn keyed_suffix(idempotency_key: &str) -> String {
+    let digest = hpc_plugin_sdk::idempotency::digest(idempotency_key);
+    digest
+        .as_bytes()
+        .chunks(2)
+        .take(KEYED_SUFFIX_LEN)
+        .map(|pair| {
+            let byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("0"), 16).unwrap_or(0);
+            SUFFIX_ALPHABET[byte as usize % SUFFIX_ALPHABET.len()] as char
+        })
+        .collect()
+}
+
 /// Whether `name` is an RFC 1123 label of at most 63 characters: the only
 /// ids this backend hands out, and the only text it puts into a URL path or a
 /// label selector.

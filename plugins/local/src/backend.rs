@@ -8,6 +8,7 @@ use hpc_plugin_sdk::apptainer::{self, Mount};
 use hpc_plugin_sdk::backend::Backend;
 use hpc_plugin_sdk::host::Host;
 use hpc_plugin_sdk::host::process::{JobRequest, JobState, LogStream, ProcessError};
+use hpc_plugin_sdk::idempotency;
 use hpc_plugin_sdk::resources::hours_to_seconds;
 use hpc_plugin_sdk::spec::check_no_nul;
 use hpc_plugin_sdk::time::millis_to_seconds;
@@ -33,10 +34,48 @@ fn parse_id(job_id: &str) -> Result<String, BackendError> {
 
 fn load(h: &mut impl Host, job_id: &str) -> Result<JobRecord, BackendError> {
     let id = parse_id(job_id)?;
-    let bytes = h
-        .kv_get(&key(&id))?
-        .ok_or_else(|| BackendError::NotFound(format!("no local job `{job_id}`")))?;
-    JobRecord::decode(&bytes)
+    match h.kv_get(&key(&id))? {
+        Some(bytes) => JobRecord::decode(&bytes),
+        None => recover(h, std::slice::from_ref(&id))
+            .pop()
+            .unwrap_or_else(|| Err(BackendError::Internal("no record recovered".into()))),
+    }
+}
+
+/// The records of jobs the store does not hold, rebuilt from their
+/// supervisors' folders on this machine and indexed again. The store is an
+/// index: a store that came back empty (a Redis restarted without
+/// persistence) loses no job that ran here.
+fn recover(h: &mut impl Host, ids: &[String]) -> Vec<Result<JobRecord, BackendError>> {
+    let here = h.setting(NODE_SETTING);
+    let states = h.job_states(ids);
+    ids.iter()
+        .zip(states.into_iter().chain(std::iter::repeat_with(|| {
+            Err(ProcessError::Failed("the host returned no state for this job".into()))
+        })))
+        .map(|(id, state)| match state {
+            Ok(state) => {
+                let mut record = JobRecord::recovered(id, here.clone(), &state);
+                record.finish(state);
+                store_quietly(h, &record);
+                Ok(record)
+            }
+            Err(ProcessError::NotFound(_)) => Err(BackendError::NotFound(format!(
+                "no local job `{id}`: not in the job store, and no job folder on this machine{}",
+                here.as_deref().map(|n| format!(" (`{n}`)")).unwrap_or_default()
+            ))),
+            Err(e) => Err(e.into()),
+        })
+        .collect()
+}
+
+/// The id of the job a keyed submit makes: derived from the key, so that
+/// every submit with the key names the same job folder.
+fn keyed_id(idempotency_key: &str) -> String {
+    uuid::Builder::from_random_bytes(idempotency::digest_bytes(idempotency_key))
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 /// Caching the end is an optimisation: if the store is down now, the
@@ -107,7 +146,19 @@ impl Backend for Local {
             .transpose()
             .map_err(BackendError::InvalidRequest)?;
         let Command { argv, env } = command(h, spec)?;
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let id = match &spec.idempotency_key {
+            // The host holds the key's claim: no other submit with it is at
+            // work. A job made by an earlier one (whose store entry was lost)
+            // is this one.
+            Some(k) => {
+                let id = keyed_id(k);
+                if let Some(found) = Self::find_job(h, k, 0.0)? {
+                    return Ok(found);
+                }
+                id
+            }
+            None => uuid::Uuid::new_v4().hyphenated().to_string(),
+        };
         let (submitted, node) = (now(h), h.setting(NODE_SETTING));
         let record = JobRecord::new(&id, spec, submitted, node);
         // The record goes first: if the store is down nothing starts, and a
@@ -128,8 +179,36 @@ impl Backend for Local {
         Ok(id)
     }
 
+    /// The job a keyed submit made: its record names another machine, or
+    /// its folder is on this one. A record whose job never started here (its
+    /// submitter died between the two) is dropped: that job was never made.
+    fn find_job(
+        h: &mut impl Host,
+        idempotency_key: &str,
+        _since: f64,
+    ) -> Result<Option<String>, BackendError> {
+        let id = keyed_id(idempotency_key);
+        let here = h.setting(NODE_SETTING);
+        if let Some(bytes) = h.kv_get(&key(&id))? {
+            let record = JobRecord::decode(&bytes)?;
+            if record.node.is_some() && record.node != here {
+                return Ok(Some(id));
+            }
+        }
+        match h.job_states(std::slice::from_ref(&id)).pop() {
+            Some(Ok(_)) => Ok(Some(id)),
+            Some(Err(ProcessError::NotFound(_))) => {
+                let _ = h.kv_delete(&key(&id));
+                Ok(None)
+            }
+            Some(Err(e)) => Err(e.into()),
+            None => Err(BackendError::Internal("the host returned no state".into())),
+        }
+    }
+
     /// The state of each job in `job_ids`, in order: one store round trip and one
-    /// supervisor query for all jobs whose end is not recorded yet.
+    /// supervisor query for all jobs whose end is not recorded yet. A job the
+    /// store does not hold is looked for on this machine ([`recover`]).
     fn statuses(
         h: &mut impl Host,
         job_ids: &[String],
@@ -137,28 +216,53 @@ impl Backend for Local {
         let ids: Vec<Result<String, BackendError>> = job_ids.iter().map(|j| parse_id(j)).collect();
         let keys: Vec<String> = ids.iter().flatten().map(|id| key(id)).collect();
         let mut stored = h.kv_get_many(&keys)?.into_iter();
-        let mut records: Vec<Result<JobRecord, BackendError>> = ids
+        // Ids the store does not hold: `Err(Ok(id))` until recovered.
+        let found: Vec<Result<JobRecord, Result<String, BackendError>>> = ids
             .into_iter()
             .map(|id| {
-                let id = id?;
-                let bytes = stored
-                    .next()
-                    .flatten()
-                    .ok_or_else(|| BackendError::NotFound(format!("no local job `{id}`")))?;
-                JobRecord::decode(&bytes)
+                let id = id.map_err(Err)?;
+                match stored.next().flatten() {
+                    Some(bytes) => JobRecord::decode(&bytes).map_err(Err),
+                    None => Err(Ok(id)),
+                }
+            })
+            .collect();
+        let missing: Vec<String> = found
+            .iter()
+            .filter_map(|r| r.as_ref().err()?.as_ref().ok().cloned())
+            .collect();
+        let mut recovered = if missing.is_empty() {
+            Vec::new()
+        } else {
+            recover(h, &missing)
+        }
+        .into_iter();
+        let mut records: Vec<Result<JobRecord, BackendError>> = found
+            .into_iter()
+            .map(|r| match r {
+                Ok(record) => Ok(record),
+                Err(Err(e)) => Err(e),
+                Err(Ok(_)) => recovered.next().unwrap_or_else(|| {
+                    Err(BackendError::Internal("no record recovered".into()))
+                }),
             })
             .collect();
 
+        // Jobs whose end is not recorded and whose state this call has not read yet.
         let live: Vec<String> = records
             .iter()
             .flatten()
-            .filter(|r| r.outcome.is_none())
+            .filter(|r| r.outcome.is_none() && r.running_since.is_none())
             .map(|r| r.job_id.clone())
             .collect();
         if !live.is_empty() {
             let here = h.setting(NODE_SETTING);
             let mut states = h.job_states(&live).into_iter();
-            for record in records.iter_mut().flatten().filter(|r| r.outcome.is_none()) {
+            for record in records
+                .iter_mut()
+                .flatten()
+                .filter(|r| r.outcome.is_none() && r.running_since.is_none())
+            {
                 let state = states.next().unwrap_or_else(|| {
                     Err(ProcessError::Failed(
                         "the host returned no state for this job".into(),

@@ -83,6 +83,25 @@ impl JobRecord {
         }
     }
 
+    /// The record of a job the store lost, rebuilt from what its supervisor
+    /// says on this machine (`node`): name and command are not kept there.
+    pub fn recovered(job_id: &str, node: Option<String>, state: &JobState) -> Self {
+        let started = match state {
+            JobState::Running(since) => *since,
+            _ => 0.0,
+        };
+        JobRecord {
+            job_id: job_id.to_owned(),
+            job_name: None,
+            argv: Vec::new(),
+            submitted_at: started,
+            node,
+            outcome: None,
+            running_since: None,
+            host_error: None,
+        }
+    }
+
     /// The host does not know the job here (`here`, the `HPC_NODE` setting):
     /// if it was started on another machine, say where, rather than "not found".
     pub fn locate(&self, e: BackendError, here: Option<String>) -> BackendError {

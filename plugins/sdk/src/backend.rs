@@ -8,8 +8,15 @@ use crate::{BackendError, HpcJobInfo, JobLogs, JobSpec, PluginInfo};
 
 /// A backend's operations, each over the host it is given.
 pub trait Backend {
-    /// Submit a job; its id.
+    /// Submit a job; its id. With `spec.idempotency_key`, attach the key to
+    /// the job where [`Backend::find_job`] can see it (see
+    /// [`crate::idempotency`]); the host has made sure no other submit with
+    /// this key is at work.
     fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError>;
+    /// The job a submit with this idempotency key made, if the scheduler
+    /// knows one; none only when no such job exists (`unavailable` when the
+    /// scheduler cannot tell). `since`: Unix seconds when that submit began.
+    fn find_job(h: &mut impl Host, key: &str, since: f64) -> Result<Option<String>, BackendError>;
     /// The state of each job, in the order asked; the outer error fails them all.
     fn statuses(
         h: &mut impl Host,
@@ -39,6 +46,16 @@ macro_rules! export_backend {
         impl $crate::Guest for $ty {
             fn submit(spec: $crate::JobSpec) -> Result<String, $crate::BackendError> {
                 <$ty as $crate::backend::Backend>::submit(&mut $crate::host::SdkHost, &spec)
+            }
+            fn find_job(
+                idempotency_key: String,
+                since: f64,
+            ) -> Result<Option<String>, $crate::BackendError> {
+                <$ty as $crate::backend::Backend>::find_job(
+                    &mut $crate::host::SdkHost,
+                    &idempotency_key,
+                    since,
+                )
             }
             fn get_status(job_id: String) -> Result<$crate::HpcJobInfo, $crate::BackendError> {
                 $crate::single(<$ty as $crate::backend::Backend>::statuses(

@@ -12,7 +12,7 @@
 //! A call nothing was scripted for panics with the call in the message: in a
 //! test, an unexpected host call is a failure to see, not an answer to guess.
 
-use crate::ccat::hpc::{kube, kv, process};
+use crate::ccat::hpc0_1_0::{kube, kv, process};
 use crate::host::Host;
 use kube::{KubeError, Propagation};
 use kv::KvError;
@@ -298,6 +298,7 @@ pub fn spec(argv: &[&str]) -> crate::JobSpec {
         },
         environment_variables: vec![],
         job_name: None,
+        idempotency_key: None,
     }
 }
 

@@ -13,7 +13,7 @@
 
 /// The host interfaces as the component imports them (their types, and raw
 /// calls that bypass [`Host`]: prefer the trait, which tests can fake).
-pub use crate::ccat::hpc::{kube, kv, process};
+pub use crate::ccat::hpc0_1_0::{kube, kv, process};
 use kube::{KubeError, Propagation};
 use kv::KvError;
 use process::{JobRequest, JobState, LogStream, ProcessError, RunOutput, RunRequest};

@@ -38,16 +38,18 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-pub use ccat::hpc::types::{
-    BackendError, HpcJobInfo, JobLogs, JobSpec, JobStatus, PluginInfo, ResourceRequirements,
+pub use ccat::hpc0_1_0::types::{
+    BackendError, HpcJobInfo, JobLogs, JobStatus, PluginInfo, ResourceRequirements,
 };
-pub use exports::ccat::hpc::hpc_backend::Guest;
+pub use ccat::hpc0_2_0::types::JobSpec;
+pub use exports::ccat::hpc0_2_0::hpc_backend::Guest;
 
 pub mod apptainer;
 pub mod backend;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod host;
+pub mod idempotency;
 pub mod record;
 pub mod resources;
 pub mod spec;
@@ -57,7 +59,7 @@ pub use backend::single;
 pub use resources::bytes_to_gb;
 
 /// The version of the contract this SDK was built against.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// A setting from the host (`wasi:config/store`): the seed's keys such as
 /// `SLURM_PARTITION`, plus the plugin's own `config` table.

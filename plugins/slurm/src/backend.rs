@@ -11,6 +11,7 @@ use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec};
 use std::collections::HashMap;
 
 use crate::command::{self, is_job_id, not_a_job_id};
+use crate::find;
 use crate::host::Host;
 use crate::record::{self, JobRecord};
 use crate::sacct::{self, AcctJob, QueueEntry};
@@ -196,6 +197,27 @@ fn file_error(action: &str, path: &str, folder: &str, e: &std::io::Error) -> Bac
         )),
         _ => BackendError::Internal(msg),
     }
+}
+
+/// The job whose comment carries idempotency key `key` ([`crate::find`]):
+/// one `squeue`, and one `sacct` when the controller no longer holds it.
+pub fn find_job(host: &mut impl Host, key: &str, since: f64) -> Result<Option<String>, BackendError> {
+    let out = run(host, "squeue", find::squeue_args())?;
+    if !command::succeeded(&out) {
+        return Err(command::query_failure("squeue", &out));
+    }
+    check_complete("squeue", &out)?;
+    if let Some(id) = find::find_in(&String::from_utf8_lossy(&out.stdout), key) {
+        return Ok(Some(id));
+    }
+    let now = host.now_millis() as f64 / 1000.0;
+    let back = (now - since).max(0.0).ceil() as u64 + find::SLACK_SECONDS;
+    let out = run(host, "sacct", find::sacct_args(back))?;
+    if !command::succeeded(&out) {
+        return Err(command::query_failure("sacct", &out));
+    }
+    check_complete("sacct", &out)?;
+    Ok(find::find_in(&String::from_utf8_lossy(&out.stdout), key))
 }
 
 /// The state of each job in `ids`, in order.

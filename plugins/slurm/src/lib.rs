@@ -24,6 +24,7 @@
 
 pub mod backend;
 pub mod command;
+pub mod find;
 pub mod host;
 pub mod quote;
 pub mod record;
@@ -42,6 +43,10 @@ pub struct Slurm;
 impl Backend for Slurm {
     fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError> {
         backend::submit(h, spec)
+    }
+
+    fn find_job(h: &mut impl Host, key: &str, since: f64) -> Result<Option<String>, BackendError> {
+        backend::find_job(h, key, since)
     }
 
     fn statuses(

@@ -14,7 +14,7 @@
 //!         gpus: None, nodes: None, extra: vec![],
 //!     },
 //!     environment_variables: vec![("GREETING".into(), "a b".into())],
-//!     job_name: Some("demo run".into()),
+//!     job_name: Some("demo run".into()), idempotency_key: None,
 //! };
 //! let plan = build(&spec, &ScriptInputs { partition: "debug", default_workspace: None, unique: "1a2b" }).unwrap();
 //! assert_eq!(plan.script_path, "/scratch/jobs/hpc-demo_run-1a2b.sbatch");
@@ -132,7 +132,10 @@ pub fn build(spec: &JobSpec, inputs: &ScriptInputs<'_>) -> Result<ScriptPlan, St
     };
     let command = command_words(spec, &workspace)?;
     let env = environment(spec)?;
-    let directives = resources::directives(&spec.resource_requirements)?;
+    let directives = match &spec.idempotency_key {
+        Some(key) => resources::directives(&crate::find::with_key(&spec.resource_requirements, key))?,
+        None => resources::directives(&spec.resource_requirements)?,
+    };
 
     let job_name = sanitize_job_name(spec.job_name.as_deref().unwrap_or(DEFAULT_JOB_NAME));
     let file_part: String = job_name.chars().take(MAX_FILE_NAME_PART).collect();

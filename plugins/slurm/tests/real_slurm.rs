@@ -129,6 +129,7 @@ fn spec(tag: &str, argv: &[&str]) -> JobSpec {
         },
         environment_variables: vec![],
         job_name: Some("it".into()),
+        idempotency_key: None,
     }
 }
 
@@ -266,4 +267,33 @@ fn refusals_on_a_real_cluster() {
     let e = backend::submit(&mut host, &big).unwrap_err();
     assert!(matches!(e, BackendError::InvalidRequest(_)), "{e:?}");
     std::fs::remove_dir_all(workspace("refuse")).unwrap();
+}
+
+#[test]
+#[ignore = "needs slurm (sbatch)"]
+fn a_keyed_job_is_found_by_its_key() {
+    let mut host = NativeHost::new();
+    let key = format!("it-find-{}-{}", std::process::id(), now_secs());
+    let since = now_secs() as f64;
+    assert_eq!(backend::find_job(&mut host, &key, since).unwrap(), None);
+
+    let mut keyed = spec("find", &["/bin/true"]);
+    keyed.idempotency_key = Some(key.clone());
+    // The spec's own comment stays, after the key.
+    keyed.resource_requirements.extra = vec![("comment".into(), "night 42".into())];
+    let id = backend::submit(&mut host, &keyed).unwrap();
+    // In the controller (squeue) while it runs and for MinJobAge after.
+    assert_eq!(backend::find_job(&mut host, &key, since).unwrap().as_deref(), Some(id.as_str()));
+    // A key that is a prefix of this one finds nothing.
+    assert_eq!(backend::find_job(&mut host, &key[..key.len() - 1], since).unwrap(), None);
+    wait_for(&mut host, &id, |i| i.status == JobStatus::Completed);
+    assert_eq!(backend::find_job(&mut host, &key, since).unwrap().as_deref(), Some(id.as_str()));
+    std::fs::remove_dir_all(workspace("find")).unwrap();
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

@@ -116,6 +116,11 @@ impl Backend for Template {
             let mib = memory_mib(gb, "memory_gb").map_err(invalid)?;
             args.extend(["--mem-mib".to_string(), mib.to_string()]);
         }
+        // Attach the idempotency key to the job where `find_job` can see it
+        // (here a `--tag`; SLURM uses the comment, Kubernetes a label).
+        if let Some(k) = &spec.idempotency_key {
+            args.extend(["--tag".to_string(), k.clone()]);
+        }
         args.push("--".into());
         args.extend(spec.execution_command.iter().cloned());
         let id = run(h, "submit", args)?.trim().to_owned();
@@ -132,6 +137,21 @@ impl Backend for Template {
             h.warn(&format!("job {id} was submitted but not recorded: {e:?}"));
         }
         Ok(id)
+    }
+
+    /// The job whose tag is `key` (`find --tag KEY` prints its id, or
+    /// nothing). Print nothing only when no such job exists: when the
+    /// scheduler cannot tell, fail (`unavailable`), or the host would submit
+    /// the job a second time.
+    fn find_job(h: &mut impl Host, key: &str, _since: f64) -> Result<Option<String>, BackendError> {
+        let out = run(h, "find", vec!["--tag".into(), key.into()])?;
+        let id = out.trim();
+        if id.is_empty() {
+            return Ok(None);
+        }
+        check_id(id)
+            .map_err(|_| BackendError::Internal(format!("`find` printed no job id: `{id}`")))?;
+        Ok(Some(id.to_owned()))
     }
 
     /// The state of each job, in order, from one `status` call.
@@ -204,6 +224,25 @@ mod tests {
         s.resource_requirements.memory_gb = Some(1.5);
         s.resource_requirements.time_hours = Some(0.5);
         s
+    }
+
+    #[test]
+    fn a_keyed_submit_tags_the_job_and_find_reads_the_tag() {
+        let mut h = FakeHost::new();
+        h.answer("submit", ok("18\n"));
+        let mut s = spec(&["true"]);
+        s.idempotency_key = Some("exec-7".into());
+        assert_eq!(Template::submit(&mut h, &s).unwrap(), "18");
+        assert_eq!(h.calls[0].args[4..7], ["--tag", "exec-7", "--"]);
+        h.answer("find", ok("18\n"));
+        assert_eq!(Template::find_job(&mut h, "exec-7", 0.0).unwrap().as_deref(), Some("18"));
+        h.answer("find", ok(""));
+        assert_eq!(Template::find_job(&mut h, "exec-8", 0.0).unwrap(), None);
+        h.answer("find", fail("scheduler down"));
+        assert!(matches!(
+            Template::find_job(&mut h, "exec-8", 0.0),
+            Err(BackendError::Unavailable(_))
+        ));
     }
 
     #[test]

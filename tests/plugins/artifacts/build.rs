@@ -15,6 +15,7 @@ const TEST_ONLY: &[(&str, &str)] = &[
     ("hostile", "hpc-test-plugin-hostile"),
     ("misbehave", "hpc-test-plugin-misbehave"),
     ("wrong-version", "hpc-test-plugin-wrong-version"),
+    ("contract-0-1", "hpc-test-plugin-contract-0-1"),
 ];
 
 fn main() {

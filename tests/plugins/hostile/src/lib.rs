@@ -221,6 +221,14 @@ impl hpc_plugin_sdk::Guest for Hostile {
         }
     }
 
+    fn find_job(key: String, _since: f64) -> Result<Option<String>, BackendError> {
+        match key.as_str() {
+            "huge-id" => Ok(Some("1".repeat(33 << 20))),
+            "ctl-id" => Ok(Some("42\x1b]0;t\x07\ncompleted".into())),
+            _ => Ok(None),
+        }
+    }
+
     fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
         let (name, arg) = job_id.split_once(':').unwrap_or((&job_id, ""));
         attack(name, arg)

@@ -25,6 +25,13 @@ impl hpc_plugin_sdk::Guest for Misbehave {
         Ok("fine".into())
     }
 
+    fn find_job(key: String, _since: f64) -> Result<Option<String>, BackendError> {
+        match key.as_str() {
+            "trap" => panic!("deliberate panic for the test"),
+            _ => Ok(None),
+        }
+    }
+
     fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
         match job_id.as_str() {
             "trap" => panic!("deliberate panic for the test"),

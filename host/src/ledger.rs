@@ -1,0 +1,361 @@
+//! Exactly-once submit: the host's ledger of idempotency keys.
+//!
+//! A submit with an idempotency key first claims the key in the store, then
+//! asks the plugin to make the job (the plugin attaches the key to it in the
+//! scheduler), then records the job's id under the key. The claim is written
+//! before the job can exist, so whatever moment a submitter dies at, the next
+//! submit with the same key finds one of:
+//!
+//! - **an id**: the job exists; its id is the answer (however long ago it ran);
+//! - **a claim whose submitter is still at work** (the same process on this
+//!   machine, alive; or, from another machine, before the claim's deadline):
+//!   wait for it to record the id;
+//! - **a claim whose submitter is gone**: ask the plugin (`find-job`) whether
+//!   the scheduler holds a job with this key. If it does, record it and
+//!   answer it; if it does not, the job was never made: take the claim over
+//!   (compare-and-swap, so only one taker wins) and submit.
+//!
+//! Two submits racing for one key meet at the claim: one makes the job, the
+//! other waits for its id. The store's compare-and-swap
+//! ([`Store::swap`](crate::store::Store::swap)) makes every step atomic across
+//! processes and login nodes that share the store.
+//!
+//! A submitter's programs get `SIGKILL` when it dies (`PR_SET_PDEATHSIG`, see
+//! `capabilities::process`), so a dead submitter makes no job later; a request
+//! it had already sent is in the scheduler within [`GRACE`], which is why a
+//! gone submitter's claim is looked up twice, [`GRACE`] apart, before it is
+//! taken over.
+//!
+//! A plugin built against contract 0.1.0 has no `find-job`: its claims still
+//! make concurrent and repeated submits return one job, but a submitter that
+//! died between making the job and recording its id leaves a claim that is
+//! taken over (and the job may be made twice). The host logs a warning then.
+
+use crate::bindings::{BackendError, JobSpec};
+use crate::contract::Contract;
+use crate::error::HostError;
+use crate::plugin::Plugin;
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// The store namespace of the ledger, inside the host's own
+/// ([`crate::store::HOST_NAMESPACE`]), which no plugin can write.
+pub const NAMESPACE: &str = "hpc-host::submit:";
+/// The longest idempotency key.
+pub const MAX_KEY_LEN: usize = 200;
+/// How long after its submitter died a request it sent may take to show in
+/// the scheduler.
+pub const GRACE: Duration = Duration::from_secs(1);
+/// How often a waiting submit looks at a claim another submitter holds.
+const POLL: Duration = Duration::from_millis(200);
+/// Beyond the plugin's `wall_seconds`, how long a claim from another machine
+/// is honoured.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(15);
+
+/// Check an idempotency key: 1 to [`MAX_KEY_LEN`] characters of
+/// `A-Z a-z 0-9 . _ : @ / + = -`, safe in a scheduler comment, a label value
+/// (after hashing) and a file name (after hashing), and never shell syntax.
+pub fn check_key(key: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._:@/+=-".contains(c);
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.chars().all(ok_char) {
+        return Err(format!(
+            "idempotency key `{}`{} is not valid: use 1 to {MAX_KEY_LEN} of `A-Z a-z 0-9 . _ : @ / + = -`",
+            crate::sanitize::escape(&key.chars().take(64).collect::<String>()),
+            if key.chars().count() > 64 { " (cut)" } else { "" }
+        ));
+    }
+    Ok(())
+}
+
+/// Who holds a claim: a process on a machine (by boot id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Claimant {
+    boot_id: String,
+    pid: i32,
+    start_ticks: u64,
+}
+
+impl Claimant {
+    fn this_process() -> Claimant {
+        let pid = std::process::id() as i32;
+        Claimant {
+            boot_id: crate::jobs::boot_id(),
+            pid,
+            start_ticks: crate::jobs::proc_stat(pid).map(|s| s.1).unwrap_or_default(),
+        }
+    }
+
+    /// Alive, as far as this machine can tell; `None` for another machine's.
+    fn alive_here(&self) -> Option<bool> {
+        (self.boot_id == crate::jobs::boot_id() && !self.boot_id.is_empty())
+            .then(|| crate::jobs::process_alive(self.pid, self.start_ticks))
+    }
+}
+
+/// One ledger entry: a claim, then the job's id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    /// The caller's key (the store key holds only its digest).
+    key: String,
+    job_id: Option<String>,
+    /// Unix seconds when the claim was made.
+    claimed_at: f64,
+    /// Unix seconds after which another machine may take the claim over.
+    deadline: f64,
+    claimant: Claimant,
+    /// The claimant's submit call returned without an id (an error whose
+    /// outcome is unknown): the scheduler alone can tell whether it made the job.
+    #[serde(default)]
+    ended: bool,
+}
+
+impl Entry {
+    fn claim(key: &str, wall_time: Duration) -> Entry {
+        let now = crate::jobs::now();
+        Entry {
+            key: key.to_owned(),
+            job_id: None,
+            claimed_at: now,
+            deadline: now + (wall_time + DEADLINE_MARGIN).as_secs_f64(),
+            claimant: Claimant::this_process(),
+            ended: false,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a ledger entry serializes")
+    }
+}
+
+/// Where the ledger keeps a plugin's key.
+fn slot(plugin: &str, key: &str) -> String {
+    format!(
+        "{NAMESPACE}{plugin}:{}",
+        crate::engine::sha256_hex(key.as_bytes())
+    )
+}
+
+fn store_error(e: crate::store::StoreError) -> HostError {
+    HostError::Store(e)
+}
+
+/// What a pending claim turned out to be.
+enum Pending {
+    /// The scheduler has the job.
+    Found(String),
+    /// Its submitter may still make the job: wait.
+    InFlight,
+    /// No job was made and none will be: the claim may be taken over.
+    NeverMade,
+}
+
+/// Submit `spec` at most once for `key`; the id of the one job.
+pub async fn submit(plugin: &Plugin, spec: &JobSpec, key: &str) -> Result<String, HostError> {
+    check_key(key).map_err(HostError::Input)?;
+    let store = plugin.store();
+    let slot = slot(plugin.name(), key);
+    let wall_time = plugin.policy().limits.wall_time;
+    // A waiting submit never waits longer than a claim can live.
+    let give_up = Instant::now() + wall_time + DEADLINE_MARGIN + GRACE * 4;
+    loop {
+        let mine = Entry::claim(key, wall_time);
+        let mine_bytes = mine.encode();
+        if store
+            .swap(slot.clone(), None, Some(mine_bytes.clone()))
+            .await
+            .map_err(store_error)?
+        {
+            return submit_claimed(plugin, store, &slot, spec, mine, mine_bytes).await;
+        }
+        let Some(bytes) = get(store, &slot).await? else {
+            continue; // the claim was released meanwhile: claim again
+        };
+        let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| {
+            HostError::Internal(anyhow::anyhow!(
+                "the submission ledger entry `{slot}` is not readable: {e}"
+            ))
+        })?;
+        if entry.key != key {
+            return Err(HostError::Internal(anyhow::anyhow!(
+                "the submission ledger entry `{slot}` belongs to another key"
+            )));
+        }
+        if let Some(id) = entry.job_id {
+            tracing::info!(plugin = %plugin.name(), key, job_id = %id, "idempotency key already used: its job");
+            return Ok(id);
+        }
+        match pending(plugin, &entry).await? {
+            Pending::Found(id) => {
+                let done = Entry {
+                    job_id: Some(id.clone()),
+                    ..entry
+                };
+                // Whoever records it first, the id is the same job's.
+                store
+                    .swap(slot.clone(), Some(bytes), Some(done.encode()))
+                    .await
+                    .map_err(store_error)?;
+                tracing::info!(plugin = %plugin.name(), key, job_id = %id, "found the job of an interrupted submit");
+                return Ok(id);
+            }
+            Pending::InFlight => {
+                if Instant::now() > give_up {
+                    return Err(HostError::Backend {
+                        plugin: plugin.name().to_owned(),
+                        function: "submit",
+                        error: BackendError::Unavailable(format!(
+                            "another submit with idempotency key `{key}` is still at work; try again later"
+                        )),
+                    });
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            Pending::NeverMade => {
+                if plugin.contract() == Contract::V0_1 {
+                    tracing::warn!(
+                        plugin = %plugin.name(), key,
+                        "an earlier submit with this key was interrupted; the plugin (contract 0.1.0) \
+                         cannot tell whether it made a job, so this submit may make a second one"
+                    );
+                }
+                let mine = Entry::claim(key, wall_time);
+                let mine_bytes = mine.encode();
+                if store
+                    .swap(slot.clone(), Some(bytes), Some(mine_bytes.clone()))
+                    .await
+                    .map_err(store_error)?
+                {
+                    return submit_claimed(plugin, store, &slot, spec, mine, mine_bytes).await;
+                }
+                // Another submitter took it over first: look again.
+            }
+        }
+    }
+}
+
+async fn get(store: &Store, slot: &str) -> Result<Option<Vec<u8>>, HostError> {
+    Ok(store
+        .get_many(vec![slot.to_owned()])
+        .await
+        .map_err(store_error)?
+        .pop()
+        .flatten())
+}
+
+/// Settle a claim that has no id yet.
+async fn pending(plugin: &Plugin, entry: &Entry) -> Result<Pending, HostError> {
+    let may_still_submit = !entry.ended
+        && match entry.claimant.alive_here() {
+            Some(alive) => alive,
+            None => crate::jobs::now() < entry.deadline,
+        };
+    if may_still_submit {
+        return Ok(Pending::InFlight);
+    }
+    if let Some(id) = plugin.find_job(&entry.key, entry.claimed_at).await? {
+        return Ok(Pending::Found(id));
+    }
+    // A request the dead submitter sent may reach the scheduler a moment later.
+    tokio::time::sleep(GRACE).await;
+    Ok(match plugin.find_job(&entry.key, entry.claimed_at).await? {
+        Some(id) => Pending::Found(id),
+        None => Pending::NeverMade,
+    })
+}
+
+/// Make the job under a claim this process holds, and record its id.
+async fn submit_claimed(
+    plugin: &Plugin,
+    store: &Store,
+    slot: &str,
+    spec: &JobSpec,
+    mine: Entry,
+    mine_bytes: Vec<u8>,
+) -> Result<String, HostError> {
+    match plugin.submit_once(spec).await {
+        Ok(id) => {
+            let done = Entry {
+                job_id: Some(id.clone()),
+                ..mine
+            };
+            match store
+                .swap(slot.to_owned(), Some(mine_bytes), Some(done.encode()))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    plugin = %plugin.name(), job_id = %id,
+                    "the claim on this idempotency key was taken over while the submit ran"
+                ),
+                // The job exists and its id goes to the caller; the claim
+                // stays, and the next submit with this key finds the job.
+                Err(e) => tracing::warn!(
+                    plugin = %plugin.name(), job_id = %id,
+                    "cannot record the job of an idempotency key: {e}"
+                ),
+            }
+            Ok(id)
+        }
+        Err(e) => {
+            // A refused request made no job: free the key. Anything else
+            // (timeout, trap, scheduler error) may have made one: the claim
+            // stays, marked ended, for `find-job` to settle.
+            let refused = matches!(
+                &e,
+                HostError::Backend {
+                    error: BackendError::InvalidRequest(_) | BackendError::Denied(_),
+                    ..
+                } | HostError::Input(_)
+                    | HostError::PluginDenied { .. }
+            );
+            let next = if refused {
+                None
+            } else {
+                Some(Entry { ended: true, ..mine }.encode())
+            };
+            if let Err(se) = store.swap(slot.to_owned(), Some(mine_bytes), next).await {
+                tracing::warn!(plugin = %plugin.name(), "cannot update the submission ledger: {se}");
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        for good in ["exec-42", "a", "wm:run/7@site+x=y_z.1", &"k".repeat(MAX_KEY_LEN)] {
+            assert!(check_key(good).is_ok(), "{good}");
+        }
+        for bad in ["", " ", "a b", "a;b", "$(x)", "`x`", "a\nb", "ü", &"k".repeat(MAX_KEY_LEN + 1)] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn slots_do_not_mix_plugins_or_keys() {
+        assert_ne!(slot("slurm", "k"), slot("local", "k"));
+        assert_ne!(slot("slurm", "k1"), slot("slurm", "k2"));
+        assert!(slot("slurm", "k").starts_with(NAMESPACE));
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_stranger_is_not_known() {
+        let me = Claimant::this_process();
+        assert_eq!(me.alive_here(), Some(true));
+        let gone = Claimant {
+            start_ticks: me.start_ticks + 1,
+            ..me.clone()
+        };
+        assert_eq!(gone.alive_here(), Some(false));
+        let elsewhere = Claimant {
+            boot_id: "another-machine".into(),
+            ..me
+        };
+        assert_eq!(elsewhere.alive_here(), None);
+    }
+}

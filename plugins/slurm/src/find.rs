@@ -1,0 +1,107 @@
+//! Idempotency keys in SLURM: a keyed job carries `hpc-host-key=<key>` at
+//! the start of its comment (`--comment`, before any comment of the spec's
+//! own), and `find-job` looks for it, first in the controller's memory
+//! (`squeue --me --states=all`: pending, running and recently ended jobs),
+//! then in the accounting database (`sacct`, jobs since the submit began).
+//!
+//! `sacct` sees comments only where slurmdbd stores them
+//! (`AccountingStoreFlags=job_comment` in slurm.conf); without it a job that
+//! ended more than `MinJobAge` (300 s by default) before the lookup is not
+//! found. The host looks a key up only after its submitter died, so that
+//! window is rarely reached.
+
+use hpc_plugin_sdk::ResourceRequirements;
+
+/// The prefix of the comment of a keyed job.
+pub const TAG: &str = "hpc-host-key=";
+
+/// How much earlier than the submit's start the accounting query looks
+/// (clock skew between this machine and the controller).
+pub const SLACK_SECONDS: u64 = 300;
+
+/// The comment tag of `key`.
+pub fn tag(key: &str) -> String {
+    format!("{TAG}{key}")
+}
+
+/// `requirements` with the key's tag at the start of the comment.
+pub fn with_key(requirements: &ResourceRequirements, key: &str) -> ResourceRequirements {
+    let mut r = requirements.clone();
+    match r.extra.iter_mut().find(|(name, _)| name == "comment") {
+        Some((_, comment)) => *comment = format!("{} {comment}", tag(key)),
+        None => r.extra.push(("comment".into(), tag(key))),
+    }
+    r
+}
+
+/// Whether a job's comment carries `key`.
+pub fn carries(comment: &str, key: &str) -> bool {
+    let tag = tag(key);
+    comment == tag || comment.strip_prefix(&tag).is_some_and(|rest| rest.starts_with(' '))
+}
+
+/// `squeue` arguments: every job of this user the controller holds, with its comment.
+pub fn squeue_args() -> Vec<String> {
+    ["--me", "-h", "-t", "all", "-o", "%i|%k"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `sacct` arguments: this user's jobs (allocations only) that started to
+/// exist in the last `seconds`, with their comments.
+pub fn sacct_args(seconds: u64) -> Vec<String> {
+    vec![
+        "-X".into(),
+        "-P".into(),
+        "-n".into(),
+        format!("--starttime=now-{seconds}"),
+        "--endtime=now".into(),
+        "-o".into(),
+        "JobID,Comment".into(),
+    ]
+}
+
+/// The first job id in `id|comment` lines whose comment carries `key`.
+pub fn find_in(output: &str, key: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let (id, comment) = line.split_once('|')?;
+        carries(comment.trim_end(), key).then(|| id.trim().to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rr(extra: &[(&str, &str)]) -> ResourceRequirements {
+        ResourceRequirements {
+            cpu: None,
+            memory_gb: None,
+            time_hours: None,
+            gpus: None,
+            nodes: None,
+            extra: extra.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn the_key_leads_the_comment() {
+        assert_eq!(with_key(&rr(&[]), "k1").extra, [("comment".into(), "hpc-host-key=k1".into())]);
+        assert_eq!(
+            with_key(&rr(&[("comment", "night 42"), ("account", "a")]), "k1").extra,
+            [("comment".into(), "hpc-host-key=k1 night 42".into()), ("account".into(), "a".into())]
+        );
+    }
+
+    #[test]
+    fn a_key_is_found_only_whole() {
+        let out = "10|hpc-host-key=k10\n11|hpc-host-key=k1 night\n12|\n13|hpc-host-key=k\n";
+        assert_eq!(find_in(out, "k1").as_deref(), Some("11"));
+        assert_eq!(find_in(out, "k10").as_deref(), Some("10"));
+        assert_eq!(find_in(out, "k").as_deref(), Some("13"));
+        assert_eq!(find_in(out, "k2"), None);
+        assert_eq!(find_in("", "k1"), None);
+        // A comment that merely contains the tag later is not a match.
+        assert_eq!(find_in("14|see hpc-host-key=k1\n", "k1"), None);
+    }
+}
