@@ -67,19 +67,38 @@ fn main() {
         c
     };
 
-    // ---- submit: hpc-host vs raw sbatch, interleaved --------------------------
+    // ---- submit: hpc-host unkeyed, keyed, a repeated key, raw sbatch; interleaved
     let n = 30;
-    let (mut ours, mut raw) = (Vec::new(), Vec::new());
-    for _ in 0..n {
+    let run_tag = std::process::id();
+    let (mut ours, mut keyed, mut again, mut raw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
         ours.push(timed(&mut host(&["submit", "--", "true"])).0);
+        let key = format!("bench-{run_tag}-{i}");
+        keyed.push(timed(&mut host(&["submit", "--idempotency-key", &key, "--", "true"])).0);
+        again.push(timed(&mut host(&["submit", "--idempotency-key", &key, "--", "true"])).0);
         raw.push(timed(&mut raw_sbatch()).0);
     }
-    let (ours, raw) = (median(ours), median(raw));
+    let (ours, keyed, again, raw) = (median(ours), median(keyed), median(again), median(raw));
+    let vs_raw = |d: Duration| format!("{:.1}x raw sbatch", d.as_secs_f64() / raw.as_secs_f64());
     let mut rows = vec![
         (
             format!("`hpc-host submit -- true` (median of {n})"),
             ms(ours),
-            format!("{:.1}x raw sbatch", ours.as_secs_f64() / raw.as_secs_f64()),
+            vs_raw(ours),
+        ),
+        (
+            format!("`hpc-host submit --idempotency-key K -- true`, a new key (median of {n})"),
+            ms(keyed),
+            format!(
+                "{} ({:+.1} ms vs unkeyed)",
+                vs_raw(keyed),
+                (keyed.as_secs_f64() - ours.as_secs_f64()) * 1e3
+            ),
+        ),
+        (
+            format!("the same submit again, a key already used (median of {n})"),
+            ms(again),
+            format!("{}; no sbatch runs", vs_raw(again)),
         ),
         (
             format!("raw `sbatch --parsable --wrap true` (median of {n})"),

@@ -102,3 +102,44 @@ def test_client_status_many_and_events(site: Site) -> None:
     assert client.logs(ok) == hpc_host.JobLogs("fine\n", "")
     names = [p.get("name") for p in client.plugins()]
     assert {"local", "slurm", "kubernetes"} <= set(names), names
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_idempotency_key_makes_one_job_however_often_it_is_submitted(
+    site: Site, transport: str
+) -> None:
+    backend = site.backend(transport=transport)
+    first = backend.submit(["sh", "-c", "echo once"], idempotency_key="wm-exec-17")
+    # The seed's signature is unchanged: the key is a keyword with a default.
+    again = backend.submit(["sh", "-c", "echo once"], idempotency_key="wm-exec-17")
+    assert again == first
+    assert backend.client.submit(
+        hpc_host.JobSpec(execution_command=["true"], idempotency_key="wm-exec-17")
+    ) == first
+    assert backend.wait([first], timeout=30)[0].status == "completed"
+    assert backend.get_logs(first) == "once\n"
+    # Long after it ended: still that job, not a new one.
+    assert backend.submit(["sh", "-c", "echo once"], idempotency_key="wm-exec-17") == first
+    assert backend.submit(["true"], idempotency_key="wm-exec-18") != first
+    jobs = site.home / ".local/state/hpc-host/jobs/local"
+    assert len(list(jobs.iterdir())) == 2
+    with pytest.raises(hpc_host.InvalidRequest):
+        backend.submit(["true"], idempotency_key="not a key")
+    with pytest.raises(ValueError):
+        backend.client.submit(
+            hpc_host.JobSpec(execution_command=["true"], idempotency_key="a"),
+            idempotency_key="b",
+        )
+
+
+def test_the_async_client_passes_the_key(site: Site) -> None:
+    import asyncio
+
+    async def go() -> tuple[str, str]:
+        async with site.aclient() as c:
+            a = await c.submit({"execution_command": ["true"]}, idempotency_key="wm-async-1")
+            b = await c.submit({"execution_command": ["true"]}, idempotency_key="wm-async-1")
+            return a, b
+
+    a, b = asyncio.run(go())
+    assert a == b

@@ -208,6 +208,7 @@ pub fn spec_json(s: &JobSpec) -> serde_json::Value {
         "output_dir": s.output_dir, "workspace_dir": s.workspace_dir,
         "manifest_path": s.manifest_path, "job_name": s.job_name,
         "resource_requirements": res, "environment_variables": env,
+        "idempotency_key": s.idempotency_key,
     })
 }
 
@@ -230,9 +231,10 @@ mod tests {
     fn a_spec_survives_the_wire() {
         let text = r#"{"execution_command": ["echo", "a b"], "job_name": "x",
             "resource_requirements": {"cpu": 4, "memory_gb": 1.5, "account": "ccat"},
-            "environment_variables": {"A": "1"}}"#;
+            "environment_variables": {"A": "1"}, "idempotency_key": "exec-42"}"#;
         let spec = crate::spec::parse_spec(text).unwrap();
         let again = crate::spec::parse_spec(&spec_json(&spec).to_string()).unwrap();
         assert_eq!(format!("{spec:?}"), format!("{again:?}"));
+        assert_eq!(again.idempotency_key.as_deref(), Some("exec-42"));
     }
 }

@@ -417,3 +417,30 @@ fn local_jobs_outlive_a_redis_restarted_empty() {
     let err = env.fail(3, &["status", "00000000-0000-4000-8000-000000000000"]);
     assert!(err.contains("not-found") || err.contains("no local job"), "{err}");
 }
+
+// ---- through the daemon ----
+
+#[test]
+fn a_key_holds_across_the_daemon_its_http_api_and_the_cli_without_it() {
+    use crate::daemon::Served;
+    let mut env = local_env();
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "require");
+    let served = Served::start(&env);
+    let id = keyed(&env, "exec-daemon-1", &[], &["true"]);
+    assert_eq!(keyed(&env, "exec-daemon-1", &[], &["true"]), id);
+    let body = br#"{"execution_command": ["true"], "idempotency_key": "exec-daemon-1"}"#;
+    let (code, v) = served.http("POST", "/v1/jobs", Some(body));
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["job_id"], id.as_str(), "{v}");
+    // In-process, beside the daemon: the same ledger.
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never");
+    assert_eq!(keyed(&env, "exec-daemon-1", &[], &["true"]), id);
+    assert_eq!(local_job_folders(&env), 1);
+    // A bad key is the daemon's 400, with the CLI's error kind.
+    let (code, v) = served.http(
+        "POST",
+        "/v1/jobs",
+        Some(br#"{"execution_command": ["true"], "idempotency_key": "a b"}"#),
+    );
+    assert_eq!(code, 400, "{v}");
+}

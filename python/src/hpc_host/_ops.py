@@ -37,9 +37,17 @@ def job_path(job_id: str, suffix: str = "") -> str:
     return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
 
 
-def spec_json(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
-    """A spec as JSON (a ``JobSpec`` or a mapping of the seed's names)."""
-    return spec.to_json() if isinstance(spec, JobSpec) else dict(spec)
+def spec_json(
+    spec: JobSpec | Mapping[str, Any], idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """A spec as JSON (a ``JobSpec`` or a mapping of the seed's names), with
+    ``idempotency_key`` set when given (it must not differ from the spec's own)."""
+    body = spec.to_json() if isinstance(spec, JobSpec) else dict(spec)
+    if idempotency_key is not None:
+        if body.get("idempotency_key") not in (None, idempotency_key):
+            raise ValueError("the spec's idempotency_key and the idempotency_key argument differ")
+        body["idempotency_key"] = idempotency_key
+    return body
 
 
 def ids_list(job_ids: str | Sequence[str]) -> list[str]:

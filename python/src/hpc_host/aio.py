@@ -68,9 +68,16 @@ class AsyncClient:
         """``daemon`` or ``cli``: how calls go."""
         return "cli" if self._use_cli else "daemon"
 
-    async def submit(self, spec: JobSpec | Mapping[str, Any]) -> str:
-        """Submit a job; returns its id."""
-        body = _ops.spec_json(spec)
+    async def submit(
+        self, spec: JobSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> str:
+        """Submit a job; returns its id.
+
+        With ``idempotency_key`` (or the spec's), submitting again with the same
+        key returns the first job's id instead of making another, whatever
+        crashed in between (see the README, "Exactly-once submit").
+        """
+        body = _ops.spec_json(spec, idempotency_key)
         if await self._cli():
             return _ops.job_id_of(await self._run(["submit", "--spec", "-"], json.dumps(body)))
         return _ops.job_id_of(await self._request(_ops.Http("POST", "/v1/jobs", body)))

@@ -76,8 +76,14 @@ class HpcHostBackend:
         resource_requirements: Mapping[str, Any] | None = None,
         environment_variables: Mapping[str, str] | None = None,
         job_name: str | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> str:
         """Submit a job; returns the backend's job id.
+
+        Pass ``idempotency_key`` (the execution id) to make the submit safe to
+        repeat: a second submit with the same key returns the first job's id,
+        even if the first caller crashed before it got it.
 
         ``execution_command`` is an argv list (no shell) or one string (run by
         ``/bin/sh -c``); ``resource_requirements`` takes ``cpu``, ``memory_gb``,
@@ -94,6 +100,7 @@ class HpcHostBackend:
             resource_requirements=resource_requirements or {},
             environment_variables=environment_variables or {},
             job_name=job_name,
+            idempotency_key=idempotency_key,
         )
         return self.client.submit(spec)
 

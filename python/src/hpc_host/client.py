@@ -85,9 +85,16 @@ class Client:
             self._sock = _daemon.socket_path(self._opts)
         return self._sock
 
-    def submit(self, spec: JobSpec | Mapping[str, Any]) -> str:
-        """Submit a job; returns its id."""
-        body = _ops.spec_json(spec)
+    def submit(
+        self, spec: JobSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> str:
+        """Submit a job; returns its id.
+
+        With ``idempotency_key`` (or the spec's), submitting again with the same
+        key returns the first job's id instead of making another, whatever
+        crashed in between (see the README, "Exactly-once submit").
+        """
+        body = _ops.spec_json(spec, idempotency_key)
         if self._cli():
             import json
 

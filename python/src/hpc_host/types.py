@@ -39,6 +39,11 @@ class JobSpec:
     manifest_path: str | None = None
     resource_requirements: Mapping[str, Any] = field(default_factory=dict)
     environment_variables: Mapping[str, str] = field(default_factory=dict)
+    #: Your name for this submission (e.g. the workflow's execution id):
+    #: submitting again with the same key returns the first job's id, after
+    #: any crash, instead of making a second job. 1 to 200 of
+    #: ``A-Z a-z 0-9 . _ : @ / + = -``.
+    idempotency_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The spec as the host reads it (fields that are ``None`` left out)."""
@@ -56,6 +61,7 @@ class JobSpec:
             "output_dir",
             "workspace_dir",
             "manifest_path",
+            "idempotency_key",
         ):
             value = getattr(self, name)
             if value is not None:

@@ -194,7 +194,8 @@ class HpcHostExecutor(JobExecutor):
             # One CLI run with the queue's setting: the daemon serves one settings set.
             client = self._target.client({f"CCAT_WORKFLOW_MANAGER_{setting}": queue}, "cli")
         try:
-            native_id = client.submit(hspec)
+            # PSI/J ids are UUIDs: a retried submit of this job makes no second one.
+            native_id = client.submit(hspec, idempotency_key=f"psij-{job.id}")
         except InvalidRequest as e:
             job.executor = None
             raise InvalidJobException(e.message, e) from e
