@@ -70,12 +70,31 @@ fn main() {
     // ---- submit: hpc-host unkeyed, keyed, a repeated key, raw sbatch; interleaved
     let n = 30;
     let run_tag = std::process::id();
-    let (mut ours, mut keyed, mut again, mut raw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut keyed, mut again, mut raw) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         ours.push(timed(&mut host(&["submit", "--", "true"])).0);
         let key = format!("bench-{run_tag}-{i}");
-        keyed.push(timed(&mut host(&["submit", "--idempotency-key", &key, "--", "true"])).0);
-        again.push(timed(&mut host(&["submit", "--idempotency-key", &key, "--", "true"])).0);
+        keyed.push(
+            timed(&mut host(&[
+                "submit",
+                "--idempotency-key",
+                &key,
+                "--",
+                "true",
+            ]))
+            .0,
+        );
+        again.push(
+            timed(&mut host(&[
+                "submit",
+                "--idempotency-key",
+                &key,
+                "--",
+                "true",
+            ]))
+            .0,
+        );
         raw.push(timed(&mut raw_sbatch()).0);
     }
     let (ours, keyed, again, raw) = (median(ours), median(keyed), median(again), median(raw));

@@ -47,9 +47,9 @@ pub mod v0_1 {
 pub use ccat::hpc0_1_0::types::{
     BackendError, HpcJobInfo, JobLogs, JobStatus, PluginInfo, ResourceRequirements,
 };
-pub use ccat::hpc0_2_0::types::JobSpec;
 /// The host interfaces, the same in both contract versions.
 pub use ccat::hpc0_1_0::{kube, kv, process};
+pub use ccat::hpc0_2_0::types::JobSpec;
 
 /// The contract this host speaks: plugins built against `ccat:hpc@0.2.x`
 /// load, and those built against `0.1.x` (without the idempotency guarantee).

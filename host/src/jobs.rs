@@ -290,6 +290,24 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> std:
     std::fs::rename(&tmp, path)
 }
 
+/// The datagram socket, in a plugin's jobs folder, on which a daemon serving
+/// that plugin hears of every job's end at once (instead of at its next poll).
+pub const ENDED_SOCKET: &str = ".ended.sock";
+
+/// Tell the daemon listening on the jobs folder's [`ENDED_SOCKET`], if any,
+/// that the job in `job_dir` has ended (its name as the message). Best effort:
+/// no daemon, no listener, or a full queue changes nothing, since the daemon
+/// also polls.
+pub fn announce_end(job_dir: &Path) {
+    let (Some(folder), Some(name)) = (job_dir.parent(), job_dir.file_name()) else {
+        return;
+    };
+    if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+        let _ = sock.set_nonblocking(true);
+        let _ = sock.send_to(name.as_encoded_bytes(), folder.join(ENDED_SOCKET));
+    }
+}
+
 pub(crate) fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

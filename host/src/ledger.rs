@@ -62,7 +62,11 @@ pub fn check_key(key: &str) -> Result<(), String> {
         return Err(format!(
             "idempotency key `{}`{} is not valid: use 1 to {MAX_KEY_LEN} of `A-Z a-z 0-9 . _ : @ / + = -`",
             crate::sanitize::escape(&key.chars().take(64).collect::<String>()),
-            if key.chars().count() > 64 { " (cut)" } else { "" }
+            if key.chars().count() > 64 {
+                " (cut)"
+            } else {
+                ""
+            }
         ));
     }
     Ok(())
@@ -312,7 +316,13 @@ async fn submit_claimed(
             let next = if refused {
                 None
             } else {
-                Some(Entry { ended: true, ..mine }.encode())
+                Some(
+                    Entry {
+                        ended: true,
+                        ..mine
+                    }
+                    .encode(),
+                )
             };
             if let Err(se) = store.swap(slot.to_owned(), Some(mine_bytes), next).await {
                 tracing::warn!(plugin = %plugin.name(), "cannot update the submission ledger: {se}");
@@ -328,10 +338,25 @@ mod tests {
 
     #[test]
     fn keys_are_checked() {
-        for good in ["exec-42", "a", "wm:run/7@site+x=y_z.1", &"k".repeat(MAX_KEY_LEN)] {
+        for good in [
+            "exec-42",
+            "a",
+            "wm:run/7@site+x=y_z.1",
+            &"k".repeat(MAX_KEY_LEN),
+        ] {
             assert!(check_key(good).is_ok(), "{good}");
         }
-        for bad in ["", " ", "a b", "a;b", "$(x)", "`x`", "a\nb", "ü", &"k".repeat(MAX_KEY_LEN + 1)] {
+        for bad in [
+            "",
+            " ",
+            "a b",
+            "a;b",
+            "$(x)",
+            "`x`",
+            "a\nb",
+            "ü",
+            &"k".repeat(MAX_KEY_LEN + 1),
+        ] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
     }

@@ -71,6 +71,9 @@ pub struct Policy {
     pub kube_automount_token: bool,
     /// Only a `.wasm` with this sha256 (hex) may load under this name.
     pub sha256: Option<String>,
+    /// How often the daemon polls this backend for its open jobs, unless
+    /// `HPC_POLL_SECONDS` says otherwise (`None`: the host's default).
+    pub poll_seconds: Option<f64>,
     pub limits: Limits,
     /// Passed to the plugin through `wasi:config/store`.
     pub config: BTreeMap<String, String>,
@@ -117,6 +120,7 @@ pub struct PolicyFile {
     pub k8s_service_accounts: Option<Vec<String>>,
     pub k8s_automount_token: Option<bool>,
     pub sha256: Option<String>,
+    pub poll_seconds: Option<f64>,
     pub memory_mb: Option<usize>,
     pub cpu_seconds: Option<f64>,
     pub wall_seconds: Option<f64>,
@@ -126,6 +130,9 @@ pub struct PolicyFile {
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
 }
+
+/// The shortest poll interval a policy may set.
+pub const MIN_POLL_SECONDS: f64 = 0.05;
 
 /// The longest time limit a policy may set (a year): far beyond any call,
 /// and small enough that adding it to an instant never overflows.
@@ -150,6 +157,7 @@ impl Policy {
             kube_service_accounts: Vec::new(),
             kube_automount_token: false,
             sha256: None,
+            poll_seconds: None,
             limits: Limits::default(),
             config: BTreeMap::new(),
             placeholders: BTreeMap::new(),
@@ -269,6 +277,14 @@ impl Policy {
         }
         if let Some(s) = file.wall_seconds {
             self.limits.wall_time = seconds("wall_seconds", s)?;
+        }
+        if let Some(s) = file.poll_seconds {
+            if !(s.is_finite() && (MIN_POLL_SECONDS..=86_400.0).contains(&s)) {
+                return Err(format!(
+                    "`plugins.{name}.poll_seconds` must be between {MIN_POLL_SECONDS} and 86400 seconds, not `{s}`"
+                ));
+            }
+            self.poll_seconds = Some(s);
         }
         for (k, v) in file.config {
             let v = match v {

@@ -170,7 +170,14 @@ impl Request {
         }
         let mut out = toml::Table::new();
         for (key, value) in &self.table {
+            // A slower poll than the host's default costs nobody anything.
+            let slow_poll = key == "poll_seconds"
+                && value
+                    .as_float()
+                    .or_else(|| value.as_integer().map(|i| i as f64))
+                    .is_some_and(|s| s >= crate::daemon::DEFAULT_POLL_SECONDS);
             let free = key == "config"
+                || slow_poll
                 || (LIMIT_KEYS.contains(&key.as_str()) && within_default(key, value, defaults))
                 || is_empty(value);
             if free {
@@ -251,7 +258,8 @@ fn find_program(name: &str) -> PathBuf {
         .unwrap_or_else(|| Path::new("/usr/bin").join(name))
 }
 
-fn hostname() -> String {
+/// This machine's name (`${HOSTNAME}`).
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()

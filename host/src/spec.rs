@@ -151,7 +151,8 @@ pub fn validate(spec: &JobSpec) -> Result<(), HostError> {
         return bad("a command argument, environment value or job name contains a NUL byte".into());
     }
     if let Some(key) = &spec.idempotency_key {
-        crate::ledger::check_key(key).map_err(|m| HostError::Input(format!("invalid job spec: {m}")))?;
+        crate::ledger::check_key(key)
+            .map_err(|m| HostError::Input(format!("invalid job spec: {m}")))?;
     }
     for (k, _) in &spec.environment_variables {
         if !is_env_name(k) {

@@ -463,9 +463,20 @@ mod tests {
         let k = || "ledger:a".to_string();
         assert!(s.swap(k(), None, Some(b"1".to_vec())).await.unwrap());
         assert!(!s.swap(k(), None, Some(b"2".to_vec())).await.unwrap());
-        assert!(!s.swap(k(), Some(b"2".to_vec()), Some(b"3".to_vec())).await.unwrap());
-        assert!(s.swap(k(), Some(b"1".to_vec()), Some(b"3".to_vec())).await.unwrap());
-        assert_eq!(s.get_many(vec![k()]).await.unwrap(), vec![Some(b"3".to_vec())]);
+        assert!(
+            !s.swap(k(), Some(b"2".to_vec()), Some(b"3".to_vec()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.swap(k(), Some(b"1".to_vec()), Some(b"3".to_vec()))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.get_many(vec![k()]).await.unwrap(),
+            vec![Some(b"3".to_vec())]
+        );
         assert!(s.swap(k(), Some(b"3".to_vec()), None).await.unwrap());
         assert_eq!(s.get_many(vec![k()]).await.unwrap(), vec![None]);
     }

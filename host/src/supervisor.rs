@@ -198,7 +198,9 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
         &serde_json::to_vec(&usage).expect("serialisable"),
         true,
     )
-    .map_err(|e| format!("cannot write result.json: {e}"))
+    .map_err(|e| format!("cannot write result.json: {e}"))?;
+    crate::jobs::announce_end(dir);
+    Ok(())
 }
 
 /// A new (or emptied) file readable by this user only, whatever the umask.

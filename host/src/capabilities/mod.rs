@@ -78,6 +78,7 @@ pub fn inspect(p: &Policy) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     map.insert("dirs".into(), serde_json::json!(p.dirs));
     map.insert("sha256".into(), serde_json::json!(p.sha256));
+    map.insert("poll_seconds".into(), serde_json::json!(p.poll_seconds));
     map.insert(
         "limits".into(),
         serde_json::json!({

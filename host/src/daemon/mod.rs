@@ -66,13 +66,10 @@ impl std::fmt::Debug for DaemonSettings {
 /// at 2 per second; one poll costs 2 (squeue + at most one sacct), so 10 s
 /// spends a tenth of the refill rate, leaving the rest to sbatch, scancel and
 /// the user's own commands. The local backend costs a store read per poll.
-pub fn default_poll_seconds(backend: &str) -> f64 {
-    match backend {
-        "local" => 0.5,
-        "slurm" => 10.0,
-        _ => 5.0,
-    }
-}
+/// The poll interval of a backend whose policy names none. A plugin's
+/// request sets its own (`poll_seconds`: SLURM's asks for 10 s, see
+/// `plugins/slurm/policy.toml`); `HPC_POLL_SECONDS` overrides both.
+pub const DEFAULT_POLL_SECONDS: f64 = 5.0;
 
 impl DaemonSettings {
     /// Read `HPC_SOCKET`, `HPC_DAEMON` and `HPC_POLL_SECONDS` from the merged settings table.
@@ -139,13 +136,11 @@ impl DaemonSettings {
     }
 
     /// The configured poll interval of a backend.
-    pub fn poll_interval(&self, backend: &str) -> Duration {
-        let secs = self
-            .poll_seconds
+    /// The interval `HPC_POLL_SECONDS` sets for a backend, if any.
+    pub fn poll_override(&self, backend: &str) -> Option<Duration> {
+        self.poll_seconds
             .get(backend)
-            .copied()
-            .unwrap_or_else(|| default_poll_seconds(backend));
-        Duration::from_secs_f64(secs)
+            .map(|s| Duration::from_secs_f64(*s))
     }
 }
 
@@ -201,6 +196,26 @@ impl Config {
 
     /// A loaded plugin, reused across calls while its file is unchanged; a
     /// changed file is read, its sha256 checked and compiled again.
+    /// How often a backend's open jobs are polled: `HPC_POLL_SECONDS`, else
+    /// the plugin's `poll_seconds`, else [`DEFAULT_POLL_SECONDS`].
+    pub fn poll_interval(&self, backend: &str) -> Duration {
+        if let Some(d) = self.settings.daemon.poll_override(backend) {
+            return d;
+        }
+        let asked = self
+            .plugin(backend)
+            .ok()
+            .and_then(|p| p.policy().poll_seconds);
+        Duration::from_secs_f64(asked.unwrap_or(DEFAULT_POLL_SECONDS))
+    }
+
+    /// Whether a backend's jobs live on this machine only (it supervises
+    /// them): daemons on other login nodes cannot poll them, so its poll is
+    /// never shared through Redis.
+    pub fn node_local(&self, backend: &str) -> bool {
+        self.plugin(backend).is_ok_and(|p| p.policy().supervise)
+    }
+
     pub fn plugin(&self, name: &str) -> Result<Arc<Plugin>, HostError> {
         check_plugin_name(name)?;
         let path = self.settings.plugin_path(name);
@@ -249,14 +264,12 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(overrides: Overrides, config: Config) -> Daemon {
-        let node = config.settings.daemon.node.clone().unwrap_or_else(|| {
-            config
-                .settings
-                .policy("local")
-                .ok()
-                .and_then(|p| p.config.get("HPC_NODE").cloned())
-                .unwrap_or_else(|| "node".into())
-        });
+        let node = config
+            .settings
+            .daemon
+            .node
+            .clone()
+            .unwrap_or_else(crate::request::hostname);
         let shared = config
             .settings
             .redis_url

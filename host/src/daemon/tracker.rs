@@ -206,7 +206,7 @@ impl Daemon {
         config.plugin(backend)?; // an unknown backend fails the whole request
         let limit = self
             .tracker
-            .freshness(backend, config.settings.daemon.poll_interval(backend));
+            .freshness(backend, config.poll_interval(backend));
         let at = now();
         let mut out: Vec<Option<Answer>> = ids
             .iter()
@@ -325,7 +325,7 @@ impl Daemon {
     }
 
     fn record_poll(&self, backend: &str, took: Duration, unavailable: Option<String>) {
-        let configured = self.config().settings.daemon.poll_interval(backend);
+        let configured = self.config().poll_interval(backend);
         let mut polls = self.tracker.polls.lock().unwrap_or_else(|p| p.into_inner());
         let p = polls.entry(backend.to_owned()).or_insert(PollState {
             interval: configured,
@@ -348,13 +348,70 @@ impl Daemon {
     }
 }
 
-/// One backend's worker: serves fetches (batched) and polls every interval.
+/// The socket on which a backend's supervised jobs announce their end
+/// ([`crate::jobs::announce_end`]), for a backend whose policy grants
+/// `supervise`: its jobs run here, and their ends reach the daemon at once
+/// rather than at the next poll. `None` when the backend supervises no jobs
+/// or another daemon listens already (this one then relies on its poll).
+fn ended_listener(d: &Daemon, backend: &str) -> Option<tokio::net::UnixDatagram> {
+    let config = d.config();
+    let plugin = config.plugin(backend).ok()?;
+    if !plugin.policy().supervise {
+        return None;
+    }
+    let folder = config.settings.state_dir.join("jobs").join(backend);
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&folder)
+        .ok()?;
+    let path = folder.join(crate::jobs::ENDED_SOCKET);
+    if path.exists() {
+        let probe = std::os::unix::net::UnixDatagram::unbound().ok()?;
+        if probe.send_to(b"", &path).is_ok() {
+            tracing::info!(backend, socket = %path.display(), "another daemon hears this backend's job ends; polling only");
+            return None;
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    match tokio::net::UnixDatagram::bind(&path) {
+        Ok(sock) => {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            Some(sock)
+        }
+        Err(e) => {
+            tracing::warn!(backend, socket = %path.display(), "cannot listen for job ends ({e}); polling only");
+            None
+        }
+    }
+}
+
+/// The next job-end announcement, or never without a listener.
+async fn next_end(listener: &Option<tokio::net::UnixDatagram>) {
+    let Some(sock) = listener else {
+        return std::future::pending().await;
+    };
+    let mut buf = [0u8; 128];
+    let _ = sock.recv(&mut buf).await;
+}
+
+/// One backend's worker: serves fetches (batched), polls every interval, and
+/// polls at once when a supervised job announces its end.
 async fn worker(d: Arc<Daemon>, backend: String, mut rx: mpsc::UnboundedReceiver<Fetch>) {
-    let configured = d.config().settings.daemon.poll_interval(&backend);
+    let configured = d.config().poll_interval(&backend);
     let mut next_poll =
         tokio::time::Instant::now() + d.tracker.poll_state(&backend, configured).interval;
+    let ended = ended_listener(&d, &backend);
     loop {
         tokio::select! {
+            () = next_end(&ended) => {
+                // Ends often come together (a batch of short jobs): one poll for them.
+                tokio::time::sleep(BATCH_WINDOW).await;
+                if let Some(sock) = &ended {
+                    let mut buf = [0u8; 128];
+                    while sock.try_recv(&mut buf).is_ok() {}
+                }
+                poll(&d, &backend).await;
+            }
             first = rx.recv() => {
                 let Some(first) = first else { return };
                 tokio::time::sleep(BATCH_WINDOW).await;
@@ -366,7 +423,7 @@ async fn worker(d: Arc<Daemon>, backend: String, mut rx: mpsc::UnboundedReceiver
             }
             _ = tokio::time::sleep_until(next_poll) => {
                 poll(&d, &backend).await;
-                let configured = d.config().settings.daemon.poll_interval(&backend);
+                let configured = d.config().poll_interval(&backend);
                 next_poll = tokio::time::Instant::now() + d.tracker.poll_state(&backend, configured).interval;
             }
         }
@@ -377,9 +434,12 @@ async fn worker(d: Arc<Daemon>, backend: String, mut rx: mpsc::UnboundedReceiver
 /// published), or as a follower (the holder's observations from Redis).
 async fn poll(d: &Arc<Daemon>, backend: &str) {
     let ids = d.tracker.open_ids(backend);
-    let configured = d.config().settings.daemon.poll_interval(backend);
+    let configured = d.config().poll_interval(backend);
     let interval = d.tracker.poll_state(backend, configured).interval;
-    let shared = d.shared.as_ref().filter(|_| backend != "local");
+    let shared = d
+        .shared
+        .as_ref()
+        .filter(|_| !d.config().node_local(backend));
     let Some(shared) = shared else {
         if !ids.is_empty()
             && let Err(e) = d.fetch(backend, &ids).await
@@ -442,7 +502,7 @@ async fn poll(d: &Arc<Daemon>, backend: &str) {
 /// Answer a batch of fetch requests with one plugin call for the ids that
 /// are still not fresh (an earlier batch may have answered them).
 async fn serve_fetches(d: &Arc<Daemon>, backend: &str, batch: Vec<Fetch>) {
-    let configured = d.config().settings.daemon.poll_interval(backend);
+    let configured = d.config().poll_interval(backend);
     let limit = d.tracker.freshness(backend, configured);
     let at = now();
     let mut answers: HashMap<String, Answer> = HashMap::new();
@@ -463,7 +523,7 @@ async fn serve_fetches(d: &Arc<Daemon>, backend: &str, batch: Vec<Fetch>) {
     if let Some(shared) = d
         .shared
         .as_ref()
-        .filter(|_| backend != "local" && !wanted.is_empty())
+        .filter(|_| !wanted.is_empty() && !d.config().node_local(backend))
     {
         let scope = d.scope(backend);
         if let Ok(seen) = shared.observed(&scope, &wanted).await {

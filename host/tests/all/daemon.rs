@@ -145,6 +145,9 @@ fn never(env: &TestEnv, args: &[&str]) -> std::process::Output {
 #[test]
 fn daemon_serves_the_cli_with_the_same_output_and_exit_codes() {
     let env = local_env();
+    // `plugins list` shows whether each plugin is in the compile cache, which
+    // other tests share: fill it first so both runs below see the same.
+    never(&env, &["plugins", "compile"]);
     // Without a daemon, `require` fails and says why.
     let err = env.fail(3, &["status", "x"]);
     assert!(err.contains("no daemon answers"), "{err}");
@@ -713,4 +716,33 @@ fn daemon_two_login_nodes_on_one_redis_poll_once_and_take_over() {
     let wait = serde_json::json!({ "job_ids": ids, "timeout": 60 }).to_string();
     let (code, v) = survivor.http("POST", "/v1/jobs/wait", Some(wait.as_bytes()));
     assert_eq!((code, v["complete"].as_bool()), (200, Some(true)), "{v}");
+}
+
+#[test]
+fn daemon_hears_a_local_job_end_at_once_not_at_its_next_poll() {
+    let mut env = local_env();
+    // A poll far beyond the test: only the supervisor's announcement can tell
+    // the daemon in time.
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_POLL_SECONDS__LOCAL", "120");
+    let served = Served::start(&env);
+    let id = env.submit(&["sh", "-c", "sleep 1; exit 5"]);
+    let started = Instant::now();
+    let v: Value =
+        serde_json::from_str(&env.expect(0, &["--output", "json", "wait", "--timeout", "20", &id]))
+            .unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        (v["status"].as_str(), v["exit_code"].as_i64()),
+        (Some("failed"), Some(5)),
+        "{v}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "the end reached the daemon after {took:?}"
+    );
+    // The event stream saw it too.
+    let events = read_events(&served.socket, &format!("?job_ids={id}"), |e| {
+        e.iter().any(|e| e["status"] == "failed")
+    });
+    assert!(events.iter().any(|e| e["exit_code"] == 5), "{events:?}");
 }

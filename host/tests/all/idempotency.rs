@@ -38,7 +38,9 @@ fn printed_id(child: Child) -> Option<String> {
 
 /// Submit with a key and require an id.
 fn keyed(env: &TestEnv, key: &str, flags: &[&str], argv: &[&str]) -> String {
-    let out = spawn_keyed(env, key, flags, argv).wait_with_output().unwrap();
+    let out = spawn_keyed(env, key, flags, argv)
+        .wait_with_output()
+        .unwrap();
     assert!(
         out.status.success(),
         "submit with key {key}: {}",
@@ -80,7 +82,10 @@ fn crash_loop(
         let key = format!("{prefix}-{i}");
         let id = keyed(env, &key, flags, argv);
         if let Some(first) = killed_printed.get(&key) {
-            assert_eq!(first, &id, "key {key}: the retry must return the id the killed submit printed");
+            assert_eq!(
+                first, &id,
+                "key {key}: the retry must return the id the killed submit printed"
+            );
         }
         ids.insert(key, id);
     }
@@ -96,7 +101,7 @@ fn crash_loop(
 /// Folders of local jobs (one per job the supervisor started).
 fn local_job_folders(env: &TestEnv) -> usize {
     std::fs::read_dir(env.state_dir().join("jobs/local"))
-        .map(|d| d.count())
+        .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
         .unwrap_or(0)
 }
 
@@ -133,9 +138,15 @@ fn local_same_key_at_once_is_one_job_and_an_old_key_is_its_old_job() {
     let id = ids.into_iter().next().unwrap();
     assert_eq!(env.wait(&id)["status"], "completed");
     // Long after it ended: the same id, no second job.
-    assert_eq!(keyed(&env, "exec-together", &[], &["sh", "-c", "echo once"]), id);
+    assert_eq!(
+        keyed(&env, "exec-together", &[], &["sh", "-c", "echo once"]),
+        id
+    );
     assert_eq!(local_job_folders(&env), 1);
-    assert_eq!(String::from_utf8(env.run(&["logs", &id]).stdout).unwrap(), "once\n");
+    assert_eq!(
+        String::from_utf8(env.run(&["logs", &id]).stdout).unwrap(),
+        "once\n"
+    );
     // Another key is another job.
     assert_ne!(keyed(&env, "exec-other", &[], &["true"]), id);
     assert_eq!(local_job_folders(&env), 2);
@@ -156,7 +167,8 @@ fn keys_are_checked_and_a_spec_can_carry_one() {
     .unwrap();
     let spec = spec.to_str().unwrap();
     let v: Value =
-        serde_json::from_str(&env.expect(0, &["--output", "json", "submit", "--spec", spec])).unwrap();
+        serde_json::from_str(&env.expect(0, &["--output", "json", "submit", "--spec", spec]))
+            .unwrap();
     let id = v["job_id"].as_str().unwrap();
     assert_eq!(keyed(&env, "from-spec-1", &[], &["true"]), id);
     let err = env.fail(2, &["submit", "--spec", spec, "--idempotency-key", "other"]);
@@ -179,7 +191,13 @@ fn a_plugin_built_against_contract_0_1_loads_and_its_keys_still_dedupe() {
     let file = env.plugins_dir().join("old.wasm");
     let v: Value = serde_json::from_str(&env.expect(
         0,
-        &["--output", "json", "plugins", "inspect", file.to_str().unwrap()],
+        &[
+            "--output",
+            "json",
+            "plugins",
+            "inspect",
+            file.to_str().unwrap(),
+        ],
     ))
     .unwrap();
     assert_eq!(v["contract"], "0.1.0", "{v}");
@@ -206,8 +224,9 @@ fn slurm_jobs_with_keys(prefix: &str) -> Vec<(String, String)> {
         .lines()
         .filter_map(|l| {
             let (id, comment) = l.split_once('|')?;
-            let key = comment.strip_prefix("hpc-host-key=")?;
-            key.starts_with(prefix).then(|| (id.to_owned(), key.to_owned()))
+            let key = comment.rsplit(' ').next()?.strip_prefix("hpc-host-key=")?;
+            key.starts_with(prefix)
+                .then(|| (id.to_owned(), key.to_owned()))
         })
         .collect()
 }
@@ -222,7 +241,11 @@ fn slurm_crash_loop_makes_each_job_exactly_once() {
     let flags = ["--cpu", "1", "--memory-gb", "0.1"];
     let ids = crash_loop(&env, &prefix, 16, 16, &flags, &["/bin/true"]);
     let jobs = slurm_jobs_with_keys(&prefix);
-    assert_eq!(jobs.len(), 16, "exactly one job per key, no orphans: {jobs:?}");
+    assert_eq!(
+        jobs.len(),
+        16,
+        "exactly one job per key, no orphans: {jobs:?}"
+    );
     for (id, key) in &jobs {
         assert_eq!(ids.get(key), Some(id), "job {id} of key {key}");
     }
@@ -279,7 +302,11 @@ fn slurm_a_submitter_killed_on_either_side_of_sbatch_leaves_one_job() {
     let started = Instant::now();
     // The retry must not run sbatch (which would wait 30 s): it finds the job.
     let id = keyed(&env, &late, &flags, &["/bin/true"]);
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(made.len(), 1);
     assert_eq!(made[0].0, id);
 
@@ -317,10 +344,9 @@ fn slurm_same_key_at_once_is_one_job_and_an_old_key_is_its_old_job() {
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
     let id = ids.into_iter().next().unwrap();
-    let s: Value = serde_json::from_str(&env.expect(
-        0,
-        &["--output", "json", "wait", "--timeout", "120", &id],
-    ))
+    let s: Value = serde_json::from_str(
+        &env.expect(0, &["--output", "json", "wait", "--timeout", "120", &id]),
+    )
     .unwrap();
     assert_eq!(s["status"], "completed", "{s}");
     assert_eq!(keyed(&env, &key, &flags, &["/bin/true"]), id);
@@ -337,7 +363,10 @@ fn kube_a_keyed_submit_is_one_job_even_when_the_ledger_is_lost() {
     let a = t.submit(&["--idempotency-key", "exec-k8s-1"], &["true"]);
     assert_eq!(t.submit(&["--idempotency-key", "exec-k8s-1"], &["true"]), a);
     let job = t.job(&a).expect("the Job exists");
-    assert_eq!(job["metadata"]["annotations"]["hpc-host/idempotency-key"], "exec-k8s-1");
+    assert_eq!(
+        job["metadata"]["annotations"]["hpc-host/idempotency-key"],
+        "exec-k8s-1"
+    );
     // The ledger lost (a store that came back empty): the Job's name comes
     // from the key, so the API server refuses a second one and the plugin
     // answers with the first.
@@ -348,7 +377,11 @@ fn kube_a_keyed_submit_is_one_job_even_when_the_ledger_is_lost() {
     let b = t.submit(&["--idempotency-key", "exec-k8s-2"], &["true"]);
     assert_ne!(a, b);
     let fake = t.fake.as_ref().unwrap();
-    let creates = fake.requests().iter().filter(|r| r.starts_with("POST") && r.contains("/jobs")).count();
+    let creates = fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST") && r.contains("/jobs"))
+        .count();
     assert_eq!(creates, 3, "{:?}", fake.requests());
 }
 
@@ -364,7 +397,9 @@ fn kube_crash_loop_makes_each_job_exactly_once() {
         assert!(t.job(id).is_some(), "{id}");
     }
     // Exactly one Job per key in the API server.
-    let all = t.api_get(&format!("/apis/batch/v1/namespaces/{}/jobs", t.ns)).unwrap();
+    let all = t
+        .api_get(&format!("/apis/batch/v1/namespaces/{}/jobs", t.ns))
+        .unwrap();
     assert_eq!(all["items"].as_array().unwrap().len(), 8, "{all}");
 }
 
@@ -409,13 +444,19 @@ fn local_jobs_outlive_a_redis_restarted_empty() {
     let sb = env.wait(&b);
     assert_eq!(sb["status"], "failed", "{sb}");
     assert_eq!(sb["exit_code"], 4, "{sb}");
-    assert_eq!(String::from_utf8(env.run(&["logs", &a]).stdout).unwrap(), "a-done\n");
+    assert_eq!(
+        String::from_utf8(env.run(&["logs", &a]).stdout).unwrap(),
+        "a-done\n"
+    );
     // Indexed again: the records are back in Redis.
     let keys = crate::redis_store::redis_cli(port, &["--scan", "--pattern", "hpc-host:local:*"]);
     assert_eq!(keys.lines().count(), 2, "{keys}");
     // A job that never existed is still not-found.
     let err = env.fail(3, &["status", "00000000-0000-4000-8000-000000000000"]);
-    assert!(err.contains("not-found") || err.contains("no local job"), "{err}");
+    assert!(
+        err.contains("not-found") || err.contains("no local job"),
+        "{err}"
+    );
 }
 
 // ---- through the daemon ----

@@ -158,7 +158,13 @@ impl Backend for Kubernetes {
     /// The Job labelled with the key's digest and annotated with the key.
     fn find_job(h: &mut impl Host, key: &str, _since: f64) -> Result<Option<String>, BackendError> {
         let ns = namespace(h)?;
-        let jobs: Vec<Job> = list(h, BATCH_V1, "Job", &ns, &selector(KEY_LABEL, &[&job::key_label(key)]))?;
+        let jobs: Vec<Job> = list(
+            h,
+            BATCH_V1,
+            "Job",
+            &ns,
+            &selector(KEY_LABEL, &[&job::key_label(key)]),
+        )?;
         Ok(jobs
             .into_iter()
             .find(|j| job::carries_key(j, key))

@@ -61,7 +61,8 @@ pub fn keyed_suffix(idempotency_key: &str) -> String {
         .chunks(2)
         .take(KEYED_SUFFIX_LEN)
         .map(|pair| {
-            let byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("0"), 16).unwrap_or(0);
+            let byte =
+                u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("0"), 16).unwrap_or(0);
             SUFFIX_ALPHABET[byte as usize % SUFFIX_ALPHABET.len()] as char
         })
         .collect()

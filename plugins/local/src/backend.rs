@@ -51,7 +51,9 @@ fn recover(h: &mut impl Host, ids: &[String]) -> Vec<Result<JobRecord, BackendEr
     let states = h.job_states(ids);
     ids.iter()
         .zip(states.into_iter().chain(std::iter::repeat_with(|| {
-            Err(ProcessError::Failed("the host returned no state for this job".into()))
+            Err(ProcessError::Failed(
+                "the host returned no state for this job".into(),
+            ))
         })))
         .map(|(id, state)| match state {
             Ok(state) => {
@@ -62,7 +64,9 @@ fn recover(h: &mut impl Host, ids: &[String]) -> Vec<Result<JobRecord, BackendEr
             }
             Err(ProcessError::NotFound(_)) => Err(BackendError::NotFound(format!(
                 "no local job `{id}`: not in the job store, and no job folder on this machine{}",
-                here.as_deref().map(|n| format!(" (`{n}`)")).unwrap_or_default()
+                here.as_deref()
+                    .map(|n| format!(" (`{n}`)"))
+                    .unwrap_or_default()
             ))),
             Err(e) => Err(e.into()),
         })
@@ -242,9 +246,9 @@ impl Backend for Local {
             .map(|r| match r {
                 Ok(record) => Ok(record),
                 Err(Err(e)) => Err(e),
-                Err(Ok(_)) => recovered.next().unwrap_or_else(|| {
-                    Err(BackendError::Internal("no record recovered".into()))
-                }),
+                Err(Ok(_)) => recovered
+                    .next()
+                    .unwrap_or_else(|| Err(BackendError::Internal("no record recovered".into()))),
             })
             .collect();
 

@@ -201,7 +201,11 @@ fn file_error(action: &str, path: &str, folder: &str, e: &std::io::Error) -> Bac
 
 /// The job whose comment carries idempotency key `key` ([`crate::find`]):
 /// one `squeue`, and one `sacct` when the controller no longer holds it.
-pub fn find_job(host: &mut impl Host, key: &str, since: f64) -> Result<Option<String>, BackendError> {
+pub fn find_job(
+    host: &mut impl Host,
+    key: &str,
+    since: f64,
+) -> Result<Option<String>, BackendError> {
     let out = run(host, "squeue", find::squeue_args())?;
     if !command::succeeded(&out) {
         return Err(command::query_failure("squeue", &out));

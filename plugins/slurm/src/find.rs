@@ -1,6 +1,6 @@
 //! Idempotency keys in SLURM: a keyed job carries `hpc-host-key=<key>` at
-//! the start of its comment (`--comment`, before any comment of the spec's
-//! own), and `find-job` looks for it, first in the controller's memory
+//! the end of its comment (`--comment`, after any comment of the spec's own,
+//! which keeps its place), and `find-job` looks for it, first in the controller's memory
 //! (`squeue --me --states=all`: pending, running and recently ended jobs),
 //! then in the accounting database (`sacct`, jobs since the submit began).
 //!
@@ -24,20 +24,24 @@ pub fn tag(key: &str) -> String {
     format!("{TAG}{key}")
 }
 
-/// `requirements` with the key's tag at the start of the comment.
+/// `requirements` with the key's tag at the end of the comment.
 pub fn with_key(requirements: &ResourceRequirements, key: &str) -> ResourceRequirements {
     let mut r = requirements.clone();
     match r.extra.iter_mut().find(|(name, _)| name == "comment") {
-        Some((_, comment)) => *comment = format!("{} {comment}", tag(key)),
+        Some((_, comment)) => *comment = format!("{comment} {}", tag(key)),
         None => r.extra.push(("comment".into(), tag(key))),
     }
     r
 }
 
-/// Whether a job's comment carries `key`.
+/// Whether a job's comment carries `key` (a key has no spaces, so the tag is
+/// the comment's last word).
 pub fn carries(comment: &str, key: &str) -> bool {
     let tag = tag(key);
-    comment == tag || comment.strip_prefix(&tag).is_some_and(|rest| rest.starts_with(' '))
+    comment == tag
+        || comment
+            .strip_suffix(&tag)
+            .is_some_and(|rest| rest.ends_with(' '))
 }
 
 /// `squeue` arguments: every job of this user the controller holds, with its comment.
@@ -80,28 +84,38 @@ mod tests {
             time_hours: None,
             gpus: None,
             nodes: None,
-            extra: extra.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            extra: extra
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
         }
     }
 
     #[test]
-    fn the_key_leads_the_comment() {
-        assert_eq!(with_key(&rr(&[]), "k1").extra, [("comment".into(), "hpc-host-key=k1".into())]);
+    fn the_key_ends_the_comment() {
+        assert_eq!(
+            with_key(&rr(&[]), "k1").extra,
+            [("comment".into(), "hpc-host-key=k1".into())]
+        );
         assert_eq!(
             with_key(&rr(&[("comment", "night 42"), ("account", "a")]), "k1").extra,
-            [("comment".into(), "hpc-host-key=k1 night 42".into()), ("account".into(), "a".into())]
+            [
+                ("comment".into(), "night 42 hpc-host-key=k1".into()),
+                ("account".into(), "a".into())
+            ]
         );
     }
 
     #[test]
     fn a_key_is_found_only_whole() {
-        let out = "10|hpc-host-key=k10\n11|hpc-host-key=k1 night\n12|\n13|hpc-host-key=k\n";
+        let out = "10|hpc-host-key=k10\n11|night hpc-host-key=k1\n12|\n13|hpc-host-key=k\n";
         assert_eq!(find_in(out, "k1").as_deref(), Some("11"));
         assert_eq!(find_in(out, "k10").as_deref(), Some("10"));
         assert_eq!(find_in(out, "k").as_deref(), Some("13"));
         assert_eq!(find_in(out, "k2"), None);
         assert_eq!(find_in("", "k1"), None);
-        // A comment that merely contains the tag later is not a match.
-        assert_eq!(find_in("14|see hpc-host-key=k1\n", "k1"), None);
+        // The tag must be the last word, whole.
+        assert_eq!(find_in("14|hpc-host-key=k1 later\n", "k1"), None);
+        assert_eq!(find_in("15|xhpc-host-key=k1\n", "k1"), None);
     }
 }

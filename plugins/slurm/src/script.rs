@@ -133,7 +133,9 @@ pub fn build(spec: &JobSpec, inputs: &ScriptInputs<'_>) -> Result<ScriptPlan, St
     let command = command_words(spec, &workspace)?;
     let env = environment(spec)?;
     let directives = match &spec.idempotency_key {
-        Some(key) => resources::directives(&crate::find::with_key(&spec.resource_requirements, key))?,
+        Some(key) => {
+            resources::directives(&crate::find::with_key(&spec.resource_requirements, key))?
+        }
         None => resources::directives(&spec.resource_requirements)?,
     };
 

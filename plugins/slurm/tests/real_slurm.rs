@@ -283,11 +283,24 @@ fn a_keyed_job_is_found_by_its_key() {
     keyed.resource_requirements.extra = vec![("comment".into(), "night 42".into())];
     let id = backend::submit(&mut host, &keyed).unwrap();
     // In the controller (squeue) while it runs and for MinJobAge after.
-    assert_eq!(backend::find_job(&mut host, &key, since).unwrap().as_deref(), Some(id.as_str()));
+    assert_eq!(
+        backend::find_job(&mut host, &key, since)
+            .unwrap()
+            .as_deref(),
+        Some(id.as_str())
+    );
     // A key that is a prefix of this one finds nothing.
-    assert_eq!(backend::find_job(&mut host, &key[..key.len() - 1], since).unwrap(), None);
+    assert_eq!(
+        backend::find_job(&mut host, &key[..key.len() - 1], since).unwrap(),
+        None
+    );
     wait_for(&mut host, &id, |i| i.status == JobStatus::Completed);
-    assert_eq!(backend::find_job(&mut host, &key, since).unwrap().as_deref(), Some(id.as_str()));
+    assert_eq!(
+        backend::find_job(&mut host, &key, since)
+            .unwrap()
+            .as_deref(),
+        Some(id.as_str())
+    );
     std::fs::remove_dir_all(workspace("find")).unwrap();
 }
 

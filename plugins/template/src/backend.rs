@@ -235,7 +235,12 @@ mod tests {
         assert_eq!(Template::submit(&mut h, &s).unwrap(), "18");
         assert_eq!(h.calls[0].args[4..7], ["--tag", "exec-7", "--"]);
         h.answer("find", ok("18\n"));
-        assert_eq!(Template::find_job(&mut h, "exec-7", 0.0).unwrap().as_deref(), Some("18"));
+        assert_eq!(
+            Template::find_job(&mut h, "exec-7", 0.0)
+                .unwrap()
+                .as_deref(),
+            Some("18")
+        );
         h.answer("find", ok(""));
         assert_eq!(Template::find_job(&mut h, "exec-8", 0.0).unwrap(), None);
         h.answer("find", fail("scheduler down"));
