@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hpc-host");
-const TEST_PLUGINS: &str = env!("HPC_HOST_TEST_PLUGINS");
+const TEST_PLUGINS: &str = hpc_test_plugins::DIR;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

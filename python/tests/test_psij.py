@@ -248,10 +248,16 @@ def test_memory_and_queue_attributes(env: Env) -> None:
     assert env.run(job).state == JobState.COMPLETED
     if env.backend == "slurm":
         sc = env.scontrol(str(job.native_id))
-        # The comment is the job's own, then the idempotency key the executor
-        # gave the submit (the PSI/J job's id).
         assert (sc["Partition"], sc["MinMemoryNode"], sc["NumCPUs"], sc["Comment"]) == (
-            "debug", "256M", "1", f"from-psij hpc-host-key=psij-{job.id}"), sc
+            "debug", "256M", "1", "from-psij"), sc
+        # The whole comment (scontrol's one-line form splits it at spaces): the
+        # job's own, then the idempotency key the executor gave the submit
+        # (the PSI/J job's id).
+        comment = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", str(job.native_id), "-o", "%k"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        assert comment == f"from-psij hpc-host-key=psij-{job.id}", comment
         # The queue is really used: one that does not exist is refused by SLURM.
         bad = env.job("/bin/true", attributes=JobAttributes(queue_name="no-such-partition"))
         with pytest.raises((psij.SubmitException, psij.InvalidJobException), match="partition"):
