@@ -130,6 +130,9 @@ impl Jobs {
         )
         .map_err(|e| fail("cannot write to", e))?;
 
+        if let Some(started) = crate::zygote::start(&dir).await {
+            return started.map_err(JobError::Invalid);
+        }
         let out = tokio::process::Command::new(exe)
             .arg("__supervise")
             .arg(&dir)

@@ -37,6 +37,7 @@ pub mod spec;
 pub mod state;
 pub mod store;
 pub mod supervisor;
+pub mod zygote;
 
 pub use error::HostError;
 pub use plugin::{Host, Plugin};

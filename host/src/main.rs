@@ -14,6 +14,9 @@ fn main() -> ExitCode {
             hpc_host::supervisor::supervise_main(std::path::Path::new(&args[2])) as u8,
         );
     }
+    if args.len() == 2 && args[1] == "__zygote" {
+        return ExitCode::from(hpc_host::supervisor::zygote_main() as u8);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     if let hpc_host::cli::Command::Serve { detach } = cli.command {

@@ -410,4 +410,31 @@ mod tests {
                 .contains("programz")
         );
     }
+
+    #[test]
+    fn no_kv_prefix_reaches_the_hosts_own_records() {
+        // The ledger and the poll leases live under `hpc-host::`.
+        for bad in ["hpc-host::", "hpc-host::submit:", "hpc-host:", "hpc-", "h"] {
+            let mut p = builtin("local");
+            let f: PolicyFile = toml::from_str(&format!("kv_prefix = \"{bad}\"")).unwrap();
+            let e = p.apply(f).unwrap_err();
+            assert!(e.contains("overlaps"), "{bad}: {e}");
+        }
+        let mut p = builtin("local");
+        let f: PolicyFile = toml::from_str("kv_prefix = \"site:local:\"").unwrap();
+        p.apply(f).unwrap();
+        assert_eq!(p.kv_prefix, "site:local:");
+    }
+
+    #[test]
+    fn poll_seconds_are_bounded() {
+        let mut p = builtin("slurm");
+        for bad in ["0", "0.001", "-1", "nan", "1e9"] {
+            let f: PolicyFile = toml::from_str(&format!("poll_seconds = {bad}")).unwrap();
+            assert!(p.apply(f).unwrap_err().contains("poll_seconds"), "{bad}");
+        }
+        let f: PolicyFile = toml::from_str("poll_seconds = 30").unwrap();
+        p.apply(f).unwrap();
+        assert_eq!(p.poll_seconds, Some(30.0));
+    }
 }

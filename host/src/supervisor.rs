@@ -25,22 +25,36 @@ const REAP_LIMIT: Duration = Duration::from_secs(10);
 
 /// The `__supervise <dir>` entry point. Runs before any thread exists, since it forks.
 pub fn supervise_main(dir: &Path) -> i32 {
+    match start(dir) {
+        Ok(()) => 0,
+        Err(why) => {
+            eprintln!("{why}");
+            1
+        }
+    }
+}
+
+/// Fork the supervisor of the job in `dir` and wait until it has started the
+/// job (or said why it could not). The calling process must have one thread.
+fn start(dir: &Path) -> Result<(), String> {
     let mut fds = [0; 2];
     // SAFETY: plain syscalls on fresh descriptors; this process has one thread.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        eprintln!("error: pipe: {}", std::io::Error::last_os_error());
-        return 1;
+        return Err(format!("error: pipe: {}", std::io::Error::last_os_error()));
     }
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     match unsafe { libc::fork() } {
-        -1 => {
-            eprintln!("error: fork: {}", std::io::Error::last_os_error());
-            1
-        }
+        -1 => Err(format!("error: fork: {}", std::io::Error::last_os_error())),
         0 => {
             drop(read_end);
-            unsafe { libc::setsid() };
+            // SAFETY: plain syscalls in the new, single-threaded child. A
+            // zygote ignores SIGCHLD (its children reap themselves); the
+            // supervisor must see its job's end.
+            unsafe {
+                libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+                libc::setsid();
+            }
             let code = match supervise(dir, write_end) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -54,21 +68,42 @@ pub fn supervise_main(dir: &Path) -> i32 {
             drop(write_end);
             let mut word = String::new();
             let _ = std::fs::File::from(read_end).read_to_string(&mut word);
-            if word == "ok" {
-                0
-            } else {
-                eprintln!(
-                    "{}",
-                    if word.is_empty() {
-                        "the supervisor died before starting the job"
-                    } else {
-                        word.as_str()
-                    }
-                );
-                1
+            match word.as_str() {
+                "ok" => Ok(()),
+                "" => Err("the supervisor died before starting the job".into()),
+                why => Err(why.to_owned()),
             }
         }
     }
+}
+
+/// The `__zygote` entry point: a single-threaded process that the daemon
+/// starts once and that forks job supervisors on request, so a submit
+/// through the daemon does not `exec` this (large) binary again for each
+/// job (the relocation of a fresh `exec` is most of a local submit's cost).
+///
+/// Protocol on stdin and stdout: a request is one line, a job folder's path;
+/// its answer one line, `ok` or `err <why>`. The zygote ends at the end of its
+/// input (the daemon closed it, or died: it also gets `SIGKILL` then). Its
+/// children, the supervisors, are reaped by the kernel (`SIGCHLD` ignored);
+/// each supervisor restores `SIGCHLD` for its own job.
+pub fn zygote_main() -> i32 {
+    use std::io::BufRead;
+    // SAFETY: plain syscall; this process has one thread.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let answer = match start(Path::new(&line)) {
+            Ok(()) => "ok".to_owned(),
+            Err(why) => format!("err {}", why.replace(['\n', '\r'], " ")),
+        };
+        if writeln!(out, "{answer}").and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    0
 }
 
 fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {

@@ -19,6 +19,11 @@ pub fn main(overrides: Overrides) -> ExitStatus {
     if std::env::var_os("HPC_HOST_NO_POOLING").is_none() {
         crate::engine::use_pooling_allocator(true);
     }
+    // Local jobs' supervisors are forked by one pre-started process rather
+    // than each an `exec` of this binary (see `crate::zygote`).
+    if let Ok(exe) = std::env::current_exe() {
+        crate::zygote::enable(exe);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -746,3 +746,34 @@ fn daemon_hears_a_local_job_end_at_once_not_at_its_next_poll() {
     });
     assert!(events.iter().any(|e| e["exit_code"] == 5), "{events:?}");
 }
+
+#[test]
+fn daemon_starts_local_supervisors_from_its_zygote_and_they_behave_as_before() {
+    let env = local_env();
+    let _served = Served::start(&env);
+    // A job that leaves a `setsid` child behind, cancelled: the supervisor
+    // (forked by the zygote, not exec'd) still ends every descendant.
+    let id = env.submit(&["sh", "-c", "setsid sleep 300 & echo started; sleep 300"]);
+    let running = env.wait_until(&id, "running", |s| s["status"] == "running");
+    assert_eq!(running["status"], "running");
+    let sup = env.supervisor_record(&id);
+    let pid = sup["supervisor_pid"].as_i64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("__zygote"),
+        "the supervisor was not forked by the zygote: {}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    env.expect(0, &["cancel", &id]);
+    let v = env.wait(&id);
+    assert_eq!(v["native_state"], "CANCELLED", "{v}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !crate::common::processes_with("sleep 300").is_empty() {
+        assert!(Instant::now() < deadline, "a descendant outlived the cancel");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A command that cannot start fails the submit with the reason, as
+    // without the zygote.
+    let err = env.fail(2, &["submit", "--", "/no/such/program"]);
+    assert!(err.contains("/no/such/program"), "{err}");
+}

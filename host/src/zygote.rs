@@ -1,0 +1,111 @@
+//! The daemon's side of `hpc-host __zygote` ([`crate::supervisor::zygote_main`]):
+//! one pre-started, single-threaded process that forks job supervisors, so a
+//! local submit through the daemon does not `exec` the host binary once more.
+//!
+//! The CLI (one submit per process) does not use it; the daemon enables it
+//! at start. If the zygote cannot be started or has died before it read a
+//! request, the supervisor is started the usual way (an `exec`), and the next
+//! request starts a new zygote. A zygote that dies after it read a request
+//! may have started the job: then the job folder says (`supervisor.json`).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::Mutex;
+
+static ZYGOTE: OnceLock<Zygote> = OnceLock::new();
+
+struct Zygote {
+    exe: PathBuf,
+    conn: Mutex<Option<Conn>>,
+}
+
+struct Conn {
+    /// Killed when dropped (and by `PR_SET_PDEATHSIG` if the daemon dies).
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+/// Start supervisors through a zygote of `exe` from now on (the daemon).
+pub fn enable(exe: PathBuf) {
+    let _ = ZYGOTE.set(Zygote {
+        exe,
+        conn: Mutex::new(None),
+    });
+}
+
+/// Start the supervisor of the job in `dir` through the zygote: `None` when
+/// there is no zygote to ask (the caller then starts it itself), else its
+/// answer: `Ok` once the job runs, or why it could not start.
+pub async fn start(dir: &Path) -> Option<Result<(), String>> {
+    let zygote = ZYGOTE.get()?;
+    let bytes = dir.as_os_str().as_bytes();
+    if std::str::from_utf8(bytes).is_err() || bytes.contains(&b'\n') {
+        return None;
+    }
+    let mut conn = zygote.conn.lock().await;
+    if conn.is_none() {
+        match spawn(&zygote.exe) {
+            Ok(c) => *conn = Some(c),
+            Err(e) => {
+                tracing::warn!("cannot start the zygote ({e}); starting supervisors with exec");
+                return None;
+            }
+        }
+    }
+    let c = conn.as_mut()?;
+    let mut request = bytes.to_vec();
+    request.push(b'\n');
+    if let Err(e) = c.stdin.write_all(&request).await {
+        // It never saw the request: nothing started.
+        tracing::warn!("the zygote is gone ({e}); starting this supervisor with exec");
+        *conn = None;
+        return None;
+    }
+    let mut answer = String::new();
+    let read = c.stdout.read_line(&mut answer).await;
+    if read.is_err() || answer.is_empty() {
+        *conn = None;
+        // It read the request and died: the supervisor may have started.
+        return Some(if dir.join("supervisor.json").exists() {
+            Ok(())
+        } else {
+            Err("the zygote died while starting the job's supervisor".into())
+        });
+    }
+    let answer = answer.trim_end();
+    Some(match answer.strip_prefix("err ") {
+        None if answer == "ok" => Ok(()),
+        None => Err(format!("unexpected answer from the zygote: {answer}")),
+        Some(why) => Err(why.to_owned()),
+    })
+}
+
+fn spawn(exe: &Path) -> std::io::Result<Conn> {
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("__zygote")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe. The zygote ends with the daemon.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = BufReader::new(child.stdout.take().expect("piped"));
+    Ok(Conn {
+        _child: child,
+        stdin,
+        stdout,
+    })
+}
