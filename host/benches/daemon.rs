@@ -297,6 +297,22 @@ fn calls(home: &Path, program: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Wait until none of this user's jobs is pending or running.
+fn drain_queue() {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let out = Command::new("squeue")
+            .args(["--me", "-h", "-t", "pending,running,completing"])
+            .output()
+            .unwrap();
+        if out.stdout.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn slurm(rows: &mut Vec<[String; 3]>) {
     let env0 = Env::new("slurm", &[]);
     let programs = format!(
@@ -366,7 +382,9 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
         ),
     );
 
-    // 20 jobs: last submit → all known final, daemon `wait` vs a raw sacct loop.
+    // 20 jobs: last submit → all known final, daemon `wait` vs a raw sacct loop,
+    // each starting on an empty queue (the submits above queued ~90 jobs).
+    drain_queue();
     let (sq0, sa0) = (calls(home, "squeue"), calls(home, "sacct"));
     let ids: Vec<String> = (0..20)
         .map(|_| {
@@ -390,6 +408,7 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
     assert_eq!((code, v["complete"].as_bool()), (200, Some(true)));
     let via_daemon = t.elapsed();
     let daemon_queries = calls(home, "squeue") - sq0 + calls(home, "sacct") - sa0;
+    drain_queue();
     let raw_ids: Vec<String> = (0..20)
         .map(|_| {
             let out = Command::new("sbatch")

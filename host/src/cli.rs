@@ -65,6 +65,13 @@ pub enum Command {
         #[arg(required = true, value_name = "JOB_ID")]
         job_ids: Vec<String>,
     },
+    /// What became of the submit with an idempotency key: its job's id, or
+    /// that it is still in progress (exit 3, `unavailable`) or made no job
+    /// (exit 3, `not-found`). Settles an interrupted submit; makes no job.
+    Find {
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: String,
+    },
     /// Print a job's output (stdout) and error output (stderr).
     Logs {
         #[arg(value_name = "JOB_ID")]

@@ -38,6 +38,10 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, HostError> {
             }
             Ok(ExitStatus::Success)
         }
+        Command::Find { idempotency_key } => {
+            let found = crate::ledger::lookup(&host.backend()?, &idempotency_key).await?;
+            Ok(print_submission(&idempotency_key, &found, out))
+        }
         Command::Status { job_ids } => {
             let results = host.backend()?.get_statuses(&job_ids).await?;
             Ok(print_statuses(&job_ids, &results, out))
@@ -88,6 +92,41 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, HostError> {
 pub(crate) fn print(line: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}");
+}
+
+/// `find`'s answer: the id (exit 0), or why there is none (exit 3).
+pub(crate) fn print_submission(
+    key: &str,
+    found: &crate::ledger::Submission,
+    out: Output,
+) -> ExitStatus {
+    use crate::ledger::Submission;
+    if out == Output::Json {
+        print(
+            &serde_json::json!({
+                "idempotency_key": key, "state": found.state(), "job_id": found.job_id(),
+            })
+            .to_string(),
+        );
+    }
+    match found {
+        Submission::Made(id) => {
+            if out == Output::Text {
+                print(&escape(id));
+            }
+            ExitStatus::Success
+        }
+        Submission::InProgress => {
+            eprintln!(
+                "error: unavailable: a submit with idempotency key `{key}` is still at work; ask again shortly"
+            );
+            ExitStatus::Backend
+        }
+        Submission::NeverMade => {
+            eprintln!("error: not-found: no job was made with idempotency key `{key}`");
+            ExitStatus::Backend
+        }
+    }
 }
 
 pub(crate) fn submit_spec(args: SubmitArgs) -> Result<JobSpec, HostError> {

@@ -119,10 +119,19 @@ impl Jobs {
             .mode(0o700)
             .create(&self.root)
             .map_err(|e| fail("cannot create", e))?;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| fail("cannot create job folder", e))?;
+        if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            // The remains of a start that never got as far as the supervisor
+            // (its submitter was killed) may be reused: its id is the key's
+            // (see the local plugin), and the caller holds the key's claim.
+            let started = dir.join("supervisor.json").exists() || dir.join("result.json").exists();
+            if e.kind() != std::io::ErrorKind::AlreadyExists || started {
+                return Err(fail("cannot create job folder", e));
+            }
+            tracing::info!(
+                job = id,
+                "reusing the folder of a start that never happened"
+            );
+        }
         write_atomically(
             &dir.join("request.json"),
             &serde_json::to_vec(request).expect("serialisable"),
@@ -165,13 +174,13 @@ impl Jobs {
             return Ok(State::Exited(usage));
         }
         let Some(sup) = read_json::<SupervisorRecord>(&dir.join("supervisor.json"))? else {
-            return if dir.is_dir() {
-                Ok(State::Lost(
-                    "the job has no supervisor record: it never started".into(),
-                ))
+            // A folder without a supervisor record is a start that failed or
+            // was interrupted (the submit never returned its id): no job.
+            return Err(JobError::NotFound(if dir.is_dir() {
+                format!("job `{id}` never started")
             } else {
-                Err(JobError::NotFound(format!("no job `{id}`")))
-            };
+                format!("no job `{id}`")
+            }));
         };
         if boot_id() != sup.boot_id {
             return Ok(State::Lost(

@@ -154,8 +154,13 @@ enum Pending {
     NeverMade,
 }
 
-/// Submit `spec` at most once for `key`; the id of the one job.
-pub async fn submit(plugin: &Plugin, spec: &JobSpec, key: &str) -> Result<String, HostError> {
+/// Submit `spec` at most once for `key`: the id of the one job, and whether
+/// this call made it (`false`: an earlier submit with the key did).
+pub async fn submit(
+    plugin: &Plugin,
+    spec: &JobSpec,
+    key: &str,
+) -> Result<(String, bool), HostError> {
     check_key(key).map_err(HostError::Input)?;
     let store = plugin.store();
     let slot = slot(plugin.name(), key);
@@ -170,7 +175,9 @@ pub async fn submit(plugin: &Plugin, spec: &JobSpec, key: &str) -> Result<String
             .await
             .map_err(store_error)?
         {
-            return submit_claimed(plugin, store, &slot, spec, mine, mine_bytes).await;
+            return submit_claimed(plugin, store, &slot, spec, mine, mine_bytes)
+                .await
+                .map(|id| (id, true));
         }
         let Some(bytes) = get(store, &slot).await? else {
             continue; // the claim was released meanwhile: claim again
@@ -187,7 +194,7 @@ pub async fn submit(plugin: &Plugin, spec: &JobSpec, key: &str) -> Result<String
         }
         if let Some(id) = entry.job_id {
             tracing::info!(plugin = %plugin.name(), key, job_id = %id, "idempotency key already used: its job");
-            return Ok(id);
+            return Ok((id, false));
         }
         match pending(plugin, &entry).await? {
             Pending::Found(id) => {
@@ -201,7 +208,7 @@ pub async fn submit(plugin: &Plugin, spec: &JobSpec, key: &str) -> Result<String
                     .await
                     .map_err(store_error)?;
                 tracing::info!(plugin = %plugin.name(), key, job_id = %id, "found the job of an interrupted submit");
-                return Ok(id);
+                return Ok((id, false));
             }
             Pending::InFlight => {
                 if Instant::now() > give_up {
@@ -230,12 +237,99 @@ pub async fn submit(plugin: &Plugin, spec: &JobSpec, key: &str) -> Result<String
                     .await
                     .map_err(store_error)?
                 {
-                    return submit_claimed(plugin, store, &slot, spec, mine, mine_bytes).await;
+                    return submit_claimed(plugin, store, &slot, spec, mine, mine_bytes)
+                        .await
+                        .map(|id| (id, true));
                 }
                 // Another submitter took it over first: look again.
             }
         }
     }
+}
+
+/// What became of the submission with a key, as [`lookup`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submission {
+    /// The job exists (or existed): its id.
+    Made(String),
+    /// A submit with the key is still at work (its submitter lives, or its
+    /// claim from another machine has not expired): ask again shortly.
+    InProgress,
+    /// No job was made with the key, and none will be: a submit with it now
+    /// makes the job.
+    NeverMade,
+}
+
+impl Submission {
+    /// The name of the state in JSON: `made`, `in-progress`, `never-made`.
+    pub fn state(&self) -> &'static str {
+        match self {
+            Submission::Made(_) => "made",
+            Submission::InProgress => "in-progress",
+            Submission::NeverMade => "never-made",
+        }
+    }
+
+    pub fn job_id(&self) -> Option<&str> {
+        match self {
+            Submission::Made(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// What became of the submission with `key`, settling an interrupted one:
+/// a claim whose submitter is gone is resolved by the scheduler (the job
+/// found is recorded; no job found clears the claim). Without any record,
+/// the scheduler is asked too (the store may have been emptied). Makes no job.
+pub async fn lookup(plugin: &Plugin, key: &str) -> Result<Submission, HostError> {
+    check_key(key).map_err(HostError::Input)?;
+    let store = plugin.store();
+    let slot = slot(plugin.name(), key);
+    let Some(bytes) = get(store, &slot).await? else {
+        // Nothing recorded: the store may have lost it. A month back is as
+        // far as a scheduler's records are worth asking.
+        let since = crate::jobs::now() - 30.0 * 86_400.0;
+        return Ok(match plugin.find_job(key, since).await? {
+            Some(id) => {
+                let mut done = Entry::claim(key, Duration::ZERO);
+                done.job_id = Some(id.clone());
+                let _ = store.swap(slot, None, Some(done.encode())).await;
+                Submission::Made(id)
+            }
+            None => Submission::NeverMade,
+        });
+    };
+    let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| {
+        HostError::Internal(anyhow::anyhow!(
+            "the submission ledger entry `{slot}` is not readable: {e}"
+        ))
+    })?;
+    if let Some(id) = entry.job_id {
+        return Ok(Submission::Made(id));
+    }
+    Ok(match pending(plugin, &entry).await? {
+        Pending::Found(id) => {
+            let done = Entry {
+                job_id: Some(id.clone()),
+                ..entry
+            };
+            store
+                .swap(slot, Some(bytes), Some(done.encode()))
+                .await
+                .map_err(store_error)?;
+            Submission::Made(id)
+        }
+        Pending::InFlight => Submission::InProgress,
+        Pending::NeverMade => {
+            // Clear the claim (unless a submit took it over meanwhile).
+            store
+                .swap(slot, Some(bytes), None)
+                .await
+                .map_err(store_error)?;
+            Submission::NeverMade
+        }
+    })
 }
 
 async fn get(store: &Store, slot: &str) -> Result<Option<Vec<u8>>, HostError> {

@@ -323,8 +323,14 @@ impl Plugin {
     /// Submit a job. With an idempotency key, at most one job is ever made
     /// for it: see [`crate::ledger`].
     pub async fn submit(&self, spec: &JobSpec) -> Result<String, HostError> {
+        self.submit_new(spec).await.map(|(id, _)| id)
+    }
+
+    /// [`Plugin::submit`], saying whether this call made the job (`false`
+    /// when its idempotency key names a job made before).
+    pub async fn submit_new(&self, spec: &JobSpec) -> Result<(String, bool), HostError> {
         match &spec.idempotency_key {
-            None => self.submit_once(spec).await,
+            None => self.submit_once(spec).await.map(|id| (id, true)),
             Some(key) => crate::ledger::submit(self, spec, key).await,
         }
     }

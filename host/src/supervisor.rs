@@ -99,7 +99,10 @@ pub fn zygote_main() -> i32 {
             Ok(()) => "ok".to_owned(),
             Err(why) => format!("err {}", why.replace(['\n', '\r'], " ")),
         };
-        if writeln!(out, "{answer}").and_then(|()| out.flush()).is_err() {
+        if writeln!(out, "{answer}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             break;
         }
     }

@@ -123,6 +123,10 @@ def test_an_idempotency_key_makes_one_job_however_often_it_is_submitted(
     assert backend.submit(["true"], idempotency_key="wm-exec-18") != first
     jobs = site.home / ".local/state/hpc-host/jobs/local"
     assert len([p for p in jobs.iterdir() if p.is_dir()]) == 2
+    # Asking makes nothing: the id, or None for a key never used.
+    assert backend.client.find_job("wm-exec-17") == first
+    assert backend.client.find_job("wm-exec-never") is None
+    assert len([p for p in jobs.iterdir() if p.is_dir()]) == 2
     with pytest.raises(hpc_host.InvalidRequest):
         backend.submit(["true"], idempotency_key="not a key")
     with pytest.raises(ValueError):
@@ -139,6 +143,7 @@ def test_the_async_client_passes_the_key(site: Site) -> None:
         async with site.aclient() as c:
             a = await c.submit({"execution_command": ["true"]}, idempotency_key="wm-async-1")
             b = await c.submit({"execution_command": ["true"]}, idempotency_key="wm-async-1")
+            assert await c.find_job("wm-async-1") == a
             return a, b
 
     a, b = asyncio.run(go())

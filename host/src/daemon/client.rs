@@ -93,6 +93,7 @@ pub async fn try_run(cli: Cli, settings: &Settings) -> Result<Result<ExitStatus,
             | Command::Wait { .. }
             | Command::Cancel { .. }
             | Command::Logs { .. }
+            | Command::Find { .. }
             | Command::Plugins(PluginsCommand::List)
     );
     if mode == DaemonMode::Never || !usable {
@@ -238,6 +239,29 @@ async fn run(c: &mut Client, cli: Cli, settings: &Settings) -> Result<ExitStatus
                 }
             }
             Ok(worst)
+        }
+        Command::Find { idempotency_key } => {
+            let (status, v) = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/submissions/{}{q}", enc(&idempotency_key)),
+                    None,
+                )
+                .await?;
+            if !status.is_success() {
+                return Ok(failed(&v));
+            }
+            use crate::ledger::Submission;
+            let found = match (v["state"].as_str(), v["job_id"].as_str()) {
+                (Some("made"), Some(id)) => Submission::Made(id.to_owned()),
+                (Some("in-progress"), _) => Submission::InProgress,
+                _ => Submission::NeverMade,
+            };
+            Ok(crate::commands::print_submission(
+                &idempotency_key,
+                &found,
+                out,
+            ))
         }
         Command::Logs { job_id } => {
             let (status, v) = c

@@ -35,6 +35,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/jobs/{id}", get(status).delete(cancel))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/logs", get(logs))
+        .route("/v1/submissions/{key}", get(submission))
         .route("/v1/plugins", get(plugins))
         .route("/v1/events", get(events))
         .route("/v1/reload", post(reload))
@@ -159,8 +160,13 @@ async fn submit(
         .map_err(|_| ApiError::invalid(StatusCode::BAD_REQUEST, "the job spec is not UTF-8"))?;
     let spec = crate::spec::parse_spec(text)?;
     let plugin = d.config().plugin(&backend)?;
-    let id = plugin.submit(&spec).await?;
-    d.track_submitted(&backend, &id);
+    let (id, new) = plugin.submit_new(&spec).await?;
+    // A job just made is pending until the backend says otherwise; one that
+    // an idempotency key names may have ended long ago: it is fetched when
+    // asked about, never assumed pending.
+    if new {
+        d.track_submitted(&backend, &id);
+    }
     Ok((
         StatusCode::CREATED,
         axum::Json(serde_json::json!({ "job_id": id })),
@@ -298,6 +304,22 @@ async fn logs(
         axum::Json(serde_json::json!({ "job_id": id, "stdout": l.stdout, "stderr": l.stderr }))
             .into_response(),
     )
+}
+
+/// What became of the submit with an idempotency key (`hpc-host find`):
+/// 200 with its `state` (`made`, `in-progress`, `never-made`) and `job_id`.
+async fn submission(
+    State(d): D,
+    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let backend = query(q)?.backend(&d);
+    let plugin = d.config().plugin(&backend)?;
+    let found = crate::ledger::lookup(&plugin, &key).await?;
+    Ok(axum::Json(serde_json::json!({
+        "idempotency_key": key, "state": found.state(), "job_id": found.job_id(),
+    }))
+    .into_response())
 }
 
 async fn plugins(State(d): D) -> Result<Response, ApiError> {

@@ -769,7 +769,10 @@ fn daemon_starts_local_supervisors_from_its_zygote_and_they_behave_as_before() {
     assert_eq!(v["native_state"], "CANCELLED", "{v}");
     let deadline = Instant::now() + Duration::from_secs(15);
     while !crate::common::processes_with("sleep 300").is_empty() {
-        assert!(Instant::now() < deadline, "a descendant outlived the cancel");
+        assert!(
+            Instant::now() < deadline,
+            "a descendant outlived the cancel"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // A command that cannot start fails the submit with the reason, as

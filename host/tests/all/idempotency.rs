@@ -32,8 +32,17 @@ fn spawn_keyed(env: &TestEnv, key: &str, flags: &[&str], argv: &[&str]) -> Child
 /// The job id a finished submit printed, if any.
 fn printed_id(child: Child) -> Option<String> {
     let out = child.wait_with_output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["job_id"].as_str().map(str::to_owned)
+    let id = serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["job_id"].as_str().map(str::to_owned));
+    if id.is_none() {
+        eprintln!(
+            "a submit printed no id ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    id
 }
 
 /// Submit with a key and require an id.
@@ -149,6 +158,18 @@ fn local_same_key_at_once_is_one_job_and_an_old_key_is_its_old_job() {
     );
     // Another key is another job.
     assert_ne!(keyed(&env, "exec-other", &[], &["true"]), id);
+    assert_eq!(local_job_folders(&env), 2);
+    // `find` answers without making anything.
+    assert_eq!(
+        env.expect(0, &["find", "--idempotency-key", "exec-together"])
+            .trim(),
+        id
+    );
+    let err = env.fail(3, &["find", "--idempotency-key", "exec-never"]);
+    assert!(
+        err.contains("not-found") && err.contains("exec-never"),
+        "{err}"
+    );
     assert_eq!(local_job_folders(&env), 2);
 }
 
@@ -299,6 +320,16 @@ fn slurm_a_submitter_killed_on_either_side_of_sbatch_leaves_one_job() {
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     assert_eq!(printed_id(child), None);
     let made = slurm_jobs_with_keys(&late);
+    // `find` settles the interrupted submit without making a job.
+    let v: Value = serde_json::from_str(
+        &env.expect(0, &["--output", "json", "find", "--idempotency-key", &late]),
+    )
+    .unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["job_id"].as_str()),
+        (Some("made"), Some(made[0].0.as_str())),
+        "{v}"
+    );
     let started = Instant::now();
     // The retry must not run sbatch (which would wait 30 s): it finds the job.
     let id = keyed(&env, &late, &flags, &["/bin/true"]);
@@ -319,6 +350,16 @@ fn slurm_a_submitter_killed_on_either_side_of_sbatch_leaves_one_job() {
     std::thread::sleep(Duration::from_millis(700));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     assert_eq!(printed_id(child), None);
+    // Never made, and says so (the claim is cleared).
+    let out = env.run(&["--output", "json", "find", "--idempotency-key", &early]);
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["job_id"].as_str()),
+        (Some("never-made"), None),
+        "{v}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-found"));
     with_sbatch(&mut env, "/usr/bin/sbatch");
     let id = keyed(&env, &early, &flags, &["/bin/true"]);
     std::thread::sleep(Duration::from_secs(3));
@@ -473,6 +514,23 @@ fn a_key_holds_across_the_daemon_its_http_api_and_the_cli_without_it() {
     let (code, v) = served.http("POST", "/v1/jobs", Some(body));
     assert_eq!(code, 201, "{v}");
     assert_eq!(v["job_id"], id.as_str(), "{v}");
+    let (code, v) = served.http("GET", "/v1/submissions/exec-daemon-1", None);
+    assert_eq!(
+        (code, v["state"].as_str(), v["job_id"].as_str()),
+        (200, Some("made"), Some(id.as_str())),
+        "{v}"
+    );
+    let (code, v) = served.http("GET", "/v1/submissions/exec-daemon-2", None);
+    assert_eq!(
+        (code, v["state"].as_str()),
+        (200, Some("never-made")),
+        "{v}"
+    );
+    // A replayed key does not make the daemon think its ended job pending.
+    assert_eq!(env.wait(&id)["status"], "completed");
+    let (_, v) = served.http("POST", "/v1/jobs", Some(body));
+    assert_eq!(v["job_id"], id.as_str());
+    assert_eq!(env.status(&id)["status"], "completed");
     // In-process, beside the daemon: the same ledger.
     env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never");
     assert_eq!(keyed(&env, "exec-daemon-1", &[], &["true"]), id);

@@ -50,6 +50,24 @@ def spec_json(
     return body
 
 
+def submission_path(idempotency_key: str) -> str:
+    """``/v1/submissions/{key}`` with the key escaped."""
+    return f"/v1/submissions/{quote(idempotency_key, safe='')}"
+
+
+def submission_of(obj: Any) -> str | None:
+    """``find``'s answer: the job id, ``None`` when no job was made, or
+    ``Unavailable`` raised while a submit with the key is still at work."""
+    if not isinstance(obj, dict) or "state" not in obj:
+        raise HpcHostError(f"unexpected answer to find: {obj!r}")
+    if obj["state"] == "in-progress":
+        raise Unavailable(
+            f"a submit with idempotency key {obj.get('idempotency_key')!r} is still at work"
+        )
+    job_id = obj.get("job_id")
+    return str(job_id) if obj["state"] == "made" and job_id is not None else None
+
+
 def ids_list(job_ids: str | Sequence[str]) -> list[str]:
     """One id or many, as a list; an empty list is an error."""
     ids = [job_ids] if isinstance(job_ids, str) else list(job_ids)

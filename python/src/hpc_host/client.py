@@ -148,6 +148,17 @@ class Client:
         else:
             self._request(_ops.Http("POST", _ops.job_path(job_id, "/cancel")))
 
+    def find_job(self, idempotency_key: str) -> str | None:
+        """The id of the job a submit with ``idempotency_key`` made; ``None``
+        when none was made (then submitting with the key makes it). Settles a
+        submit that was interrupted; makes no job. Raises ``Unavailable`` while
+        a submit with the key is still at work."""
+        if self._cli():
+            args = ["find", "--idempotency-key", idempotency_key]
+            return _ops.submission_of(self._run(args, json_on_error=True))
+        path = _ops.submission_path(idempotency_key)
+        return _ops.submission_of(self._request(_ops.Http("GET", path)))
+
     def logs(self, job_id: str) -> JobLogs:
         """What the job wrote so far, to stdout and to stderr."""
         if self._cli():
