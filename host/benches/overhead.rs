@@ -17,6 +17,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_hpc-host");
 
 #[path = "overhead/checks.rs"]
 mod checks;
+#[path = "overhead/quota.rs"]
+mod quota;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -198,6 +200,7 @@ fn main() {
 
     // ---- least-privilege checks (issue 11), next to the call they guard ------
     checks::run(call, &row);
+    quota::run(&rt, call, &row);
 
     // ---- policy checks: a host call refused by policy vs one that runs ---------
     let hostile = Env::new("policy", false);

@@ -117,4 +117,112 @@ mod tests {
         assert!(l.table_growing(1000, 100_000_000, None).is_err());
         assert!(l.used() <= 64 << 20);
     }
+
+    // The same with real instances: a core module in WAT whose memories and
+    // table grow at run time, on the host's own engine. Growth only reserves
+    // address space until touched, so the host's RSS stays small; the
+    // limiter's counter is what these tests assert.
+
+    const BUDGET: usize = 64 << 20;
+    /// 1000 pages of 64 KiB: 62.5 MiB, just under the budget.
+    const NEAR: i32 = 1000;
+
+    /// A module with `memories` linear memories (0 pages each) and a table,
+    /// exporting `grow<i>(pages)` per memory and `grow-table(elements)`.
+    fn module(memories: usize) -> (wasmtime::Engine, wasmtime::Module) {
+        let mut wat = String::from("(module\n  (table $t 0 funcref)\n");
+        for i in 0..memories {
+            wat += &format!(
+                "  (memory $m{i} 0)\n  (func (export \"grow{i}\") (param i32) (result i32)\n    (memory.grow $m{i} (local.get 0)))\n"
+            );
+        }
+        wat += "  (func (export \"grow-table\") (param i32) (result i32)\n    (table.grow $t (ref.null func) (local.get 0))))";
+        let engine = crate::engine::Engine::new(None).unwrap().engine;
+        let bytes = wat::parse_str(&wat).unwrap();
+        let module = wasmtime::Module::new(&engine, &bytes).unwrap();
+        (engine, module)
+    }
+
+    fn instance(
+        engine: &wasmtime::Engine,
+        module: &wasmtime::Module,
+    ) -> Result<(wasmtime::Store<Limiter>, wasmtime::Instance)> {
+        let mut store = wasmtime::Store::new(engine, Limiter::new(BUDGET));
+        store.limiter(|l| l);
+        store.set_epoch_deadline(1 << 40);
+        let instance = wasmtime::Instance::new(&mut store, module, &[])?;
+        Ok((store, instance))
+    }
+
+    fn grow(
+        store: &mut wasmtime::Store<Limiter>,
+        instance: &wasmtime::Instance,
+        export: &str,
+        n: i32,
+    ) -> Result<i32> {
+        instance
+            .get_typed_func::<i32, i32>(&mut *store, export)?
+            .call(&mut *store, n)
+    }
+
+    #[test]
+    fn several_memories_each_under_the_limit_are_refused_together() {
+        let (engine, module) = module(4);
+        let (mut store, instance) = instance(&engine, &module).unwrap();
+        // One memory just under the budget: fine on its own.
+        assert_eq!(grow(&mut store, &instance, "grow0", NEAR).unwrap(), 0);
+        assert_eq!(store.data().used(), NEAR as usize * 65536);
+        // A second one as big: each alone is under the limit, together over.
+        for other in ["grow1", "grow2", "grow3"] {
+            let e = grow(&mut store, &instance, other, NEAR).unwrap_err();
+            let m = format!("{e:#}");
+            assert!(
+                m.contains("`memory_mb` of 64 MiB") && m.contains("linear memories"),
+                "{m}"
+            );
+        }
+        // What is left of the budget can still be used, in any memory.
+        assert_eq!(grow(&mut store, &instance, "grow1", 20).unwrap(), 0);
+        assert_eq!(grow(&mut store, &instance, "grow2", 4).unwrap(), 0);
+        assert!(grow(&mut store, &instance, "grow3", 1).is_err());
+        assert_eq!(store.data().used(), 1024 * 65536);
+        assert!(store.data().used() <= BUDGET);
+        // The memories really are that size.
+        let size = |s: &mut wasmtime::Store<Limiter>, i: usize| {
+            grow(s, &instance, &format!("grow{i}"), 0).unwrap()
+        };
+        assert_eq!(
+            (0..4).map(|i| size(&mut store, i)).collect::<Vec<_>>(),
+            [NEAR, 20, 4, 0]
+        );
+    }
+
+    #[test]
+    fn a_huge_table_is_refused_and_shares_the_budget_with_memories() {
+        let (engine, module) = module(1);
+        let (mut store, instance) = instance(&engine, &module).unwrap();
+        // 100 million elements: 800 MB of host memory if it were allowed.
+        let e = grow(&mut store, &instance, "grow-table", 100_000_000).unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.contains("by its tables") && m.contains("memory_mb"),
+            "{m}"
+        );
+        assert_eq!(store.data().used(), 0);
+        // A memory near the budget leaves room for a small table only.
+        assert_eq!(grow(&mut store, &instance, "grow0", NEAR).unwrap(), 0);
+        assert_eq!(grow(&mut store, &instance, "grow-table", 1000).unwrap(), 0);
+        let left = (BUDGET - store.data().used()) / TABLE_ELEMENT_BYTES;
+        assert!(grow(&mut store, &instance, "grow-table", left as i32 + 1).is_err());
+        assert!(store.data().used() <= BUDGET);
+    }
+
+    #[test]
+    fn more_memories_than_allowed_do_not_instantiate() {
+        let (engine, nine) = module(MAX_MEMORIES + 1);
+        let e = instance(&engine, &nine).err().unwrap();
+        assert!(format!("{e:#}").contains("memor"), "{e:#}");
+        let (engine, eight) = module(MAX_MEMORIES);
+        assert!(instance(&engine, &eight).is_ok());
+    }
 }

@@ -172,7 +172,7 @@ impl Host {
         let store = self.store()?;
         let shared = Shared {
             process: ProcessCtx::new(policy.clone(), jobs, self.exe.clone()),
-            kv: KvCtx::new(store.clone(), &policy.kv_prefix),
+            kv: KvCtx::new(store.clone(), &policy),
             kube: KubeCtx::new(policy.clone()),
             policy,
         };

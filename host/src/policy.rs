@@ -28,6 +28,11 @@ pub struct Limits {
     /// Programs the plugin may start in one call: a status query needs a
     /// handful, so a flood is cut off long before it costs the machine.
     pub runs_per_call: usize,
+    /// Bytes (keys and values) the plugin may keep in the kv store, across
+    /// all its calls (see [`crate::store`]'s `quota` module).
+    pub kv_bytes: u64,
+    /// Keys the plugin may keep in the kv store, across all its calls.
+    pub kv_keys: u64,
 }
 
 impl Default for Limits {
@@ -39,6 +44,10 @@ impl Default for Limits {
             output_bytes: 16 << 20,
             processes: 8,
             runs_per_call: 64,
+            // A job record is ~1 KiB: 64 MiB holds tens of thousands, far more
+            // than any backend keeps open, and is small next to a Redis server.
+            kv_bytes: 64 << 20,
+            kv_keys: 100_000,
         }
     }
 }
@@ -102,6 +111,8 @@ pub enum PolicyError {
 /// env = ["SLURM_CONF"]
 /// memory_mb = 64
 /// max_runs_per_call = 16
+/// kv_max_bytes = 16777216
+/// kv_max_keys = 10000
 /// [default.plugins.slurm.config]
 /// HPC_SLURM_WORKDIR = "/data/ccat/workspaces"
 /// ```
@@ -127,6 +138,8 @@ pub struct PolicyFile {
     pub output_bytes: Option<usize>,
     pub max_processes: Option<usize>,
     pub max_runs_per_call: Option<usize>,
+    pub kv_max_bytes: Option<u64>,
+    pub kv_max_keys: Option<u64>,
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
 }
@@ -137,6 +150,10 @@ pub const MIN_POLL_SECONDS: f64 = 0.05;
 /// The longest time limit a policy may set (a year): far beyond any call,
 /// and small enough that adding it to an instant never overflows.
 pub const MAX_SECONDS: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The largest kv quota a policy may set (1 PiB of bytes, or of keys): the
+/// Redis side counts in Lua numbers, exact only below 2^53.
+pub const MAX_KV_QUOTA: u64 = 1 << 50;
 
 impl Policy {
     /// The least-privilege policy every plugin starts from: a kv namespace of
@@ -272,6 +289,19 @@ impl Policy {
                 MAX_SECONDS.as_secs()
             )),
         };
+        for (key, value, target) in [
+            ("kv_max_bytes", file.kv_max_bytes, &mut self.limits.kv_bytes),
+            ("kv_max_keys", file.kv_max_keys, &mut self.limits.kv_keys),
+        ] {
+            if let Some(v) = value {
+                if v > MAX_KV_QUOTA {
+                    return Err(format!(
+                        "`plugins.{name}.{key}` must be at most {MAX_KV_QUOTA}, not `{v}`"
+                    ));
+                }
+                *target = v;
+            }
+        }
         if let Some(s) = file.cpu_seconds {
             self.limits.cpu_time = seconds("cpu_seconds", s)?;
         }
@@ -399,6 +429,16 @@ mod tests {
             let e = p.apply(f).unwrap_err();
             assert!(e.contains("must be a positive number of seconds"), "{e}");
         }
+        let f: PolicyFile = toml::from_str("kv_max_bytes = 1048576\nkv_max_keys = 10").unwrap();
+        p.apply(f).unwrap();
+        assert_eq!((p.limits.kv_bytes, p.limits.kv_keys), (1 << 20, 10));
+        let f: PolicyFile = toml::from_str("kv_max_keys = 9223372036854775807").unwrap();
+        let e = p.apply(f).unwrap_err();
+        assert!(
+            e.contains("`plugins.slurm.kv_max_keys` must be at most"),
+            "{e}"
+        );
+        assert!(toml::from_str::<PolicyFile>("kv_max_bytes = -1").is_err());
         let f: PolicyFile = toml::from_str("memory_mb = 9223372036854775807").unwrap();
         assert!(p.apply(f).unwrap_err().contains("too large"));
         let bad: PolicyFile = toml::from_str("programs = { sbatch = \"sbatch\" }").unwrap();

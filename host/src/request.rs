@@ -32,6 +32,8 @@ const LIMIT_KEYS: &[&str] = &[
     "output_bytes",
     "max_processes",
     "max_runs_per_call",
+    "kv_max_bytes",
+    "kv_max_keys",
 ];
 
 /// The site facts a request's placeholders may name.
@@ -245,6 +247,8 @@ fn within_default(key: &str, v: &toml::Value, d: &crate::policy::Limits) -> bool
         "output_bytes" => d.output_bytes as f64,
         "max_processes" => d.processes as f64,
         "max_runs_per_call" => d.runs_per_call as f64,
+        "kv_max_bytes" => d.kv_bytes as f64,
+        "kv_max_keys" => d.kv_keys as f64,
         _ => return false,
     };
     n <= limit
@@ -314,6 +318,20 @@ mod tests {
         let t = r.granted("mysite", Some(&grant), &d).unwrap();
         assert!(
             !t.contains_key("programs") && t.contains_key("memory_mb") && t.contains_key("config")
+        );
+        let small = Request::parse(
+            "kv_max_bytes = 1024\nkv_max_keys = 100000",
+            "s",
+            false,
+            &ph(None),
+        )
+        .unwrap();
+        assert_eq!(small.granted("s", None, &d).unwrap().len(), 2);
+        let more = Request::parse("kv_max_keys = 100001", "m", false, &ph(None)).unwrap();
+        assert!(
+            more.granted("m", None, &d)
+                .unwrap_err()
+                .contains("plugins.m.kv_max_keys")
         );
         let big = Request::parse("memory_mb = 4096", "m", false, &ph(None)).unwrap();
         assert!(

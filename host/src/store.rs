@@ -2,7 +2,13 @@
 //! else an embedded SQLite file in the state folder (no server needed).
 //!
 //! Keys reaching this module are full keys: the plugin's prefix has already
-//! been added by [`crate::capabilities::kv`].
+//! been added by [`crate::capabilities::kv`]. A plugin's writes go through
+//! [`quota`], which keeps each plugin within its `kv_max_bytes` and
+//! `kv_max_keys` across calls; the raw methods here are for the host's own
+//! records.
+
+pub mod quota;
+pub use quota::{Quota, Usage};
 
 use redis::AsyncCommands;
 use rusqlite::{OptionalExtension, params};

@@ -3,7 +3,8 @@
 
 use hpc_host::bindings::{HpcJobInfo, JobStatus};
 use hpc_host::capabilities::{confine, kube_security};
-use hpc_host::policy::{Policy, PolicyContext};
+use hpc_host::policy::Policy;
+use hpc_host::request::{Placeholders, Request};
 use hpc_host::sanitize;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,13 +30,14 @@ fn us(d: Duration) -> String {
 
 /// Rows for each check; `call` is the in-process `get-status` median.
 pub fn run(call: Duration, row: &dyn Fn(&str, String, String)) {
-    let cx = PolicyContext {
-        state_dir: Path::new("/tmp/state"),
-        slurm_partition: None,
-        k8s_namespace: Some("ccat"),
+    let ph = Placeholders::new(Path::new("/tmp/state"), Some("ccat"), None);
+    let builtin = |name: &str| {
+        let request = hpc_host::builtin::find(name).unwrap().policy;
+        let r = Request::parse(request, "built-in", true, &ph).unwrap();
+        Policy::resolve(name, Some(&r), None).unwrap()
     };
-    let k8s = Policy::default_for("kubernetes", &cx);
-    let slurm = Policy::default_for("slurm", &cx);
+    let k8s = builtin("kubernetes");
+    let slurm = builtin("slurm");
     let note = |d: Duration| {
         format!(
             "median of 200×1000; {:.2}% of an in-process call ({})",

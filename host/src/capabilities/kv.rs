@@ -2,11 +2,14 @@
 //!
 //! The plugin names keys relative to its prefix (`job/<id>`); the host stores
 //! `<prefix><key>`. No key a plugin can write reaches outside its prefix, and
-//! `list-keys` never shows another plugin's keys.
+//! `list-keys` never shows another plugin's keys. What the plugin keeps
+//! across calls is bounded by its quota (`kv_max_bytes`, `kv_max_keys`; see
+//! [`crate::store::quota`]), what one call writes or reads by
+//! [`super::kv_budget`].
 
 use crate::bindings::kv::{self, KvError};
 use crate::state::State;
-use crate::store::{Store, StoreError};
+use crate::store::{Quota, Store, StoreError};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
@@ -21,15 +24,17 @@ const MAX_KEYS: usize = 10_000;
 pub struct KvCtx {
     store: Store,
     prefix: Arc<str>,
+    quota: Quota,
     /// This call's writes (the context is cloned for every call).
     written: super::kv_budget::WriteBudget,
 }
 
 impl KvCtx {
-    pub fn new(store: Store, prefix: &str) -> Self {
+    pub fn new(store: Store, policy: &crate::policy::Policy) -> Self {
         KvCtx {
             store,
-            prefix: prefix.into(),
+            prefix: policy.kv_prefix.as_str().into(),
+            quota: Quota::of(policy),
             written: Default::default(),
         }
     }
@@ -85,12 +90,12 @@ impl kv::Host for KvCtx {
         }
         let key = self.key(&key)?;
         self.written.spend(key.len() + value.len())?;
-        Ok(self.store.set(key, value, ttl).await?)
+        Ok(self.store.set_within(&self.quota, key, value, ttl).await?)
     }
 
     async fn delete(&mut self, key: String) -> R<bool> {
         let key = self.key(&key)?;
-        Ok(self.store.delete(key).await?)
+        Ok(self.store.delete_counted(&self.quota, key).await?)
     }
 
     async fn list_keys(&mut self, prefix: String) -> R<Vec<String>> {
@@ -103,7 +108,7 @@ impl kv::Host for KvCtx {
     async fn increment(&mut self, key: String, delta: i64) -> R<i64> {
         let key = self.key(&key)?;
         self.written.spend(key.len())?;
-        Ok(self.store.increment(key, delta).await?)
+        Ok(self.store.increment_within(&self.quota, key, delta).await?)
     }
 
     fn convert_kv_error(&mut self, e: KvFault) -> wasmtime::Result<KvError> {

@@ -85,6 +85,7 @@ pub fn inspect(p: &Policy) -> serde_json::Value {
             "memory_mb": p.limits.memory_bytes >> 20, "cpu_seconds": p.limits.cpu_time.as_secs_f64(),
             "wall_seconds": p.limits.wall_time.as_secs_f64(), "output_bytes": p.limits.output_bytes,
             "max_processes": p.limits.processes, "max_runs_per_call": p.limits.runs_per_call,
+            "kv_max_bytes": p.limits.kv_bytes, "kv_max_keys": p.limits.kv_keys,
         }),
     );
     for c in ALL {

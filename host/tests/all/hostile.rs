@@ -500,3 +500,107 @@ fn wall_seconds_holds_while_the_plugin_computes() {
     );
     assert!(took.as_secs_f64() < 4.0, "took {took:?}");
 }
+
+/// The kv quota holds across calls: a plugin that keeps 1 MiB per call is
+/// refused once over `kv_max_bytes`, and once over `kv_max_keys`; the next
+/// call works, and deleting frees quota.
+fn kv_quota_holds_across_calls(redis: Option<&str>) {
+    let (mut env, _, _) = hostile_env();
+    let prefix = format!("hpc-host-test:{}:", uuid::Uuid::new_v4());
+    if let Some(url) = redis {
+        env.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", url);
+        env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__KV_PREFIX", &prefix);
+    }
+    // Three values of 1 MiB and their keys fit in 4 MiB; a fourth does not.
+    env.set(
+        "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__KV_MAX_BYTES",
+        &(4 << 20).to_string(),
+    );
+    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__KV_MAX_KEYS", "6");
+    let settings = Settings::resolve(
+        &Overrides {
+            backend: Some("hostile".into()),
+            ..Default::default()
+        },
+        &env.vars,
+    )
+    .unwrap();
+    let host = Host::new(&settings).unwrap();
+    let plugin = host.backend().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let works = async |attack: &str| match plugin.get_status(attack).await {
+            Ok(info) => assert_eq!(info.native_state.as_deref(), Some("GOT-THROUGH")),
+            other => panic!("{attack}: {other:?}"),
+        };
+        let refused = async |attack: &str, needles: &[&str]| {
+            match plugin.get_status(attack).await {
+                Err(HostError::Backend {
+                    error: BackendError::Denied(m),
+                    ..
+                }) => {
+                    // The plugin's kv call failed with `invalid`, naming the quota.
+                    assert!(m.contains("Invalid(\"kv quota: "), "{attack}: {m}");
+                    for n in needles {
+                        assert!(m.contains(n), "{attack}: {m:?} lacks {n:?}");
+                    }
+                }
+                other => panic!("{attack}: expected a quota refusal, got {other:?}"),
+            }
+            let fine = plugin.get_status("fine").await.unwrap();
+            assert_eq!(fine.native_state.as_deref(), Some("FINE"), "after {attack}");
+        };
+        let bytes = [
+            "`kv_max_bytes` of 4194304",
+            "`plugins.hostile.kv_max_bytes`",
+        ];
+        let keys = ["`kv_max_keys` of 6", "`plugins.hostile.kv_max_keys`"];
+        for i in 0..3 {
+            works(&format!("kv-put:{i}:1048576")).await;
+        }
+        refused("kv-put:3:1048576", &bytes).await;
+        // Rewriting a kept value is no growth: it passes at the quota.
+        works("kv-put:0:1048576").await;
+        works("kv-del:1").await;
+        works("kv-put:3:1048576").await;
+        refused("kv-put:4:1048576", &bytes).await;
+        // Three kept keys, three small ones: six is the most.
+        for k in ["s0:10", "s1:10", "s2:10"] {
+            works(&format!("kv-put:{k}")).await;
+        }
+        refused("kv-put:s3:10", &keys).await;
+        refused("kv-count:c", &keys).await;
+        works("kv-del:s0").await;
+        works("kv-count:c").await;
+        works("kv-count:c").await;
+        refused("kv-put:s4:10", &keys).await;
+        // Deleting what is kept frees it for the next calls.
+        for k in ["0", "2", "3", "s1", "s2", "c"] {
+            works(&format!("kv-del:{k}")).await;
+        }
+        for i in 0..3 {
+            works(&format!("kv-put:{i}:1048576")).await;
+        }
+        for k in ["0", "1", "2"] {
+            works(&format!("kv-del:{k}")).await;
+        }
+    });
+    if redis.is_some() {
+        let record = format!("{}usage:{prefix}", hpc_host::store::HOST_NAMESPACE);
+        crate::redis_store::redis_cli(6379, &["del", &record]);
+    }
+}
+
+#[test]
+fn kv_quota_holds_across_calls_embedded() {
+    kv_quota_holds_across_calls(None);
+}
+
+#[test]
+#[ignore = "needs redis"]
+fn kv_quota_holds_across_calls_redis() {
+    kv_quota_holds_across_calls(Some("redis://127.0.0.1:6379/0"));
+}

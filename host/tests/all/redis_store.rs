@@ -209,3 +209,101 @@ fn a_job_seen_from_another_login_node_says_where_it_runs() {
     // Once its end is recorded, every node can read it.
     assert_eq!(b.status(&id)["native_state"], "CANCELLED");
 }
+
+/// The kv quota in Redis: one script per write, so concurrent writers from
+/// several connections cannot overshoot; expired keys and a lost usage record
+/// are recounted before a refusal.
+#[test]
+#[ignore = "needs redis"]
+fn kv_quota_in_redis_is_atomic_and_recounts() {
+    use hpc_host::store::{Quota, Store, StoreError, Usage};
+    let dir = std::env::temp_dir().join(format!("hpc-host-quota-{}", uuid::Uuid::new_v4()));
+    let url = Some(SHARED_REDIS);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let refused = |r: Result<(), StoreError>, needle: &str| match r {
+        Err(StoreError::Invalid(m)) if m.contains(needle) => {}
+        other => panic!("expected a refusal naming {needle}: {other:?}"),
+    };
+    rt.block_on(async {
+        // 40 writers on 4 connections, room for 10 keys.
+        let prefix = format!("hpc-host-test:{}:", uuid::Uuid::new_v4());
+        let q = Quota::new("t", &prefix, 1 << 20, 10);
+        let stores: Vec<Store> = (0..4).map(|_| Store::open(url, &dir).unwrap()).collect();
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let (s, q, k) = (stores[i % 4].clone(), q.clone(), format!("{prefix}{i}"));
+                tokio::spawn(async move { s.set_within(&q, k, vec![0; 10], None).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => ok += 1,
+                r => refused(r, "`kv_max_keys` of 10"),
+            }
+        }
+        let s = &stores[0];
+        assert_eq!(ok, 10);
+        assert_eq!(s.list_keys(prefix.clone()).await.unwrap().len(), 10);
+        let counted = s.recount(&q).await.unwrap();
+        assert_eq!(s.usage(&q).await.unwrap(), Some(counted));
+        assert_eq!(counted.keys, 10);
+        cleanup(s, &q).await;
+
+        // Bytes; an increment over the quota is undone; delete frees.
+        let prefix = format!("hpc-host-test:{}:", uuid::Uuid::new_v4());
+        let k = |n: &str| format!("{prefix}{n}");
+        let per = (k("a").len() + 100) as u64;
+        let q = Quota::new("t", &prefix, 3 * per + 5, 100);
+        for n in ["a", "b", "c"] {
+            s.set_within(&q, k(n), vec![1; 100], None).await.unwrap();
+        }
+        refused(s.set_within(&q, k("d"), vec![1; 100], None).await, "`kv_max_bytes`");
+        s.set_within(&q, k("a"), vec![2; 100], None).await.unwrap();
+        assert_eq!(s.increment_within(&q, k("n"), 7).await.map_err(|e| e.to_string()),
+            Err(format!("kv quota: the keys under `{prefix}` would take {} bytes, over the policy's `kv_max_bytes` of {} (`plugins.t.kv_max_bytes`); delete keys to make room", 3 * per + k("n").len() as u64 + 1, 3 * per + 5)));
+        assert_eq!(s.get_many(vec![k("n")]).await.unwrap(), vec![None]);
+        assert!(s.delete_counted(&q, k("b")).await.unwrap());
+        assert!(!s.delete_counted(&q, k("b")).await.unwrap());
+        assert_eq!(s.increment_within(&q, k("n"), 7).await.unwrap(), 7);
+        assert_eq!(s.increment_within(&q, k("n"), -8).await.unwrap(), -1);
+        assert!(matches!(
+            s.increment_within(&q, k("a"), 1).await,
+            Err(StoreError::Invalid(m)) if m.contains("not an integer")
+        ));
+        let usage = s.usage(&q).await.unwrap().unwrap();
+        assert_eq!(usage, Usage { bytes: 2 * per + k("n").len() as u64 + 2, keys: 3 });
+        assert_eq!(s.recount(&q).await.unwrap(), usage);
+        cleanup(s, &q).await;
+
+        // Expired keys: the record still counts them; a refusal recounts.
+        let prefix = format!("hpc-host-test:{}:", uuid::Uuid::new_v4());
+        let k = |n: &str| format!("{prefix}{n}");
+        let q = Quota::new("t", &prefix, 1 << 20, 2);
+        s.set_within(&q, k("a"), vec![1], Some(1)).await.unwrap();
+        s.set_within(&q, k("b"), vec![1], None).await.unwrap();
+        refused(s.set_within(&q, k("c"), vec![1], None).await, "`kv_max_keys` of 2");
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        s.set_within(&q, k("c"), vec![1], None).await.unwrap();
+        assert_eq!(s.usage(&q).await.unwrap().map(|u| u.keys), Some(2));
+        // A lost record is rebuilt from the keys before a refusal.
+        redis_cli(6379, &["del", &format!("hpc-host::usage:{prefix}")]);
+        refused(s.set_within(&q, k("d"), vec![1], None).await, "`kv_max_keys` of 2");
+        assert_eq!(s.usage(&q).await.unwrap().map(|u| u.keys), Some(2));
+        cleanup(s, &q).await;
+    });
+
+    async fn cleanup(s: &Store, q: &Quota) {
+        for key in s.list_keys(q.prefix().to_owned()).await.unwrap() {
+            s.delete_counted(q, key).await.unwrap();
+        }
+        assert_eq!(s.recount(q).await.unwrap(), Usage::default());
+        s.delete(format!("hpc-host::usage:{}", q.prefix()))
+            .await
+            .unwrap();
+    }
+}

@@ -11,7 +11,7 @@ fn site_plugin(env: &TestEnv) -> std::path::PathBuf {
     std::fs::write(&wasm, hpc_host::builtin::find("local").unwrap().wasm).unwrap();
     std::fs::write(
         env.plugins_dir().join("mysite.policy.toml"),
-        "supervise = true\nmemory_mb = 64\n[config]\nHPC_NODE = \"${HOSTNAME}\"\n",
+        "supervise = true\nmemory_mb = 64\nkv_max_keys = 1000\n[config]\nHPC_NODE = \"${HOSTNAME}\"\n",
     )
     .unwrap();
     wasm
@@ -68,6 +68,8 @@ fn a_granted_site_request_loads_with_what_needs_no_grant() {
     assert_eq!(v["policy"]["supervise"], true);
     // Below the default limit and its own config: no grant needed.
     assert_eq!(v["policy"]["limits"]["memory_mb"], 64);
+    assert_eq!(v["policy"]["limits"]["kv_max_keys"], 1000);
+    assert_eq!(v["policy"]["limits"]["kv_max_bytes"], 64 << 20);
     assert!(v["policy"]["config"]["HPC_NODE"].is_string(), "{v}");
     let out = env.expect(
         0,

@@ -176,6 +176,24 @@ fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
             }
             got_through("wrote all".into())
         }
+        // Across calls: one value of `<bytes>` at `q/<name>` per call, kept
+        // (no TTL), until the quota (`kv_max_bytes`, `kv_max_keys`) refuses.
+        "kv-put" => {
+            let (name, bytes) = arg.rsplit_once(':').unwrap_or((arg, "1048576"));
+            let value = vec![3u8; bytes.parse().unwrap_or(1 << 20)];
+            kv::set(&format!("q/{name}"), &value, None)
+                .map_err(|e| BackendError::Denied(format!("put q/{name}: {e:?}")))?;
+            got_through(format!("put q/{name}"))
+        }
+        "kv-count" => {
+            let n = kv::increment(&format!("q/{arg}"), 1)
+                .map_err(|e| BackendError::Denied(format!("count q/{arg}: {e:?}")))?;
+            got_through(format!("q/{arg} = {n}"))
+        }
+        "kv-del" => {
+            let existed = kv::delete(&format!("q/{arg}"))?;
+            got_through(format!("deleted q/{arg}: {existed}"))
+        }
         "job-states" => {
             let ids: Vec<String> = (0..arg.parse().unwrap_or(100_000))
                 .map(|i| format!("j{i}"))
