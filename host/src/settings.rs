@@ -710,7 +710,7 @@ mod tests {
 
     #[test]
     fn variable_keys_nest_and_keep_the_case_of_config_keys() {
-        let p = |k: &str| env_path(k);
+        let p = env_path;
         assert_eq!(p("hpc_backend"), ["HPC_BACKEND"]);
         assert_eq!(
             p("Plugins__SLURM__Config__Key__X"),
