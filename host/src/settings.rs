@@ -24,12 +24,30 @@
 //! (`CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__MEMORY_MB=64`). Command-line flags
 //! win over everything. Top-level keys are case-insensitive; keys the host does
 //! not use are left to the workflow manager.
+//!
+//! The layering is [`figment`]'s: the file's `[default]` table, the
+//! environment's table and then each variable are layers merged in that
+//! order, and every value remembers its layer, so an error names the file or
+//! the variable a bad value came from. Reading the inputs stays ours, as
+//! Dynaconf reads them: a `Layer` is a table parsed by the `toml` crate.
+//! figment's own `Toml` provider would bring `toml` 0.8 beside our 0.9 and make
+//! `[global]` a profile over every environment, and its `Env` reads only the
+//! process environment, lower-cases keys and parses values with its own syntax,
+//! not TOML. Profiles are not used either: a variable *replaces* a table it
+//! names, which `merge_var` gets from figment's merge only within one profile.
+//!
+//! One difference from the hand-written merge this replaced: figment sees a
+//! TOML datetime as a table, so a key that is a datetime in `[default]` and a
+//! table in the environment's table stays a datetime.
 
 use crate::error::HostError;
 use crate::policy::{Policy, PolicyError};
 use crate::request::{Placeholders, Request};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use figment::providers::Serialized;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 /// The prefix of environment overrides, as the workflow manager's Dynaconf uses it.
 pub const ENV_PREFIX: &str = "CCAT_WORKFLOW_MANAGER_";
@@ -59,10 +77,8 @@ pub struct Settings {
     /// The daemon's socket, `HPC_DAEMON` and poll intervals (`crate::daemon`).
     pub daemon: crate::daemon::DaemonSettings,
     plugin_tables: BTreeMap<String, toml::Value>,
-    /// The environment variables that set keys of each plugin table.
-    plugin_sources: BTreeMap<String, Vec<String>>,
-    /// `the settings file `...``, if one was read.
-    file_source: Option<String>,
+    /// Where each plugin table's values came from, for errors.
+    plugin_sources: BTreeMap<String, String>,
 }
 
 impl Settings {
@@ -97,81 +113,34 @@ impl Settings {
                 .map(|d| d.join("hpc-host/settings.toml"))
                 .filter(|p| p.is_file()),
         };
-        let root = match &file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    HostError::Settings(format!(
-                        "cannot read settings file `{}`: {e}",
-                        path.display()
-                    ))
-                })?;
-                text.parse::<toml::Table>().map_err(|e| {
-                    HostError::Settings(format!(
-                        "settings file `{}` is not valid TOML: {e}",
-                        path.display()
-                    ))
-                })?
-            }
-            None => toml::Table::new(),
-        };
-
         let env = o
             .env
             .clone()
             .or_else(|| var("ENV_FOR_DYNACONF"))
             .unwrap_or_else(|| "development".into());
-        let table = |name: &str| -> Result<toml::Table, HostError> {
-            match root.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
-                None => Ok(toml::Table::new()),
-                Some((_, toml::Value::Table(t))) => Ok(upper_keys(t.clone())),
-                Some((k, _)) => Err(HostError::Settings(format!(
-                    "`[{k}]` in the settings file must be a table"
-                ))),
+
+        let mut figment = Figment::new();
+        if let Some(path) = &file {
+            let root = read_file(path)?;
+            for name in ["default", &env] {
+                let source = format!("the settings file `{}`", path.display());
+                let table = env_table(&root, name)?;
+                figment = figment.merge(Layer { source, table });
             }
-        };
-        let mut merged = table("default")?;
-        deep_merge(&mut merged, table(&env)?);
-
-        // Which variable set which key, so an error can name where a bad value came from.
-        let mut env_sources: Vec<(String, Vec<String>, String)> = Vec::new();
-        for (name, value) in vars {
-            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let mut path = key.split("__");
-            let top = path.next().unwrap_or_default().to_ascii_uppercase();
-            // Plugin names and policy keys are lowercase; the keys of a
-            // plugin's `config` table are the plugin's own and keep their case.
-            let mut in_config = false;
-            let rest: Vec<String> = path
-                .map(|seg| {
-                    let key = if in_config {
-                        seg.to_owned()
-                    } else {
-                        seg.to_ascii_lowercase()
-                    };
-                    in_config = in_config || seg.eq_ignore_ascii_case("config");
-                    key
-                })
-                .collect();
-            env_sources.push((top.clone(), rest.clone(), name.clone()));
-            set_path(&mut merged, &top, &rest, parse_env_value(value))
-                .map_err(|m| HostError::Settings(format!("`{name}`: {m}")))?;
         }
+        for (name, value) in vars {
+            if let Some(key) = name.strip_prefix(ENV_PREFIX) {
+                figment = merge_var(figment, name, key, value)?;
+            }
+        }
+        let layered = figment
+            .find_value("")
+            .map_err(|e| HostError::Settings(e.to_string()))?;
+        let merged: toml::Table = layered
+            .deserialize()
+            .map_err(|e| HostError::Settings(e.to_string()))?;
+        let layered = layered.into_dict().unwrap_or_default();
 
-        let file_source = file
-            .as_ref()
-            .map(|f| format!("the settings file `{}`", f.display()));
-        // Where a top-level key's value came from: the last variable that set it, else the file.
-        let source_of = |key: &str| -> String {
-            env_sources
-                .iter()
-                .rev()
-                .find(|(top, rest, _)| top == key && rest.is_empty())
-                .map(|(_, _, var)| format!("the environment variable `{var}`"))
-                .or_else(|| file_source.clone())
-                .unwrap_or_else(|| "the defaults".into())
-        };
         let string = |key: &str| -> Result<Option<String>, HostError> {
             match merged.get(key) {
                 None => Ok(None),
@@ -179,22 +148,13 @@ impl Settings {
                 Some(toml::Value::String(s)) => Ok(Some(s.clone())),
                 Some(other) => Err(HostError::Settings(format!(
                     "`{key}` must be a string, not `{other}` (from {})",
-                    source_of(key)
+                    layered
+                        .get(key)
+                        .map(|v| sources(&figment, v))
+                        .unwrap_or_default()
                 ))),
             }
         };
-        // For each plugin table, the variables that set keys in it.
-        let mut plugin_sources: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (top, rest, var) in &env_sources {
-            if top == "PLUGINS"
-                && let Some(plugin) = rest.first()
-            {
-                plugin_sources
-                    .entry(plugin.to_ascii_lowercase())
-                    .or_default()
-                    .push(var.clone());
-            }
-        }
         let dir = |key: &str, xdg_key: &str, fallback: &str| -> Result<PathBuf, HostError> {
             string(key)?
                 .map(PathBuf::from)
@@ -220,6 +180,13 @@ impl Settings {
                 ));
             }
         };
+        let plugin_sources = match layered.get("PLUGINS") {
+            Some(Value::Dict(_, d)) => d
+                .iter()
+                .map(|(name, t)| (name.to_ascii_lowercase(), sources(&figment, t)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         let settings = Settings {
             file,
             env,
@@ -240,7 +207,6 @@ impl Settings {
             state_dir,
             plugin_tables,
             plugin_sources,
-            file_source,
         };
         settings.check_plugin_tables()?;
         Ok(settings)
@@ -309,22 +275,11 @@ impl Settings {
         })
     }
 
-    /// Where a plugin's settings table came from, for errors: the variables
-    /// that set its keys and the settings file.
-    fn plugin_source(&self, plugin: &str) -> String {
-        let mut from: Vec<String> = self
-            .plugin_sources
+    /// Where a plugin's settings table came from, for errors.
+    fn plugin_source(&self, plugin: &str) -> &str {
+        self.plugin_sources
             .get(plugin)
-            .into_iter()
-            .flatten()
-            .map(|v| format!("the environment variable `{v}`"))
-            .collect();
-        from.extend(self.file_source.clone());
-        if from.is_empty() {
-            "the policy request".into()
-        } else {
-            from.join(" or ")
-        }
+            .map_or("the policy request", String::as_str)
     }
 
     /// The folders a plugin's default policy names (the host makes them).
@@ -383,58 +338,155 @@ fn plugin_tables(t: &toml::Table) -> Result<BTreeMap<String, toml::Value>, HostE
     Ok(out)
 }
 
-fn upper_keys(t: toml::Table) -> toml::Table {
-    t.into_iter()
-        .map(|(k, v)| (k.to_ascii_uppercase(), v))
-        .collect()
+/// One layer of settings for figment, named the way errors name where a
+/// value came from.
+struct Layer {
+    source: String,
+    table: toml::Table,
 }
 
-fn deep_merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => deep_merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.source.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Serialized::defaults(&self.table).data()
+    }
+}
+
+fn read_file(path: &Path) -> Result<toml::Table, HostError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        HostError::Settings(format!(
+            "cannot read settings file `{}`: {e}",
+            path.display()
+        ))
+    })?;
+    text.parse().map_err(|e| {
+        HostError::Settings(format!(
+            "settings file `{}` is not valid TOML: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// The file's table for an environment, its name and keys case-insensitive
+/// (the keys are used upper-case). Other top-level keys are not ours.
+fn env_table(root: &toml::Table, name: &str) -> Result<toml::Table, HostError> {
+    match root.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        None => Ok(toml::Table::new()),
+        Some((_, toml::Value::Table(t))) => Ok(t
+            .iter()
+            .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+            .collect()),
+        Some((k, _)) => Err(HostError::Settings(format!(
+            "`[{k}]` in the settings file must be a table"
+        ))),
+    }
+}
+
+/// Merge the variable `name` (`ENV_PREFIX` + `key`) over `figment`.
+fn merge_var(figment: Figment, name: &str, key: &str, raw: &str) -> Result<Figment, HostError> {
+    let path = env_path(key);
+    let current: toml::Table = figment
+        .extract()
+        .map_err(|e| HostError::Settings(e.to_string()))?;
+    if passes_a_non_table(&current, &path) {
+        return Err(HostError::Settings(format!(
+            "`{name}`: reaches into a value that is not a table"
+        )));
+    }
+    let layer = |value| Layer {
+        source: format!("the environment variable `{name}`"),
+        table: nest(&path, value),
+    };
+    // A variable replaces what it names, as in Dynaconf (`PROGRAMS = { sbatch
+    // = … }` grants that program only), but figment merges a table into a
+    // table: a value that is not a table goes first, and the merge replaces it.
+    Ok(figment
+        .merge(layer(toml::Value::Boolean(false)))
+        .merge(layer(parse_env_value(raw))))
+}
+
+/// A variable's key as a path: `PLUGINS__SLURM__CONFIG__Key` is
+/// `PLUGINS`, `slurm`, `config`, `Key`. Top-level keys are upper-case,
+/// plugin names and policy keys lower-case, and the keys of a plugin's
+/// `config` table are the plugin's own and keep their case.
+fn env_path(key: &str) -> Vec<String> {
+    let mut parts = key.split("__");
+    let top = parts.next().unwrap_or_default().to_ascii_uppercase();
+    let mut in_config = false;
+    let rest = parts.map(|seg| {
+        let key = if in_config {
+            seg.to_owned()
+        } else {
+            seg.to_ascii_lowercase()
+        };
+        in_config |= seg.eq_ignore_ascii_case("config");
+        key
+    });
+    std::iter::once(top).chain(rest).collect()
+}
+
+/// `value` at `path`, in tables made for the purpose.
+fn nest(path: &[String], value: toml::Value) -> toml::Table {
+    let mut table = toml::Table::new();
+    if let Some((top, rest)) = path.split_first() {
+        let value = rest.iter().rev().fold(value, |v, k| {
+            toml::Value::Table(toml::Table::from_iter([(k.clone(), v)]))
+        });
+        table.insert(top.clone(), value);
+    }
+    table
+}
+
+/// Whether a value on the way to `path`'s last key is not a table: a
+/// variable cannot reach into it.
+fn passes_a_non_table(root: &toml::Table, path: &[String]) -> bool {
+    let Some((_, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut table = root;
+    for key in parents {
+        match table.get(key) {
+            None => return false,
+            Some(toml::Value::Table(t)) => table = t,
+            Some(_) => return true,
         }
     }
+    false
 }
 
-fn set_path(
-    t: &mut toml::Table,
-    top: &str,
-    rest: &[String],
-    value: toml::Value,
-) -> Result<(), String> {
-    let Some((last, middle)) = rest.split_last() else {
-        t.insert(top.to_owned(), value);
-        return Ok(());
-    };
-    let mut cur = t
-        .entry(top.to_owned())
-        .or_insert_with(|| toml::Value::Table(Default::default()));
-    for key in middle {
-        let toml::Value::Table(inner) = cur else {
-            return Err("reaches into a value that is not a table".into());
-        };
-        cur = inner
-            .entry(key.clone())
-            .or_insert_with(|| toml::Value::Table(Default::default()));
-    }
-    let toml::Value::Table(inner) = cur else {
-        return Err("reaches into a value that is not a table".into());
-    };
-    inner.insert(last.clone(), value);
-    Ok(())
-}
-
-/// Dynaconf reads `8` as an integer and `hello` as a string: TOML when it parses.
+/// Dynaconf reads `8` as an integer and `hello` as a string: TOML when it
+/// parses. This is Dynaconf's own method (`parse_with_toml`: the value is
+/// parsed as `key=<value>`), which `toml::Value::from_str` is not: it
+/// refuses ` 8 ` and `8 # comment`, which Dynaconf reads as `8`.
 fn parse_env_value(raw: &str) -> toml::Value {
     format!("v = {raw}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+/// Where `value` and everything in it came from, in the order the layers were
+/// merged: "the environment variable `…` or the settings file `…`".
+fn sources(figment: &Figment, value: &Value) -> String {
+    let (mut tags, mut todo) = (BTreeSet::new(), vec![value]);
+    while let Some(v) = todo.pop() {
+        tags.insert(v.tag());
+        match v {
+            Value::Dict(_, d) => todo.extend(d.values()),
+            Value::Array(_, a) => todo.extend(a),
+            _ => {}
+        }
+    }
+    let mut names: Vec<&str> = tags
+        .into_iter()
+        .filter_map(|t| Some(figment.get_metadata(t)?.name.as_ref()))
+        .collect();
+    names.dedup();
+    names.join(" or ")
 }
 
 #[cfg(test)]
@@ -638,6 +690,172 @@ mod tests {
                 && e.contains(
                     "the environment variable `CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__CPU_SECONDS`"
                 ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn variable_values_are_read_as_dynaconf_reads_them() {
+        let v = parse_env_value;
+        assert_eq!(v("8"), toml::Value::Integer(8));
+        assert_eq!(v(" 8 # a comment"), toml::Value::Integer(8));
+        assert_eq!(v("true"), toml::Value::Boolean(true));
+        assert_eq!(v("0.5"), toml::Value::Float(0.5));
+        assert_eq!(v(r#"["a"]"#), toml::Value::Array(vec!["a".into()]));
+        assert_eq!(v("{ a = 1 }").get("a"), Some(&toml::Value::Integer(1)));
+        for s in ["hello", "", "[a]", "redis://h:1/0", "/bin/sh", "{", "1 2"] {
+            assert_eq!(v(s), toml::Value::String(s.into()), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn variable_keys_nest_and_keep_the_case_of_config_keys() {
+        let p = env_path;
+        assert_eq!(p("hpc_backend"), ["HPC_BACKEND"]);
+        assert_eq!(
+            p("Plugins__SLURM__Config__Key__X"),
+            ["PLUGINS", "slurm", "config", "Key", "X"]
+        );
+        assert_eq!(p(""), [""]);
+        assert_eq!(p("A__"), ["A", ""]);
+        assert_eq!(p("__a"), ["", "a"]);
+        assert_eq!(p("____"), ["", "", ""]);
+        let t = nest(&p("A__b"), toml::Value::Integer(1));
+        assert_eq!(t["A"]["b"].as_integer(), Some(1));
+    }
+
+    #[test]
+    fn odd_variables_do_not_panic() {
+        let names = [
+            "",
+            "__",
+            "___",
+            "A__",
+            "__A",
+            "PLUGINS__",
+            "PLUGINS____X",
+            "HPC_BACKEND",
+        ];
+        let values = ["", "__", "{}", "{ a = 1 }", "[", "x", "1979-05-27"];
+        for name in names {
+            for value in values {
+                for other in ["", "PLUGINS", "A"] {
+                    let env = vars(&[
+                        ("HOME", "/h"),
+                        (&format!("{ENV_PREFIX}{other}"), "1"),
+                        (&format!("{ENV_PREFIX}{name}"), value),
+                    ]);
+                    let _ = Settings::resolve(&Overrides::default(), &env);
+                }
+            }
+        }
+        // An empty value is unset, as an empty string in the file is.
+        let env = vars(&[("HOME", "/h"), ("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "")]);
+        let s = Settings::resolve(&Overrides::default(), &env).unwrap();
+        assert_eq!(s.backend, "local");
+    }
+
+    #[test]
+    fn a_variable_replaces_the_table_it_names() {
+        let f = write(
+            "[default.plugins.slurm]\nmemory_mb = 32\nprograms = { sbatch = \"/a\", squeue = \"/b\" }\n",
+        );
+        let o = Overrides {
+            config: Some(f),
+            ..Default::default()
+        };
+        let programs = "{ sbatch = \"/x\" }";
+        let env = vars(&[
+            ("HOME", "/h"),
+            ("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", programs),
+        ]);
+        let p = Settings::resolve(&o, &env)
+            .unwrap()
+            .policy("slurm")
+            .unwrap();
+        assert_eq!(p.programs.len(), 1, "{:?}", p.programs);
+        assert_eq!(p.programs["sbatch"], Path::new("/x"));
+        assert_eq!(
+            p.limits.memory_bytes,
+            32 << 20,
+            "the rest of the table kept"
+        );
+
+        // `{}` resets a plugin's table to the built-in defaults.
+        let env = vars(&[
+            ("HOME", "/h"),
+            ("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM", "{}"),
+        ]);
+        let p = Settings::resolve(&o, &env)
+            .unwrap()
+            .policy("slurm")
+            .unwrap();
+        assert_eq!(p.limits.memory_bytes, 128 << 20);
+        assert!(p.programs.contains_key("squeue") && p.programs["sbatch"] != Path::new("/a"));
+    }
+
+    #[test]
+    fn a_variable_cannot_reach_into_a_value_that_is_not_a_table() {
+        let f = write("[default]\nHPC_POLL_SECONDS = 5\n");
+        let o = Overrides {
+            config: Some(f),
+            ..Default::default()
+        };
+        let env = vars(&[
+            ("HOME", "/h"),
+            ("CCAT_WORKFLOW_MANAGER_HPC_POLL_SECONDS__SLURM", "10"),
+        ]);
+        let e = Settings::resolve(&o, &env).unwrap_err().to_string();
+        assert!(
+            e.contains("`CCAT_WORKFLOW_MANAGER_HPC_POLL_SECONDS__SLURM`")
+                && e.contains("not a table"),
+            "{e}"
+        );
+        // A later variable may make it a table first.
+        let env = vars(&[
+            ("HOME", "/h"),
+            ("CCAT_WORKFLOW_MANAGER_HPC_POLL_SECONDS", "{}"),
+            ("CCAT_WORKFLOW_MANAGER_HPC_POLL_SECONDS__SLURM", "10"),
+        ]);
+        let s = Settings::resolve(&o, &env).unwrap();
+        assert_eq!(s.daemon.poll_seconds["slurm"], 10.0);
+    }
+
+    #[test]
+    fn environment_tables_and_keys_are_case_insensitive_and_global_is_not_special() {
+        let f = write(
+            "[DEFAULT]\nslurm_partition = \"a\"\n[Production]\nSlurm_Partition = \"b\"\n\
+             [global]\nSLURM_PARTITION = \"g\"\nHPC_BACKEND = 5\n",
+        );
+        let o = |env: &str| Overrides {
+            config: Some(f.clone()),
+            env: Some(env.into()),
+            ..Default::default()
+        };
+        let h = vars(&[("HOME", "/h")]);
+        let partition = |env: &str| Settings::resolve(&o(env), &h).unwrap().slurm_partition;
+        assert_eq!(partition("production").as_deref(), Some("b"));
+        assert_eq!(partition("development").as_deref(), Some("a"));
+        let env = vars(&[
+            ("HOME", "/h"),
+            ("CCAT_WORKFLOW_MANAGER_slurm_partition", "c"),
+        ]);
+        let s = Settings::resolve(&o("production"), &env).unwrap();
+        assert_eq!(s.slurm_partition.as_deref(), Some("c"));
+
+        let e = Settings::resolve(&o("global"), &h).unwrap_err().to_string();
+        assert!(
+            e.contains("`HPC_BACKEND` must be a string") && e.contains("the settings file"),
+            "{e}"
+        );
+        let f = write("development = 3\n");
+        let o = Overrides {
+            config: Some(f),
+            ..Default::default()
+        };
+        let e = Settings::resolve(&o, &h).unwrap_err().to_string();
+        assert!(
+            e.contains("`[development]` in the settings file must be a table"),
             "{e}"
         );
     }
