@@ -49,6 +49,9 @@ log "building and testing (release profile: the plugins' compile cache and the b
 # unit tests (pure logic) run here too.
 cargo test --release --locked -p hpc-host -p hpc-plugin-slurm -p hpc-plugin-kubernetes \
   -p hpc-plugin-sdk -p hpc-plugin-local -p hpc-plugin-template -- --include-ignored
+# The benchmarks are not tests, but they must keep building (the bench
+# profile inherits release: nothing but the bench binaries links again).
+cargo bench --locked -p hpc-host --no-run
 
 # The Python package (python/), installed the way a user installs it: `pip
 # install` builds the wheel with maturin, which runs cargo on the same target
