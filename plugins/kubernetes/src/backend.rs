@@ -30,11 +30,11 @@ const NAME_TRIES: usize = 3;
 /// The last lines of a log that `get-logs` returns (the host caps the bytes).
 const LOG_LINES: u32 = 100_000;
 
-/// A setting by its name, or by the lowercase name that an environment
-/// override (`CCAT_WORKFLOW_MANAGER_PLUGINS__KUBERNETES__CONFIG__...`) gives it.
+/// A setting by its name. The host keeps the case of `config` keys (an
+/// override `CCAT_WORKFLOW_MANAGER_PLUGINS__KUBERNETES__CONFIG__K8S_TTL...`
+/// arrives as `K8S_TTL...`), so there is one name to ask for.
 fn setting(h: &impl Host, key: &str) -> Option<String> {
     h.setting(key)
-        .or_else(|| h.setting(&key.to_ascii_lowercase()))
 }
 
 fn namespace(h: &impl Host) -> Result<String, BackendError> {
