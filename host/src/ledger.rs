@@ -20,11 +20,14 @@
 //! ([`Store::swap`](crate::store::Store::swap)) makes every step atomic across
 //! processes and login nodes that share the store.
 //!
-//! A submitter's programs get `SIGKILL` when it dies (`PR_SET_PDEATHSIG`, see
-//! `capabilities::process`), so a dead submitter makes no job later; a request
-//! it had already sent is in the scheduler within [`GRACE`], which is why a
-//! gone submitter's claim is looked up twice, [`GRACE`] apart, before it is
-//! taken over.
+//! A CLI submitter's programs get `SIGKILL` when it dies (`PR_SET_PDEATHSIG`,
+//! see `capabilities::process`), so a dead submitter makes no job later; a
+//! request it had already sent is in the scheduler within [`GRACE`], which is
+//! why a gone submitter's claim is looked up twice, [`GRACE`] apart, before
+//! it is taken over. The daemon's programs are started without it (it costs a
+//! `fork` of the daemon per program): a dead daemon's claim is honoured until
+//! its deadline (the plugin's `wall_seconds` + 15 s), by when every program
+//! it started has ended.
 //!
 //! A plugin built against contract 0.1.0 has no `find-job`: its claims still
 //! make concurrent and repeated submits return one job, but a submitter that
@@ -108,6 +111,11 @@ struct Entry {
     /// Unix seconds after which another machine may take the claim over.
     deadline: f64,
     claimant: Claimant,
+    /// The claimant's programs die with it (`PR_SET_PDEATHSIG`, the CLI):
+    /// once it is dead, nothing it started can still make the job. Else (the
+    /// daemon) a dead claimant's programs may still run until the deadline.
+    #[serde(default)]
+    programs_die: bool,
     /// The claimant's submit call returned without an id (an error whose
     /// outcome is unknown): the scheduler alone can tell whether it made the job.
     #[serde(default)]
@@ -123,6 +131,7 @@ impl Entry {
             claimed_at: now,
             deadline: now + (wall_time + DEADLINE_MARGIN).as_secs_f64(),
             claimant: Claimant::this_process(),
+            programs_die: crate::capabilities::process::programs_die_with_host(),
             ended: false,
         }
     }
@@ -341,14 +350,22 @@ async fn get(store: &Store, slot: &str) -> Result<Option<Vec<u8>>, HostError> {
         .flatten())
 }
 
+/// Whether the submitter of a claim without an id may still make its job.
+fn may_still_submit(entry: &Entry, now: f64) -> bool {
+    let before_deadline = now < entry.deadline;
+    !entry.ended
+        && match entry.claimant.alive_here() {
+            Some(true) => true,
+            // Dead: its programs died with it, or may run to the deadline.
+            Some(false) => !entry.programs_die && before_deadline,
+            // Another machine's: only the deadline tells.
+            None => before_deadline,
+        }
+}
+
 /// Settle a claim that has no id yet.
 async fn pending(plugin: &Plugin, entry: &Entry) -> Result<Pending, HostError> {
-    let may_still_submit = !entry.ended
-        && match entry.claimant.alive_here() {
-            Some(alive) => alive,
-            None => crate::jobs::now() < entry.deadline,
-        };
-    if may_still_submit {
+    if may_still_submit(entry, crate::jobs::now()) {
         return Ok(Pending::InFlight);
     }
     if let Some(id) = plugin.find_job(&entry.key, entry.claimed_at).await? {
@@ -460,6 +477,49 @@ mod tests {
         assert_ne!(slot("slurm", "k"), slot("local", "k"));
         assert_ne!(slot("slurm", "k1"), slot("slurm", "k2"));
         assert!(slot("slurm", "k").starts_with(NAMESPACE));
+    }
+
+    #[test]
+    fn a_claim_is_honoured_while_its_submitter_may_still_make_the_job() {
+        let live = Entry::claim("k", Duration::from_secs(100));
+        let now = live.claimed_at;
+        assert!(may_still_submit(&live, now), "this process is alive");
+        let dead = Entry {
+            claimant: Claimant {
+                start_ticks: live.claimant.start_ticks + 1,
+                ..live.claimant.clone()
+            },
+            ..live.clone()
+        };
+        // A dead CLI's programs died with it; a dead daemon's may run on.
+        let cli = Entry {
+            programs_die: true,
+            ..dead.clone()
+        };
+        let daemon = Entry {
+            programs_die: false,
+            ..dead.clone()
+        };
+        assert!(!may_still_submit(&cli, now));
+        assert!(may_still_submit(&daemon, now));
+        assert!(!may_still_submit(&daemon, daemon.deadline + 1.0));
+        let elsewhere = Entry {
+            claimant: Claimant {
+                boot_id: "other".into(),
+                ..live.claimant.clone()
+            },
+            ..live.clone()
+        };
+        assert!(may_still_submit(&elsewhere, now));
+        assert!(!may_still_submit(&elsewhere, elsewhere.deadline + 1.0));
+        // A claimant whose call returned (an error) makes nothing more.
+        assert!(!may_still_submit(
+            &Entry {
+                ended: true,
+                ..live
+            },
+            now
+        ));
     }
 
     #[test]

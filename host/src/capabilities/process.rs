@@ -125,18 +125,24 @@ impl ProcessCtx {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe. The program gets SIGKILL when
-        // the thread that started it ends: a host killed mid-call (SIGKILL
-        // included) leaves no program behind that could still, say, submit
-        // a job after its submitter is gone (see `crate::ledger`). Programs
-        // start on the runtime's worker threads, which live as long as it.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        // The program gets SIGKILL when the thread that started it ends: a
+        // CLI killed mid-call (SIGKILL included) leaves no program behind
+        // that could still, say, submit a job after its submitter is gone
+        // (see `crate::ledger`). Programs start on the runtime's worker
+        // threads, which live as long as it. A `pre_exec` makes std `fork`
+        // instead of `vfork`: cheap for the small CLI, ~1.4 ms per program
+        // for the daemon, which turns it off ([`die_with_host`]) and whose
+        // claims the ledger honours until their deadline instead.
+        if DIE_WITH_HOST.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: prctl is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd
             .spawn()
@@ -184,6 +190,20 @@ impl ProcessCtx {
             }
         }
     }
+}
+
+/// Whether programs get `SIGKILL` when the host dies (`PR_SET_PDEATHSIG`).
+static DIE_WITH_HOST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether programs started from now on die with the host (the default), or
+/// may outlive it (the daemon: see where [`DIE_WITH_HOST`] is read).
+pub fn die_with_host(on: bool) {
+    DIE_WITH_HOST.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether programs die with the host: a dead submitter's programs are gone.
+pub fn programs_die_with_host() -> bool {
+    DIE_WITH_HOST.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Kills a program's process group when dropped while it still holds one.

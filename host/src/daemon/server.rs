@@ -24,6 +24,10 @@ pub fn main(overrides: Overrides) -> ExitStatus {
     if let Ok(exe) = std::env::current_exe() {
         crate::zygote::enable(exe);
     }
+    // Programs start with `vfork` (no PR_SET_PDEATHSIG, which needs a
+    // `fork` of this large process per program); the ledger then honours
+    // this daemon's claims until their deadline if it dies.
+    crate::capabilities::process::die_with_host(false);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

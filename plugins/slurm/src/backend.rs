@@ -170,14 +170,15 @@ fn write_script(
     ))
 }
 
+/// Write a new file. Not synced to disk: sbatch reads it at once and sends
+/// its text to slurmctld, which keeps the job's own copy; ours is for people.
 fn create_new(path: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    f.write_all(bytes)
 }
 
 fn remove_quietly(path: &str) {
