@@ -501,6 +501,23 @@ fn wall_seconds_holds_while_the_plugin_computes() {
     assert!(took.as_secs_f64() < 4.0, "took {took:?}");
 }
 
+#[test]
+fn a_call_ended_at_wall_seconds_takes_its_programs_whole_tree_with_it() {
+    let (mut env, _, _) = hostile_env();
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "hostile");
+    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__CPU_SECONDS", "5");
+    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__WALL_SECONDS", "1");
+    let err = env.fail(3, &["status", "spin-then-tree:4343"]);
+    assert!(err.contains("within 1 s"), "{err}");
+    // The call was dropped while `sh` and its two `sleep`s ran: all gone.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        crate::common::processes_with("sleep 4343").is_empty(),
+        "left running: {:?}",
+        crate::common::processes_with("sleep 4343")
+    );
+}
+
 /// The kv quota holds across calls: a plugin that keeps 1 MiB per call is
 /// refused once over `kv_max_bytes`, and once over `kv_max_keys`; the next
 /// call works, and deleting frees quota.

@@ -1,9 +1,10 @@
 //! A minimal hpc-host backend to copy: it drives a site scheduler through
-//! four command-line tools the site's policy maps to real programs.
+//! five command-line tools the site's policy maps to real programs.
 //!
 //! | logical program | called as                                          | prints            |
 //! |-----------------|----------------------------------------------------|-------------------|
-//! | `submit`        | `submit [--time SECONDS] [--mem-mib MIB] -- argv…` | the new job's id  |
+//! | `submit`        | `submit [--time SECONDS] [--mem-mib MIB] [--tag KEY] -- argv…` | the new job's id  |
+//! | `find`          | `find --tag KEY`                                   | the id of the job tagged KEY, or nothing |
 //! | `status`        | `status ID…`                                       | `ID STATE [EXIT]` per line |
 //! | `cancel`        | `cancel ID`                                        | nothing           |
 //! | `logs`          | `logs ID`                                          | the job's output  |

@@ -159,6 +159,23 @@ fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
             };
             got_through(format!("{:?}", process::run(&req)?.exit_code))
         }
+        "spin-then-tree" => {
+            // Compute until 0.7 s have passed, then start a tree under a
+            // 0.5 s timeout: the call's `wall_seconds` (1 s) ends first, and
+            // the host drops the call while the program still runs.
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_millis(700) {
+                std::hint::black_box(0u64);
+            }
+            let req = process::RunRequest {
+                program: "sh".into(),
+                args: vec!["-c".into(), format!("sleep {arg} & sleep {arg}; wait")],
+                env: vec![],
+                stdin: None,
+                timeout_ms: Some(500),
+            };
+            got_through(format!("{:?}", process::run(&req)?.exit_code))
+        }
         // Class 2: what the host allocates for the plugin.
         "kv-many" => {
             kv::set("big", &vec![1u8; 1 << 20], Some(60))?;
