@@ -52,6 +52,12 @@ cargo test --release --locked -p hpc-host -p hpc-plugin-slurm -p hpc-plugin-kube
 # The benchmarks are not tests, but they must keep building (the bench
 # profile inherits release: nothing but the bench binaries links again).
 cargo bench --locked -p hpc-host --no-run
+# Lints, as errors (rust-toolchain.toml lists clippy; add it where rustup
+# did not install it with the toolchain).
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+log "clippy"
+cargo clippy --release --locked -p hpc-host -p hpc-plugin-sdk -p hpc-plugin-local \
+  -p hpc-plugin-slurm -p hpc-plugin-kubernetes -p hpc-plugin-template --all-targets -- -D warnings
 
 # The Python package (python/), installed the way a user installs it: `pip
 # install` builds the wheel with maturin, which runs cargo on the same target

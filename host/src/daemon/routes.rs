@@ -404,10 +404,10 @@ async fn events(
     let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    Ok(Response::builder()
+    Response::builder()
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream))
-        .map_err(|e| ApiError::unavailable(e.to_string()))?)
+        .map_err(|e| ApiError::unavailable(e.to_string()))
 }
 
 fn line(v: &serde_json::Value) -> Bytes {

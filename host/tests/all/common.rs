@@ -189,6 +189,8 @@ pub fn processes_with(needle: &str) -> Vec<i64> {
 
 /// Run the binary and return its output with its peak RSS in bytes
 /// (`wait4`'s `ru_maxrss`).
+// The child is reaped by `wait4` below (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 pub fn run_measured(env: &TestEnv, args: &[&str]) -> (Output, u64) {
     use std::io::Read;
     let mut child = Command::new(BIN)
