@@ -753,7 +753,8 @@ fn daemon_starts_local_supervisors_from_its_zygote_and_they_behave_as_before() {
     let _served = Served::start(&env);
     // A job that leaves a `setsid` child behind, cancelled: the supervisor
     // (forked by the zygote, not exec'd) still ends every descendant.
-    let id = env.submit(&["sh", "-c", "setsid sleep 300 & echo started; sleep 300"]);
+    // Numbers of its own: other tests' jobs sleep too.
+    let id = env.submit(&["sh", "-c", "setsid sleep 3217 & echo started; sleep 3218"]);
     let running = env.wait_until(&id, "running", |s| s["status"] == "running");
     assert_eq!(running["status"], "running");
     let sup = env.supervisor_record(&id);
@@ -768,7 +769,9 @@ fn daemon_starts_local_supervisors_from_its_zygote_and_they_behave_as_before() {
     let v = env.wait(&id);
     assert_eq!(v["native_state"], "CANCELLED", "{v}");
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !crate::common::processes_with("sleep 300").is_empty() {
+    while !(crate::common::processes_with("sleep 3217").is_empty()
+        && crate::common::processes_with("sleep 3218").is_empty())
+    {
         assert!(
             Instant::now() < deadline,
             "a descendant outlived the cancel"
