@@ -25,7 +25,12 @@ pub fn build(workspace: &Path, target_dir: &Path, crates: &[&str]) -> PathBuf {
         // The outer build's flags are for the host target, not for wasm.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS");
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        // Under `cargo clippy` the outer cargo runs rustc through
+        // clippy-driver with the lint arguments: the plugins are built here,
+        // not linted (they are linted as workspace crates themselves).
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS");
     if env::var_os("CARGO_NET_OFFLINE").is_some() {
         cmd.arg("--offline");
     }
