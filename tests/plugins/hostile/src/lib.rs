@@ -38,6 +38,18 @@ fn run(program: &str) -> Result<process::RunOutput, BackendError> {
 }
 
 /// Recurses without end on purpose: the host must trap it (stack limit).
+/// A granted shell that starts a tree of `sleep ARG`s under a 0.5 s timeout.
+fn sleep_tree(arg: &str) -> Result<HpcJobInfo, BackendError> {
+    let req = process::RunRequest {
+        program: "sh".into(),
+        args: vec!["-c".into(), format!("sleep {arg} & sleep {arg}; wait")],
+        env: vec![],
+        stdin: None,
+        timeout_ms: Some(500),
+    };
+    got_through(format!("{:?}", process::run(&req)?.exit_code))
+}
+
 #[inline(never)]
 #[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
@@ -152,14 +164,7 @@ fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
         }
         "sleep-tree" => {
             // A granted shell starts a tree and outlives its timeout.
-            let req = process::RunRequest {
-                program: "sh".into(),
-                args: vec!["-c".into(), format!("sleep {arg} & sleep {arg}; wait")],
-                env: vec![],
-                stdin: None,
-                timeout_ms: Some(500),
-            };
-            got_through(format!("{:?}", process::run(&req)?.exit_code))
+            sleep_tree(arg)
         }
         "spin-then-tree" => {
             // Compute until 0.7 s have passed, then start a tree under a
@@ -169,14 +174,7 @@ fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
             while start.elapsed() < std::time::Duration::from_millis(700) {
                 std::hint::black_box(0u64);
             }
-            let req = process::RunRequest {
-                program: "sh".into(),
-                args: vec!["-c".into(), format!("sleep {arg} & sleep {arg}; wait")],
-                env: vec![],
-                stdin: None,
-                timeout_ms: Some(500),
-            };
-            got_through(format!("{:?}", process::run(&req)?.exit_code))
+            sleep_tree(arg)
         }
         // Class 2: what the host allocates for the plugin.
         "kv-many" => {
