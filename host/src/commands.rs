@@ -7,7 +7,7 @@ use crate::error::{ExitStatus, HostError, kind_and_message};
 use crate::plugin::{Host, Origin, Source};
 use crate::sanitize::{escape, escape_block};
 use crate::settings::{Overrides, Settings};
-use crate::spec::{self, ErrorJson, JobInfoJson};
+use crate::spec::{self, JobInfoJson};
 use std::io::{IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
 
@@ -208,20 +208,7 @@ pub(crate) fn print_statuses(
                 let (kind, message) = kind_and_message(e);
                 eprintln!("error: {}", escape(&format!("{id}: {kind}: {message}")));
                 worst = worst.max(ExitStatus::of_backend_error(e));
-                json.push(JobInfoJson {
-                    job_id: id.clone(),
-                    status: None,
-                    exit_code: None,
-                    wall_time_seconds: None,
-                    cpu_hours: None,
-                    peak_memory_gb: None,
-                    native_state: None,
-                    reason: None,
-                    error: Some(ErrorJson {
-                        kind: kind.into(),
-                        message: message.into(),
-                    }),
-                });
+                json.push(JobInfoJson::failed(id, e));
             }
         }
     }

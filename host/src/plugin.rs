@@ -11,7 +11,7 @@ use crate::bindings::{
     BackendError, CONTRACT_PACKAGE, HpcJobInfo, HpcPlugin, HpcPluginPre, JobLogs, JobSpec,
     PluginInfo, v0_1,
 };
-use crate::capabilities::{self, kube::KubeCtx, kv::KvCtx, process::ProcessCtx};
+use crate::capabilities;
 use crate::contract::{Contract, Interfaces};
 use crate::engine::Engine;
 use crate::error::HostError;
@@ -170,10 +170,13 @@ impl Host {
         };
         let jobs = Jobs::new(&self.settings.state_dir, &name);
         let store = self.store()?;
+        let setup = capabilities::Setup {
+            store: store.clone(),
+            jobs,
+            exe: self.exe.clone(),
+        };
         let shared = Shared {
-            process: ProcessCtx::new(policy.clone(), jobs, self.exe.clone()),
-            kv: KvCtx::new(store.clone(), &policy),
-            kube: KubeCtx::new(policy.clone()),
+            caps: capabilities::Contexts::new(&policy, &setup),
             policy,
         };
         Ok(Plugin {

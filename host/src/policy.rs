@@ -1,17 +1,29 @@
-//! What each plugin may do: the programs it may run, the folders it may see,
-//! its kv prefix, its Kubernetes namespaces and kinds, and its limits.
+//! What each plugin may do: the folders it may see, its limits, and each
+//! capability's grant (programs, kv namespace, Kubernetes namespaces...).
 //!
 //! Every plugin starts from least privilege ([`Policy::least_privilege`]),
 //! gets what its request may have ([`crate::request`]), and then the
 //! `[default.plugins.<name>]` table in settings.toml overrides key by key.
+//!
+//! A table is flat (`programs`, `memory_mb`, `k8s_namespaces` side by side),
+//! but each key belongs to one section: the host's own ([`HostSection`]:
+//! folders, pin, poll interval, per-call limits) or one capability's
+//! ([`crate::capabilities::Capability::Section`]). [`PolicyFile`] splits a
+//! table by the sections' field names and parses each with its own
+//! `deny_unknown_fields` struct; a key no section has is an error. (serde's
+//! `flatten` would do the split, but it does not mix with
+//! `deny_unknown_fields`.)
 
+use crate::capabilities::{self, Grants, Sections};
 use crate::request::Request;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Resource limits of one plugin call.
+/// The host's own limits on one plugin call.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Linear memory of the plugin instance.
@@ -21,18 +33,9 @@ pub struct Limits {
     pub cpu_time: Duration,
     /// Wall-clock time of a whole call, host calls included.
     pub wall_time: Duration,
-    /// Output kept from a program the plugin runs, per stream.
+    /// Output kept from what a plugin reads through the host (a program's
+    /// output per stream, a pod's log, a job's log).
     pub output_bytes: usize,
-    /// Programs the plugin may have running at once.
-    pub processes: usize,
-    /// Programs the plugin may start in one call: a status query needs a
-    /// handful, so a flood is cut off long before it costs the machine.
-    pub runs_per_call: usize,
-    /// Bytes (keys and values) the plugin may keep in the kv store, across
-    /// all its calls (see [`crate::store`]'s `quota` module).
-    pub kv_bytes: u64,
-    /// Keys the plugin may keep in the kv store, across all its calls.
-    pub kv_keys: u64,
 }
 
 impl Default for Limits {
@@ -42,12 +45,6 @@ impl Default for Limits {
             cpu_time: Duration::from_secs(10),
             wall_time: Duration::from_secs(120),
             output_bytes: 16 << 20,
-            processes: 8,
-            runs_per_call: 64,
-            // A job record is ~1 KiB: 64 MiB holds tens of thousands, far more
-            // than any backend keeps open, and is small next to a Redis server.
-            kv_bytes: 64 << 20,
-            kv_keys: 100_000,
         }
     }
 }
@@ -56,36 +53,16 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub plugin: String,
-    /// Logical program name -> absolute path.
-    pub programs: BTreeMap<String, PathBuf>,
     /// Folders preopened read-write at their own paths.
     pub dirs: Vec<PathBuf>,
-    /// Prefix the host puts before every kv key of this plugin.
-    pub kv_prefix: String,
-    /// Host environment variables passed through to programs the plugin runs.
-    pub env: Vec<String>,
-    /// Variables the plugin itself may set for a program it runs (names, or
-    /// prefixes ending in `*`); anything else is refused.
-    pub program_env: Vec<String>,
-    /// May start supervised jobs (`process.spawn-job`).
-    pub supervise: bool,
-    pub kube_namespaces: Vec<String>,
-    /// Kinds as `group/Kind`, or `Kind` for the core group.
-    pub kube_kinds: Vec<String>,
-    /// The pod security level objects must meet: `baseline` or `restricted`.
-    pub kube_pod_security: String,
-    /// Service accounts a pod may name (besides the namespace's `default`).
-    pub kube_service_accounts: Vec<String>,
-    /// May a pod mount its service account token.
-    pub kube_automount_token: bool,
     /// Only a `.wasm` with this sha256 (hex) may load under this name.
     pub sha256: Option<String>,
     /// How often the daemon polls this backend for its open jobs, unless
     /// `HPC_POLL_SECONDS` says otherwise (`None`: the host's default).
     pub poll_seconds: Option<f64>,
     pub limits: Limits,
-    /// Passed to the plugin through `wasi:config/store`.
-    pub config: BTreeMap<String, String>,
+    /// Each capability's grant (`grants.process.programs`, `grants.kv.prefix`).
+    pub grants: Grants,
     /// For each policy key, the settings its request's placeholders named
     /// (`k8s_namespaces` -> `K8S_NAMESPACE`): the hints of a refusal name them.
     pub placeholders: BTreeMap<String, std::collections::BTreeSet<String>>,
@@ -102,7 +79,22 @@ pub enum PolicyError {
     NotGranted { message: String },
 }
 
-/// A `[<env>.plugins.<name>]` table. Every key is optional; unknown keys are errors.
+/// The host's own keys of a policy table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    pub dirs: Option<Vec<PathBuf>>,
+    pub sha256: Option<String>,
+    pub poll_seconds: Option<f64>,
+    pub memory_mb: Option<usize>,
+    pub cpu_seconds: Option<f64>,
+    pub wall_seconds: Option<f64>,
+    pub output_bytes: Option<usize>,
+}
+
+/// A `[<env>.plugins.<name>]` table (or a policy request), split into the
+/// host's section and each capability's. Every key is optional; a key no
+/// section has is an error.
 ///
 /// ```toml
 /// [default.plugins.slurm]
@@ -116,32 +108,86 @@ pub enum PolicyError {
 /// [default.plugins.slurm.config]
 /// HPC_SLURM_WORKDIR = "/data/ccat/workspaces"
 /// ```
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct PolicyFile {
-    pub programs: Option<BTreeMap<String, PathBuf>>,
-    pub dirs: Option<Vec<PathBuf>>,
-    pub kv_prefix: Option<String>,
-    pub env: Option<Vec<String>>,
-    pub program_env: Option<Vec<String>>,
-    pub supervise: Option<bool>,
-    pub k8s_namespaces: Option<Vec<String>>,
-    pub k8s_kinds: Option<Vec<String>>,
-    pub k8s_pod_security: Option<String>,
-    pub k8s_service_accounts: Option<Vec<String>>,
-    pub k8s_automount_token: Option<bool>,
-    pub sha256: Option<String>,
-    pub poll_seconds: Option<f64>,
-    pub memory_mb: Option<usize>,
-    pub cpu_seconds: Option<f64>,
-    pub wall_seconds: Option<f64>,
-    pub output_bytes: Option<usize>,
-    pub max_processes: Option<usize>,
-    pub max_runs_per_call: Option<usize>,
-    pub kv_max_bytes: Option<u64>,
-    pub kv_max_keys: Option<u64>,
-    #[serde(default)]
-    pub config: BTreeMap<String, toml::Value>,
+    pub host: HostSection,
+    pub capabilities: Sections,
+}
+
+impl PolicyFile {
+    /// Split and parse a table; errors say what was wrong and where.
+    pub fn parse(table: &toml::Table) -> Result<PolicyFile, String> {
+        let mut rest = table.clone();
+        let host = take_section::<HostSection>(&mut rest)?;
+        let capabilities = Sections::take(&mut rest)?;
+        if let Some(key) = rest.keys().next() {
+            let mut known: Vec<&str> = section_keys::<HostSection>().to_vec();
+            for c in capabilities::ALL {
+                known.extend((c.keys)());
+            }
+            known.sort_unstable();
+            return Err(format!(
+                "unknown field `{key}`, expected one of {}",
+                known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(PolicyFile { host, capabilities })
+    }
+}
+
+impl<'de> Deserialize<'de> for PolicyFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let table = toml::Table::deserialize(d)?;
+        PolicyFile::parse(&table).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Take a section's keys out of `table` and parse them into its struct.
+pub fn take_section<S: DeserializeOwned>(table: &mut toml::Table) -> Result<S, String> {
+    let mut mine = toml::Table::new();
+    for key in section_keys::<S>() {
+        if let Some(v) = table.remove(*key) {
+            mine.insert((*key).to_owned(), v);
+        }
+    }
+    toml::Value::Table(mine)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.to_string().trim_end().to_owned())
+}
+
+/// The field names of a section struct, as its `Deserialize` impl declares
+/// them (serde hands them to `deserialize_struct`): the one list of a
+/// section's keys, so it cannot drift from the struct.
+pub fn section_keys<S: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error, Visitor, value::Error as E};
+    struct Fields(Option<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = E;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, E> {
+            Err(E::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, E> {
+            self.0 = Some(fields);
+            Err(E::custom("fields read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut f = Fields(None);
+    let _ = S::deserialize(&mut f);
+    f.0.unwrap_or(&[])
 }
 
 /// The shortest poll interval a policy may set.
@@ -151,10 +197,6 @@ pub const MIN_POLL_SECONDS: f64 = 0.05;
 /// and small enough that adding it to an instant never overflows.
 pub const MAX_SECONDS: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// The largest kv quota a policy may set (1 PiB of bytes, or of keys): the
-/// Redis side counts in Lua numbers, exact only below 2^53.
-pub const MAX_KV_QUOTA: u64 = 1 << 50;
-
 impl Policy {
     /// The least-privilege policy every plugin starts from: a kv namespace of
     /// its own, the default limits, and nothing else. What a plugin needs
@@ -162,21 +204,11 @@ impl Policy {
     pub fn least_privilege(plugin: &str) -> Policy {
         Policy {
             plugin: plugin.to_owned(),
-            programs: BTreeMap::new(),
             dirs: Vec::new(),
-            kv_prefix: format!("hpc-host:{plugin}:"),
-            env: Vec::new(),
-            program_env: Vec::new(),
-            supervise: false,
-            kube_namespaces: Vec::new(),
-            kube_kinds: Vec::new(),
-            kube_pod_security: "baseline".into(),
-            kube_service_accounts: Vec::new(),
-            kube_automount_token: false,
             sha256: None,
             poll_seconds: None,
             limits: Limits::default(),
-            config: BTreeMap::new(),
+            grants: Grants::least_privilege(plugin),
             placeholders: BTreeMap::new(),
         }
     }
@@ -190,24 +222,24 @@ impl Policy {
         grant: Option<&toml::Table>,
     ) -> Result<Policy, PolicyError> {
         let mut p = Policy::least_privilege(plugin);
-        let table_error = |what: String, e: toml::de::Error| PolicyError::Invalid {
-            message: format!("{what}: {e}"),
+        let invalid = |what: String| {
+            move |e: String| PolicyError::Invalid {
+                message: format!("{what}: {e}"),
+            }
         };
         if let Some(r) = request {
             let asked = r
-                .granted(plugin, grant, &p.limits)
+                .granted(plugin, grant)
                 .map_err(|message| PolicyError::NotGranted { message })?;
-            let file: PolicyFile = toml::Value::Table(asked)
-                .try_into()
-                .map_err(|e| table_error(format!("the policy request `{}`", r.origin), e))?;
+            let file = PolicyFile::parse(&asked)
+                .map_err(invalid(format!("the policy request `{}`", r.origin)))?;
             p.apply(file)
                 .map_err(|message| PolicyError::Invalid { message })?;
             p.placeholders = r.placeholders.clone();
         }
         if let Some(t) = grant {
-            let file: PolicyFile = toml::Value::Table(t.clone())
-                .try_into()
-                .map_err(|e| table_error(format!("`plugins.{plugin}` in the settings"), e))?;
+            let file = PolicyFile::parse(t)
+                .map_err(invalid(format!("`plugins.{plugin}` in the settings")))?;
             p.apply(file)
                 .map_err(|message| PolicyError::Invalid { message })?;
         }
@@ -217,18 +249,8 @@ impl Policy {
     /// Apply a settings table on top of this policy.
     pub fn apply(&mut self, file: PolicyFile) -> Result<(), String> {
         let name = &self.plugin;
-        if let Some(programs) = file.programs {
-            for (logical, path) in &programs {
-                if !path.is_absolute() {
-                    return Err(format!(
-                        "`plugins.{name}.programs.{logical}` must be an absolute path, not `{}`",
-                        path.display()
-                    ));
-                }
-            }
-            self.programs = programs;
-        }
-        if let Some(dirs) = file.dirs {
+        let host = file.host;
+        if let Some(dirs) = host.dirs {
             if let Some(d) = dirs.iter().find(|d| !d.is_absolute()) {
                 return Err(format!(
                     "`plugins.{name}.dirs` entries must be absolute, not `{}`",
@@ -237,50 +259,16 @@ impl Policy {
             }
             self.dirs = dirs;
         }
-        if let Some(prefix) = file.kv_prefix {
-            if prefix.is_empty() {
-                return Err(format!("`plugins.{name}.kv_prefix` must not be empty"));
-            }
-            // The host's own records (the submission ledger, poll leases)
-            // live under this namespace: no plugin may write into it.
-            let host = crate::store::HOST_NAMESPACE;
-            if prefix.starts_with(host) || host.starts_with(prefix.as_str()) {
-                return Err(format!(
-                    "`plugins.{name}.kv_prefix` = `{prefix}` overlaps `{host}`, where the host keeps its own records"
-                ));
-            }
-            self.kv_prefix = prefix;
-        }
-        macro_rules! set {
-            ($($field:ident => $target:expr),* $(,)?) => {$( if let Some(v) = file.$field { $target = v; } )*};
-        }
-        set! {
-            env => self.env,
-            program_env => self.program_env,
-            supervise => self.supervise,
-            k8s_namespaces => self.kube_namespaces,
-            k8s_kinds => self.kube_kinds,
-            k8s_service_accounts => self.kube_service_accounts,
-            k8s_automount_token => self.kube_automount_token,
-            output_bytes => self.limits.output_bytes,
-            max_processes => self.limits.processes,
-            max_runs_per_call => self.limits.runs_per_call,
-        }
-        if let Some(level) = file.k8s_pod_security {
-            if level != "baseline" && level != "restricted" {
-                return Err(format!(
-                    "`plugins.{name}.k8s_pod_security` must be `baseline` or `restricted`, not `{level}`"
-                ));
-            }
-            self.kube_pod_security = level;
-        }
-        if let Some(sha) = file.sha256 {
+        if let Some(sha) = host.sha256 {
             self.sha256 = Some(sha.to_ascii_lowercase());
         }
-        if let Some(mb) = file.memory_mb {
+        if let Some(mb) = host.memory_mb {
             self.limits.memory_bytes = mb
                 .checked_mul(1 << 20)
                 .ok_or_else(|| format!("`plugins.{name}.memory_mb` is too large: {mb}"))?;
+        }
+        if let Some(n) = host.output_bytes {
+            self.limits.output_bytes = n;
         }
         let seconds = |key: &str, v: f64| match Duration::try_from_secs_f64(v) {
             Ok(d) if v > 0.0 && d <= MAX_SECONDS => Ok(d),
@@ -289,26 +277,13 @@ impl Policy {
                 MAX_SECONDS.as_secs()
             )),
         };
-        for (key, value, target) in [
-            ("kv_max_bytes", file.kv_max_bytes, &mut self.limits.kv_bytes),
-            ("kv_max_keys", file.kv_max_keys, &mut self.limits.kv_keys),
-        ] {
-            if let Some(v) = value {
-                if v > MAX_KV_QUOTA {
-                    return Err(format!(
-                        "`plugins.{name}.{key}` must be at most {MAX_KV_QUOTA}, not `{v}`"
-                    ));
-                }
-                *target = v;
-            }
-        }
-        if let Some(s) = file.cpu_seconds {
+        if let Some(s) = host.cpu_seconds {
             self.limits.cpu_time = seconds("cpu_seconds", s)?;
         }
-        if let Some(s) = file.wall_seconds {
+        if let Some(s) = host.wall_seconds {
             self.limits.wall_time = seconds("wall_seconds", s)?;
         }
-        if let Some(s) = file.poll_seconds {
+        if let Some(s) = host.poll_seconds {
             if !(s.is_finite() && (MIN_POLL_SECONDS..=86_400.0).contains(&s)) {
                 return Err(format!(
                     "`plugins.{name}.poll_seconds` must be between {MIN_POLL_SECONDS} and 86400 seconds, not `{s}`"
@@ -316,19 +291,27 @@ impl Policy {
             }
             self.poll_seconds = Some(s);
         }
-        for (k, v) in file.config {
-            let v = match v {
-                toml::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            self.config.insert(k, v);
+        self.grants.apply(file.capabilities, name)
+    }
+
+    /// Every numeric limit by its policy key: the host's and each
+    /// capability's (`plugins inspect` shows them under `limits`).
+    pub fn limit_values(&self) -> Map<String, Value> {
+        let l = &self.limits;
+        let mut m = Map::new();
+        m.insert("memory_mb".into(), json!(l.memory_bytes >> 20));
+        m.insert("cpu_seconds".into(), json!(l.cpu_time.as_secs_f64()));
+        m.insert("wall_seconds".into(), json!(l.wall_time.as_secs_f64()));
+        m.insert("output_bytes".into(), json!(l.output_bytes));
+        for c in capabilities::ALL {
+            (c.limits)(self, &mut m);
         }
-        Ok(())
+        m
     }
 
     /// Whether this policy grants a `ccat:hpc` interface (see [`crate::capabilities`]).
     pub fn grants(&self, interface: &str) -> bool {
-        crate::capabilities::grants(self, interface)
+        capabilities::grants(self, interface)
     }
 
     /// The setting a site admin would change to grant an interface: the
@@ -378,32 +361,50 @@ mod tests {
     #[test]
     fn defaults_are_least_privilege() {
         let local = builtin("local");
-        assert!(local.supervise && local.programs.is_empty() && local.kube_namespaces.is_empty());
-        assert!(local.config.contains_key("HPC_NODE"));
+        assert!(
+            local.grants.process.supervise
+                && local.grants.process.programs.is_empty()
+                && local.grants.kube.namespaces.is_empty()
+        );
+        assert!(local.grants.config.contains_key("HPC_NODE"));
         let slurm = builtin("slurm");
         assert_eq!(
-            slurm.programs.keys().collect::<Vec<_>>(),
+            slurm.grants.process.programs.keys().collect::<Vec<_>>(),
             ["sacct", "sbatch", "scancel", "squeue"]
         );
-        assert!(slurm.programs.values().all(|p| p.is_absolute()));
+        assert!(
+            slurm
+                .grants
+                .process
+                .programs
+                .values()
+                .all(|p| p.is_absolute())
+        );
         assert_eq!(slurm.dirs, [PathBuf::from("/state/slurm")]);
-        assert_eq!(slurm.config["HPC_SLURM_WORKDIR"], "/state/slurm");
-        assert_eq!(slurm.config["SLURM_PARTITION"], "debug");
-        assert_eq!(slurm.env, ["HOME", "USER", "LOGNAME", "LANG", "SLURM_CONF"]);
-        assert!(!slurm.supervise && slurm.grants("process") && !slurm.grants("kube"));
+        assert_eq!(slurm.grants.config["HPC_SLURM_WORKDIR"], "/state/slurm");
+        assert_eq!(slurm.grants.config["SLURM_PARTITION"], "debug");
+        assert_eq!(
+            slurm.grants.process.env,
+            ["HOME", "USER", "LOGNAME", "LANG", "SLURM_CONF"]
+        );
+        assert!(
+            !slurm.grants.process.supervise && slurm.grants("process") && !slurm.grants("kube")
+        );
         let k8s = builtin("kubernetes");
         assert!(
-            k8s.programs.is_empty() && k8s.kube_namespaces == ["ccat"] && !k8s.grants("process")
+            k8s.grants.process.programs.is_empty()
+                && k8s.grants.kube.namespaces == ["ccat"]
+                && !k8s.grants("process")
         );
-        assert_eq!(k8s.kube_kinds, ["batch/Job", "Pod"]);
-        assert_eq!(k8s.config["K8S_NAMESPACE"], "ccat");
+        assert_eq!(k8s.grants.kube.kinds, ["batch/Job", "Pod"]);
+        assert_eq!(k8s.grants.config["K8S_NAMESPACE"], "ccat");
         assert_eq!(
             k8s.grant_hint("kube"),
             "`K8S_NAMESPACE`, or `plugins.kubernetes.k8s_namespaces`"
         );
         let other = Policy::resolve("mysite", None, None).unwrap();
         assert!(!other.grants("process") && !other.grants("kube") && other.grants("kv"));
-        assert_eq!(other.kv_prefix, "hpc-host:mysite:");
+        assert_eq!(other.grants.kv.prefix, "hpc-host:mysite:");
         assert_eq!(other.grant_hint("kube"), "`plugins.mysite.k8s_namespaces`");
     }
 
@@ -415,10 +416,10 @@ mod tests {
         )
         .unwrap();
         p.apply(file).unwrap();
-        assert_eq!(p.programs.len(), 1);
+        assert_eq!(p.grants.process.programs.len(), 1);
         assert_eq!(p.limits.memory_bytes, 32 << 20);
         assert_eq!(p.limits.cpu_time, Duration::from_millis(500));
-        assert_eq!(p.config["X"], "3");
+        assert_eq!(p.grants.config["X"], "3");
 
         for huge in [
             "cpu_seconds = 1e300",
@@ -431,7 +432,7 @@ mod tests {
         }
         let f: PolicyFile = toml::from_str("kv_max_bytes = 1048576\nkv_max_keys = 10").unwrap();
         p.apply(f).unwrap();
-        assert_eq!((p.limits.kv_bytes, p.limits.kv_keys), (1 << 20, 10));
+        assert_eq!((p.grants.kv.max_bytes, p.grants.kv.max_keys), (1 << 20, 10));
         let f: PolicyFile = toml::from_str("kv_max_keys = 9223372036854775807").unwrap();
         let e = p.apply(f).unwrap_err();
         assert!(
@@ -452,6 +453,58 @@ mod tests {
     }
 
     #[test]
+    fn every_key_belongs_to_exactly_one_section() {
+        let mut owner = std::collections::BTreeMap::new();
+        for k in section_keys::<HostSection>() {
+            owner.insert(*k, "host");
+        }
+        for c in capabilities::ALL {
+            for k in (c.keys)() {
+                let name = c.interface.unwrap_or("wasi");
+                assert!(owner.insert(*k, name).is_none(), "`{k}` is in two sections");
+            }
+        }
+        for (key, section) in [
+            ("dirs", "host"),
+            ("memory_mb", "host"),
+            ("programs", "process"),
+            ("max_runs_per_call", "process"),
+            ("kv_prefix", "kv"),
+            ("kv_max_keys", "kv"),
+            ("k8s_namespaces", "kube"),
+            ("config", "wasi"),
+        ] {
+            assert_eq!(owner.get(key), Some(&section), "{key}");
+        }
+        // One table with a key of every section lands in each.
+        let f: PolicyFile = toml::from_str(
+            "dirs = [\"/d\"]\nsupervise = true\nkv_max_keys = 5\nk8s_namespaces = [\"n\"]\n[config]\nA = 1",
+        )
+        .unwrap();
+        let mut p = Policy::least_privilege("x");
+        p.apply(f).unwrap();
+        assert_eq!(p.dirs, [PathBuf::from("/d")]);
+        assert!(p.grants.process.supervise && p.grants("process") && p.grants("kube"));
+        assert_eq!(
+            (p.grants.kv.max_keys, p.grants.config["A"].as_str()),
+            (5, "1")
+        );
+        // A bad value names its key; an unknown key lists the known ones.
+        let e = toml::from_str::<PolicyFile>("supervise = 3")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("supervise"), "{e}");
+        let e = PolicyFile::parse(&"k8s_namespace = []".parse().unwrap())
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("`k8s_namespace`") && e.contains("`k8s_namespaces`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn no_kv_prefix_reaches_the_hosts_own_records() {
         // The ledger and the poll leases live under `hpc-host::`.
         for bad in ["hpc-host::", "hpc-host::submit:", "hpc-host:", "hpc-", "h"] {
@@ -463,7 +516,7 @@ mod tests {
         let mut p = builtin("local");
         let f: PolicyFile = toml::from_str("kv_prefix = \"site:local:\"").unwrap();
         p.apply(f).unwrap();
-        assert_eq!(p.kv_prefix, "site:local:");
+        assert_eq!(p.grants.kv.prefix, "site:local:");
     }
 
     #[test]

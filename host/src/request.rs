@@ -23,19 +23,6 @@ use std::path::{Path, PathBuf};
 /// Where the host looks for a program that a request names without a path.
 const PROGRAM_DIRS: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin", "/opt/slurm/bin"];
 
-/// Keys a site plugin may set in its request without a grant, as long as the
-/// value is not more than the default (limits) or only concerns itself (config).
-const LIMIT_KEYS: &[&str] = &[
-    "memory_mb",
-    "cpu_seconds",
-    "wall_seconds",
-    "output_bytes",
-    "max_processes",
-    "max_runs_per_call",
-    "kv_max_bytes",
-    "kv_max_keys",
-];
-
 /// The site facts a request's placeholders may name.
 pub struct Placeholders {
     values: BTreeMap<&'static str, Option<String>>,
@@ -137,8 +124,7 @@ impl Request {
             }
         }
         // The same keys and types as a settings table: checked once, here.
-        toml::Value::Table(table.clone())
-            .try_into::<crate::policy::PolicyFile>()
+        crate::policy::PolicyFile::parse(&table)
             .map_err(|e| format!("the policy request `{origin}`: {e}"))?;
         Ok(Request {
             origin: origin.to_owned(),
@@ -161,15 +147,19 @@ impl Request {
     /// The table the policy is built from: the whole request if trusted, else
     /// only what needs no grant. Refuses a site request for more than the
     /// least-privilege default that `grant` (the settings table) does not set.
+    /// A limit (the host's or a capability's, see
+    /// [`crate::policy::Policy::limit_values`]) no higher than least
+    /// privilege's, the plugin's own `config`, an empty value and a slow
+    /// poll need no grant.
     pub fn granted(
         &self,
         plugin: &str,
         grant: Option<&toml::Table>,
-        defaults: &crate::policy::Limits,
     ) -> Result<toml::Table, String> {
         if self.trusted {
             return Ok(self.table.clone());
         }
+        let defaults = crate::policy::Policy::least_privilege(plugin).limit_values();
         let mut out = toml::Table::new();
         for (key, value) in &self.table {
             // A slower poll than the host's default costs nobody anything.
@@ -180,7 +170,7 @@ impl Request {
                     .is_some_and(|s| s >= crate::daemon::DEFAULT_POLL_SECONDS);
             let free = key == "config"
                 || slow_poll
-                || (LIMIT_KEYS.contains(&key.as_str()) && within_default(key, value, defaults))
+                || within_default(value, defaults.get(key))
                 || is_empty(value);
             if free {
                 out.insert(key.clone(), value.clone());
@@ -236,22 +226,14 @@ fn is_empty(v: &toml::Value) -> bool {
     }
 }
 
-fn within_default(key: &str, v: &toml::Value, d: &crate::policy::Limits) -> bool {
-    let Some(n) = v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) else {
-        return false;
-    };
-    let limit = match key {
-        "memory_mb" => (d.memory_bytes >> 20) as f64,
-        "cpu_seconds" => d.cpu_time.as_secs_f64(),
-        "wall_seconds" => d.wall_time.as_secs_f64(),
-        "output_bytes" => d.output_bytes as f64,
-        "max_processes" => d.processes as f64,
-        "max_runs_per_call" => d.runs_per_call as f64,
-        "kv_max_bytes" => d.kv_bytes as f64,
-        "kv_max_keys" => d.kv_keys as f64,
-        _ => return false,
-    };
-    n <= limit
+/// Whether a requested limit is no more than least privilege's (`None`: the
+/// key is not a limit).
+fn within_default(v: &toml::Value, default: Option<&serde_json::Value>) -> bool {
+    let requested = v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
+    match (requested, default.and_then(serde_json::Value::as_f64)) {
+        (Some(n), Some(limit)) => n <= limit,
+        _ => false,
+    }
 }
 
 fn find_program(name: &str) -> PathBuf {
@@ -308,14 +290,13 @@ mod tests {
             &ph(None),
         )
         .unwrap();
-        let d = crate::policy::Limits::default();
-        let e = r.granted("mysite", None, &d).unwrap_err();
+        let e = r.granted("mysite", None).unwrap_err();
         assert!(
             e.contains("plugins.mysite.programs") && e.contains("mysite.policy.toml"),
             "{e}"
         );
         let grant: toml::Table = "programs = {}".parse().unwrap();
-        let t = r.granted("mysite", Some(&grant), &d).unwrap();
+        let t = r.granted("mysite", Some(&grant)).unwrap();
         assert!(
             !t.contains_key("programs") && t.contains_key("memory_mb") && t.contains_key("config")
         );
@@ -326,16 +307,16 @@ mod tests {
             &ph(None),
         )
         .unwrap();
-        assert_eq!(small.granted("s", None, &d).unwrap().len(), 2);
+        assert_eq!(small.granted("s", None).unwrap().len(), 2);
         let more = Request::parse("kv_max_keys = 100001", "m", false, &ph(None)).unwrap();
         assert!(
-            more.granted("m", None, &d)
+            more.granted("m", None)
                 .unwrap_err()
                 .contains("plugins.m.kv_max_keys")
         );
         let big = Request::parse("memory_mb = 4096", "m", false, &ph(None)).unwrap();
         assert!(
-            big.granted("m", None, &d)
+            big.granted("m", None)
                 .unwrap_err()
                 .contains("plugins.m.memory_mb")
         );

@@ -555,7 +555,7 @@ mod tests {
         assert_eq!(s.backend, "local");
         assert_eq!(s.policy("slurm").unwrap().limits.memory_bytes, 64 << 20);
         assert_eq!(
-            s.policy("slurm").unwrap().config["SLURM_COMMAND_TIMEOUT_MS"],
+            s.policy("slurm").unwrap().grants.config["SLURM_COMMAND_TIMEOUT_MS"],
             "5000",
             "config keys keep their case"
         );
@@ -646,7 +646,7 @@ mod tests {
             dir.display()
         );
         let s = Settings::resolve(&o(&text), &h).unwrap();
-        assert!(s.policy("mysite").unwrap().supervise);
+        assert!(s.policy("mysite").unwrap().grants.process.supervise);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -773,8 +773,13 @@ mod tests {
             .unwrap()
             .policy("slurm")
             .unwrap();
-        assert_eq!(p.programs.len(), 1, "{:?}", p.programs);
-        assert_eq!(p.programs["sbatch"], Path::new("/x"));
+        assert_eq!(
+            p.grants.process.programs.len(),
+            1,
+            "{:?}",
+            p.grants.process.programs
+        );
+        assert_eq!(p.grants.process.programs["sbatch"], Path::new("/x"));
         assert_eq!(
             p.limits.memory_bytes,
             32 << 20,
@@ -791,7 +796,10 @@ mod tests {
             .policy("slurm")
             .unwrap();
         assert_eq!(p.limits.memory_bytes, 128 << 20);
-        assert!(p.programs.contains_key("squeue") && p.programs["sbatch"] != Path::new("/a"));
+        assert!(
+            p.grants.process.programs.contains_key("squeue")
+                && p.grants.process.programs["sbatch"] != Path::new("/a")
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! Resource keys other than cpu, memory_gb, time_hours, gpus and nodes go to
 //! the backend as `extra` (SLURM accepts a guarded list of them).
 
-use crate::bindings::{HpcJobInfo, JobSpec, JobStatus, ResourceRequirements};
+use crate::bindings::{BackendError, HpcJobInfo, JobSpec, JobStatus, ResourceRequirements};
 use crate::error::HostError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -207,6 +207,27 @@ pub fn status_name(s: JobStatus) -> &'static str {
         JobStatus::Running => "running",
         JobStatus::Completed => "completed",
         JobStatus::Failed => "failed",
+    }
+}
+
+impl JobInfoJson {
+    /// The answer for an id that could not be answered: only its error.
+    pub fn failed(job_id: &str, e: &BackendError) -> JobInfoJson {
+        let (kind, message) = crate::error::kind_and_message(e);
+        JobInfoJson {
+            job_id: job_id.to_owned(),
+            status: None,
+            exit_code: None,
+            wall_time_seconds: None,
+            cpu_hours: None,
+            peak_memory_gb: None,
+            native_state: None,
+            reason: None,
+            error: Some(ErrorJson {
+                kind: kind.into(),
+                message: message.into(),
+            }),
+        }
     }
 }
 

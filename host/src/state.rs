@@ -1,7 +1,7 @@
-//! The `T` of `Store<T>`: one per plugin call, holding WASI's context and one
-//! context per capability, all cut to the plugin's policy.
+//! The `T` of `Store<T>`: one per plugin call, holding WASI's context and
+//! every capability's context ([`Contexts`]), all cut to the plugin's policy.
 
-use crate::capabilities::{kube::KubeCtx, kv::KvCtx, logging::LoggingCtx, process::ProcessCtx};
+use crate::capabilities::Contexts;
 use crate::policy::Policy;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +9,6 @@ use wasmtime::CallHook;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_config::WasiConfigVariables;
 
 /// What a plugin's stderr may hold (its panic message, mostly).
 const STDERR_CAPTURE: usize = 64 << 10;
@@ -64,11 +63,9 @@ pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limits: crate::limits::Limiter,
-    pub(crate) process: ProcessCtx,
-    pub(crate) kv: KvCtx,
-    pub(crate) kube: KubeCtx,
-    pub(crate) config: WasiConfigVariables,
-    pub(crate) logging: LoggingCtx,
+    /// Each capability's context (a capability reaches its own through
+    /// [`crate::capabilities::Has`]).
+    pub(crate) caps: Contexts,
     pub(crate) clock: HostClock,
     pub(crate) started: Instant,
     pub(crate) stderr: MemoryOutputPipe,
@@ -77,10 +74,9 @@ pub struct State {
 /// The shared, per-process parts a call's state is cut from.
 pub struct Shared {
     pub policy: Arc<Policy>,
-    pub process: ProcessCtx,
-    pub kv: KvCtx,
-    /// Holds the Kubernetes client, built on the plugin's first kube call.
-    pub kube: KubeCtx,
+    /// Each capability's context as made at load (the Kubernetes client,
+    /// the process slots); every call gets a clone.
+    pub caps: Contexts,
 }
 
 impl State {
@@ -100,20 +96,11 @@ impl State {
                     })?;
             }
         }
-        let process = shared.process.clone();
-        let kv = shared.kv.clone();
-        let kube = shared.kube.clone();
         Ok(State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits: crate::limits::Limiter::new(policy.limits.memory_bytes),
-            process,
-            kv,
-            kube,
-            config: WasiConfigVariables::from_iter(
-                policy.config.iter().map(|(k, v)| (k.clone(), v.clone())),
-            ),
-            logging: LoggingCtx::new(policy.plugin.clone().into()),
+            caps: shared.caps.clone(),
             clock: HostClock::default(),
             started: Instant::now(),
             stderr,

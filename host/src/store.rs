@@ -153,19 +153,10 @@ impl Store {
         match self {
             Store::Redis(r) => {
                 let mut c = r.conn().await?;
-                let pattern = format!("{}*", redis_glob_escape(&prefix));
                 let mut keys = Vec::new();
                 let mut cursor: u64 = 0;
                 loop {
-                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut c)
-                        .await
-                        .map_err(redis_error)?;
+                    let (next, batch) = scan_page(&mut c, cursor, &prefix).await?;
                     keys.extend(batch);
                     if next == 0 {
                         break;
@@ -347,6 +338,24 @@ fn redis_error(e: redis::RedisError) -> StoreError {
 }
 
 /// Escape Redis glob characters so a prefix matches only itself.
+/// One page of `SCAN MATCH <prefix>*`: the next cursor (0 at the end) and
+/// the keys (a key may come twice across pages, as SCAN promises no more).
+pub(crate) async fn scan_page(
+    c: &mut redis::aio::MultiplexedConnection,
+    cursor: u64,
+    prefix: &str,
+) -> Result<(u64, Vec<String>), StoreError> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(format!("{}*", redis_glob_escape(prefix)))
+        .arg("COUNT")
+        .arg(1000)
+        .query_async(c)
+        .await
+        .map_err(redis_error)
+}
+
 fn redis_glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

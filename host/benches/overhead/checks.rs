@@ -68,7 +68,7 @@ pub fn run(call: Duration, row: &dyn Fn(&str, String, String)) {
 
     let env = vec![("OMP_NUM_THREADS".to_owned(), "4".to_owned())];
     let mut allowed = slurm.clone();
-    allowed.program_env = vec!["OMP_NUM_THREADS".into()];
+    allowed.grants.process.program_env = vec!["OMP_NUM_THREADS".into()];
     let d = per_call(200, 1000, || {
         std::hint::black_box(
             confine::check_program_env(&allowed, std::hint::black_box(&env)).is_ok(),
@@ -91,7 +91,7 @@ pub fn run(call: Duration, row: &dyn Fn(&str, String, String)) {
     );
     let d = per_call(200, 1000, || {
         std::hint::black_box(kube_security::kind_granted(
-            &k8s.kube_kinds,
+            &k8s.grants.kube.kinds,
             "batch/v1",
             "Job",
         ));

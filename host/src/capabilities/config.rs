@@ -2,24 +2,61 @@
 //! own `config` table), through wasmtime-wasi-config. Nothing else of the
 //! settings file, which may hold the workflow manager's secrets, is visible.
 
+use super::Has;
+use crate::policy::Policy;
 use crate::state::State;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use wasmtime::component::Linker;
-use wasmtime_wasi_config::WasiConfig;
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 
 /// `wasi:config/store`: every plugin may read its own config.
-pub const CAPABILITY: super::Capability = super::Capability {
-    interface: None,
-    grant_keys: &[],
-    granted: |_| true,
-    inspect: |p| {
-        let mut m = serde_json::Map::new();
-        m.insert("config".into(), serde_json::json!(p.config));
-        m
-    },
-    add_to_linker,
-};
+pub struct Config;
 
-fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
-    wasmtime_wasi_config::add_to_linker(linker, |s: &mut State| WasiConfig::from(&s.config))
+/// The `[config]` table of a policy table: what the plugin reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSection {
+    pub config: Option<BTreeMap<String, toml::Value>>,
+}
+
+impl super::Capability for Config {
+    const INTERFACE: Option<&'static str> = None;
+    type Section = ConfigSection;
+    /// Key -> value, as the plugin reads them (non-string TOML values as TOML text).
+    type Grant = BTreeMap<String, String>;
+    type Ctx = Arc<WasiConfigVariables>;
+
+    fn least_privilege(_plugin: &str) -> Self::Grant {
+        BTreeMap::new()
+    }
+
+    fn apply(g: &mut Self::Grant, s: ConfigSection, _plugin: &str) -> Result<(), String> {
+        for (k, v) in s.config.unwrap_or_default() {
+            let v = match v {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            g.insert(k, v);
+        }
+        Ok(())
+    }
+
+    fn inspect(g: &Self::Grant, out: &mut serde_json::Map<String, serde_json::Value>) {
+        out.insert("config".into(), serde_json::json!(g));
+    }
+
+    fn context(_: &Arc<Policy>, g: &Self::Grant, _: &super::Setup) -> Self::Ctx {
+        Arc::new(WasiConfigVariables::from_iter(
+            g.iter().map(|(k, v)| (k.clone(), v.clone())),
+        ))
+    }
+
+    fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
+        wasmtime_wasi_config::add_to_linker(linker, |s: &mut State| {
+            WasiConfig::from(&**<State as Has<Config>>::ctx(s))
+        })
         .map_err(anyhow::Error::from)
+    }
 }

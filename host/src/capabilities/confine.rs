@@ -19,6 +19,8 @@ pub const MAX_JOB_STATES: usize = 10_000;
 /// Whether `policy.program_env` lets a plugin set `name` for a program.
 pub fn env_allowed(policy: &Policy, name: &str) -> bool {
     policy
+        .grants
+        .process
         .program_env
         .iter()
         .any(|p| match p.strip_suffix('*') {
@@ -44,7 +46,7 @@ pub fn check_program_env(policy: &Policy, env: &[(String, String)]) -> Result<()
                 k,
                 format!(
                     "plugin `{plugin}` may not set `{k}` for a program; `plugins.{plugin}.program_env` grants: {:?}",
-                    policy.program_env
+                    policy.grants.process.program_env
                 ),
             )));
         }

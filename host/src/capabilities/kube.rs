@@ -14,6 +14,7 @@
 //! invalid (with the server's message), 401/403 unauthorized, connection
 //! failures, timeouts, 429 and 5xx unavailable.
 
+use super::Has;
 use crate::bindings::kube::{self as wit, KubeError, Propagation};
 use crate::policy::Policy;
 use crate::state::State;
@@ -21,6 +22,7 @@ use ::kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use ::kube::core::params::GetParams;
 use ::kube::core::subresource::LogParams;
 use ::kube::core::{ApiResource, DynamicObject, GroupVersionKind, Request, Resource};
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -34,6 +36,94 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BODY: usize = 1 << 20;
 /// The longest name in a URL path (a DNS subdomain).
 const MAX_NAME: usize = 253;
+
+/// `ccat:hpc/kube`: granted by at least one namespace.
+pub struct Kube;
+
+/// The Kubernetes keys of a policy table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeSection {
+    pub k8s_namespaces: Option<Vec<String>>,
+    pub k8s_kinds: Option<Vec<String>>,
+    pub k8s_pod_security: Option<String>,
+    pub k8s_service_accounts: Option<Vec<String>>,
+    pub k8s_automount_token: Option<bool>,
+}
+
+/// What a plugin may do through the Kubernetes API.
+#[derive(Debug, Clone)]
+pub struct KubeGrant {
+    pub namespaces: Vec<String>,
+    /// Kinds as `group/Kind`, or `Kind` for the core group.
+    pub kinds: Vec<String>,
+    /// The pod security level objects must meet: `baseline` or `restricted`.
+    pub pod_security: String,
+    /// Service accounts a pod may name (besides the namespace's `default`).
+    pub service_accounts: Vec<String>,
+    /// May a pod mount its service account token.
+    pub automount_token: bool,
+}
+
+impl super::Capability for Kube {
+    const INTERFACE: Option<&'static str> = Some("kube");
+    const GRANT_KEYS: &'static [&'static str] = &["k8s_namespaces"];
+    type Section = KubeSection;
+    type Grant = KubeGrant;
+    type Ctx = KubeCtx;
+
+    fn least_privilege(_plugin: &str) -> KubeGrant {
+        KubeGrant {
+            namespaces: Vec::new(),
+            kinds: Vec::new(),
+            pod_security: "baseline".into(),
+            service_accounts: Vec::new(),
+            automount_token: false,
+        }
+    }
+
+    fn apply(g: &mut KubeGrant, s: KubeSection, plugin: &str) -> Result<(), String> {
+        if let Some(level) = s.k8s_pod_security {
+            if level != "baseline" && level != "restricted" {
+                return Err(format!(
+                    "`plugins.{plugin}.k8s_pod_security` must be `baseline` or `restricted`, not `{level}`"
+                ));
+            }
+            g.pod_security = level;
+        }
+        if let Some(v) = s.k8s_namespaces {
+            g.namespaces = v;
+        }
+        if let Some(v) = s.k8s_kinds {
+            g.kinds = v;
+        }
+        if let Some(v) = s.k8s_service_accounts {
+            g.service_accounts = v;
+        }
+        if let Some(v) = s.k8s_automount_token {
+            g.automount_token = v;
+        }
+        Ok(())
+    }
+
+    fn granted(g: &KubeGrant) -> bool {
+        !g.namespaces.is_empty()
+    }
+
+    fn inspect(g: &KubeGrant, out: &mut serde_json::Map<String, serde_json::Value>) {
+        out.insert("k8s_namespaces".into(), serde_json::json!(g.namespaces));
+        out.insert("k8s_kinds".into(), serde_json::json!(g.kinds));
+    }
+
+    fn context(policy: &Arc<Policy>, _: &KubeGrant, _: &super::Setup) -> KubeCtx {
+        KubeCtx::new(policy.clone())
+    }
+
+    fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
+        wit::add_to_linker::<State, HasKube>(linker, <State as Has<Kube>>::ctx)
+            .map_err(anyhow::Error::from)
+    }
+}
 
 /// The kube capability of one plugin: its policy and its lazily built client.
 #[derive(Clone)]
@@ -55,18 +145,18 @@ impl KubeCtx {
     fn check(&self, api_version: &str, kind: &str, namespace: &str) -> Result<(), KubeError> {
         let p = &self.policy;
         let name = &p.plugin;
-        if !p.kube_namespaces.iter().any(|n| n == namespace) {
+        if !p.grants.kube.namespaces.iter().any(|n| n == namespace) {
             return Err(KubeError::Denied(super::denied(
                 name,
                 "kube",
                 namespace,
                 format!(
                     "plugin `{name}` may not use namespace `{namespace}`; `plugins.{name}.k8s_namespaces` grants: {:?}",
-                    p.kube_namespaces
+                    p.grants.kube.namespaces
                 ),
             )));
         }
-        if !super::kube_security::kind_granted(&p.kube_kinds, api_version, kind) {
+        if !super::kube_security::kind_granted(&p.grants.kube.kinds, api_version, kind) {
             let kind = super::kube_security::qualified(api_version, kind);
             return Err(KubeError::Denied(super::denied(
                 name,
@@ -74,7 +164,7 @@ impl KubeCtx {
                 &kind,
                 format!(
                     "plugin `{name}` may not use kind `{kind}`; `plugins.{name}.k8s_kinds` grants: {:?}",
-                    p.kube_kinds
+                    p.grants.kube.kinds
                 ),
             )));
         }
@@ -385,27 +475,6 @@ impl wit::Host for KubeCtx {
 struct HasKube;
 impl HasData for HasKube {
     type Data<'a> = &'a mut KubeCtx;
-}
-
-/// `ccat:hpc/kube`: granted by at least one namespace.
-pub const CAPABILITY: super::Capability = super::Capability {
-    interface: Some("kube"),
-    grant_keys: &["k8s_namespaces"],
-    granted: |p| !p.kube_namespaces.is_empty(),
-    inspect: |p| {
-        let mut m = serde_json::Map::new();
-        m.insert(
-            "k8s_namespaces".into(),
-            serde_json::json!(p.kube_namespaces),
-        );
-        m.insert("k8s_kinds".into(), serde_json::json!(p.kube_kinds));
-        m
-    },
-    add_to_linker,
-};
-
-fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
-    wit::add_to_linker::<State, HasKube>(linker, |s| &mut s.kube).map_err(anyhow::Error::from)
 }
 
 #[cfg(test)]

@@ -240,7 +240,13 @@ impl Review<'_> {
             if let Some(sa) = pod.get(key).and_then(Value::as_str)
                 && !sa.is_empty()
                 && sa != "default"
-                && !self.policy.kube_service_accounts.iter().any(|g| g == sa)
+                && !self
+                    .policy
+                    .grants
+                    .kube
+                    .service_accounts
+                    .iter()
+                    .any(|g| g == sa)
             {
                 self.no(format!(
                     "{at}.{key} is `{sa}`, which `plugins.{name}.k8s_service_accounts` does not grant"
@@ -248,10 +254,10 @@ impl Review<'_> {
             }
         }
         match pod.get("automountServiceAccountToken") {
-            Some(Value::Bool(true)) if !self.policy.kube_automount_token => self.no(format!(
+            Some(Value::Bool(true)) if !self.policy.grants.kube.automount_token => self.no(format!(
                 "{at}.automountServiceAccountToken is true, which needs `plugins.{name}.k8s_automount_token = true`"
             )),
-            None if !self.policy.kube_automount_token => {
+            None if !self.policy.grants.kube.automount_token => {
                 pod.insert("automountServiceAccountToken".into(), Value::Bool(false));
             }
             _ => {}
@@ -290,7 +296,7 @@ fn walk(r: &mut Review<'_>, at: &str, v: &mut Value, depth: usize) {
 pub fn admit(policy: &Policy, body: Vec<u8>) -> Result<Vec<u8>, KubeError> {
     let mut v: Value = serde_json::from_slice(&body)
         .map_err(|e| KubeError::Invalid(format!("the object is not JSON: {e}")))?;
-    let level = if policy.kube_pod_security == "restricted" {
+    let level = if policy.grants.kube.pod_security == "restricted" {
         "restricted"
     } else {
         "baseline"
@@ -323,8 +329,8 @@ mod tests {
 
     fn policy() -> Policy {
         let mut p = Policy::least_privilege("kubernetes");
-        p.kube_namespaces = vec!["ccat".into()];
-        p.kube_kinds = vec!["batch/Job".into(), "Pod".into()];
+        p.grants.kube.namespaces = vec!["ccat".into()];
+        p.grants.kube.kinds = vec!["batch/Job".into(), "Pod".into()];
         p
     }
 
@@ -367,7 +373,7 @@ mod tests {
             assert!(m.contains(n), "{m} lacks {n}");
         }
         let mut r = p.clone();
-        r.kube_pod_security = "restricted".into();
+        r.grants.kube.pod_security = "restricted".into();
         assert!(admit(&r, ok.to_vec()).is_err());
     }
 }

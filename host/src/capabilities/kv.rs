@@ -7,9 +7,12 @@
 //! [`crate::store::quota`]), what one call writes or reads by
 //! [`super::kv_budget`].
 
+use super::Has;
 use crate::bindings::kv::{self, KvError};
+use crate::policy::Policy;
 use crate::state::State;
 use crate::store::{Quota, Store, StoreError};
+use serde::Deserialize;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
@@ -19,6 +22,100 @@ const MAX_KEY: usize = 1024;
 const MAX_VALUE: usize = 1 << 20;
 /// Most keys in one `get-many`.
 const MAX_KEYS: usize = 10_000;
+
+/// `ccat:hpc/kv`: every plugin has a namespace of its own.
+pub struct Kv;
+
+/// The kv keys of a policy table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSection {
+    pub kv_prefix: Option<String>,
+    pub kv_max_bytes: Option<u64>,
+    pub kv_max_keys: Option<u64>,
+}
+
+/// A plugin's namespace in the kv store and its quota.
+#[derive(Debug, Clone)]
+pub struct KvGrant {
+    /// Prefix the host puts before every kv key of this plugin.
+    pub prefix: String,
+    /// Bytes (keys and values) the plugin may keep, across all its calls
+    /// (see [`crate::store`]'s `quota` module).
+    pub max_bytes: u64,
+    /// Keys the plugin may keep, across all its calls.
+    pub max_keys: u64,
+}
+
+/// The largest kv quota a policy may set (1 PiB of bytes, or of keys): the
+/// Redis side counts in Lua numbers, exact only below 2^53.
+pub const MAX_KV_QUOTA: u64 = 1 << 50;
+
+impl super::Capability for Kv {
+    const INTERFACE: Option<&'static str> = Some("kv");
+    type Section = KvSection;
+    type Grant = KvGrant;
+    type Ctx = KvCtx;
+
+    fn least_privilege(plugin: &str) -> KvGrant {
+        KvGrant {
+            prefix: format!("hpc-host:{plugin}:"),
+            // A job record is ~1 KiB: 64 MiB holds tens of thousands, far more
+            // than any backend keeps open, and is small next to a Redis server.
+            max_bytes: 64 << 20,
+            max_keys: 100_000,
+        }
+    }
+
+    fn apply(g: &mut KvGrant, s: KvSection, plugin: &str) -> Result<(), String> {
+        if let Some(prefix) = s.kv_prefix {
+            if prefix.is_empty() {
+                return Err(format!("`plugins.{plugin}.kv_prefix` must not be empty"));
+            }
+            // The host's own records (the submission ledger, poll leases)
+            // live under this namespace: no plugin may write into it.
+            let host = crate::store::HOST_NAMESPACE;
+            if prefix.starts_with(host) || host.starts_with(prefix.as_str()) {
+                return Err(format!(
+                    "`plugins.{plugin}.kv_prefix` = `{prefix}` overlaps `{host}`, where the host keeps its own records"
+                ));
+            }
+            g.prefix = prefix;
+        }
+        for (key, value, target) in [
+            ("kv_max_bytes", s.kv_max_bytes, &mut g.max_bytes),
+            ("kv_max_keys", s.kv_max_keys, &mut g.max_keys),
+        ] {
+            if let Some(v) = value {
+                if v > MAX_KV_QUOTA {
+                    return Err(format!(
+                        "`plugins.{plugin}.{key}` must be at most {MAX_KV_QUOTA}, not `{v}`"
+                    ));
+                }
+                *target = v;
+            }
+        }
+        Ok(())
+    }
+
+    fn inspect(g: &KvGrant, out: &mut serde_json::Map<String, serde_json::Value>) {
+        out.insert("kv_prefix".into(), serde_json::json!(g.prefix));
+    }
+
+    fn limits(g: &KvGrant, out: &mut serde_json::Map<String, serde_json::Value>) {
+        out.insert("kv_max_bytes".into(), g.max_bytes.into());
+        out.insert("kv_max_keys".into(), g.max_keys.into());
+    }
+
+    fn context(policy: &Arc<Policy>, _: &KvGrant, setup: &super::Setup) -> KvCtx {
+        KvCtx::new(setup.store.clone(), policy)
+    }
+
+    fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
+        kv::add_to_linker::<State, HasKv>(linker, <State as Has<Kv>>::ctx)
+            .map_err(anyhow::Error::from)
+    }
+}
 
 #[derive(Clone)]
 pub struct KvCtx {
@@ -33,7 +130,7 @@ impl KvCtx {
     pub fn new(store: Store, policy: &crate::policy::Policy) -> Self {
         KvCtx {
             store,
-            prefix: policy.kv_prefix.as_str().into(),
+            prefix: policy.grants.kv.prefix.as_str().into(),
             quota: Quota::of(policy),
             written: Default::default(),
         }
@@ -126,21 +223,4 @@ impl kv::Host for KvCtx {
 struct HasKv;
 impl HasData for HasKv {
     type Data<'a> = &'a mut KvCtx;
-}
-
-/// `ccat:hpc/kv`: every plugin has a namespace of its own.
-pub const CAPABILITY: super::Capability = super::Capability {
-    interface: Some("kv"),
-    grant_keys: &[],
-    granted: |_| true,
-    inspect: |p| {
-        let mut m = serde_json::Map::new();
-        m.insert("kv_prefix".into(), serde_json::json!(p.kv_prefix));
-        m
-    },
-    add_to_linker,
-};
-
-fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
-    kv::add_to_linker::<State, HasKv>(linker, |s| &mut s.kv).map_err(anyhow::Error::from)
 }

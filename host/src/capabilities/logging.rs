@@ -7,9 +7,12 @@
 //! [`MAX_BYTES_PER_CALL`] bytes. What goes over is dropped and counted; one
 //! line at the end of the call says how much.
 
+use super::Has;
 use crate::bindings::wasi::logging::logging::{self, Level};
+use crate::policy::Policy;
 use crate::sanitize::{bound, escape};
 use crate::state::State;
+use serde::Deserialize;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
@@ -23,6 +26,8 @@ pub const MAX_LINES_PER_CALL: u64 = 1000;
 pub const MAX_BYTES_PER_CALL: u64 = 1 << 20;
 
 /// The logging context of one call: the plugin's name and what it logged.
+/// The context made at load logs nothing; each call's clone counts from zero.
+#[derive(Clone)]
 pub struct LoggingCtx {
     pub plugin: Arc<str>,
     lines: u64,
@@ -96,16 +101,34 @@ impl HasData for HasLogging {
     type Data<'a> = &'a mut LoggingCtx;
 }
 
-/// `wasi:logging`: every plugin may log.
-pub const CAPABILITY: super::Capability = super::Capability {
-    interface: None,
-    grant_keys: &[],
-    granted: |_| true,
-    inspect: |_| serde_json::Map::new(),
-    add_to_linker,
-};
+/// `wasi:logging`: every plugin may log; it has no policy keys.
+pub struct Logging;
 
-fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
-    logging::add_to_linker::<State, HasLogging>(linker, |s| &mut s.logging)
-        .map_err(anyhow::Error::from)
+/// Logging has no keys in a policy table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSection {}
+
+impl super::Capability for Logging {
+    const INTERFACE: Option<&'static str> = None;
+    type Section = LoggingSection;
+    type Grant = ();
+    type Ctx = LoggingCtx;
+
+    fn least_privilege(_plugin: &str) {}
+
+    fn apply(_: &mut (), _: LoggingSection, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn inspect(_: &(), _: &mut serde_json::Map<String, serde_json::Value>) {}
+
+    fn context(policy: &Arc<Policy>, _: &(), _: &super::Setup) -> LoggingCtx {
+        LoggingCtx::new(policy.plugin.as_str().into())
+    }
+
+    fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
+        logging::add_to_linker::<State, HasLogging>(linker, <State as Has<Logging>>::ctx)
+            .map_err(anyhow::Error::from)
+    }
 }

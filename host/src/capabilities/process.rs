@@ -6,12 +6,15 @@
 //! Nothing goes through a shell. Each run has a timeout, a cap on the output
 //! kept, and a slot among the policy's concurrent processes.
 
+use super::Has;
 use crate::bindings::process::{
     self, JobRequest, JobState, JobUsage, LogStream, ProcessError, RunOutput, RunRequest,
 };
 use crate::jobs::{self, JobError, Jobs};
 use crate::policy::Policy;
 use crate::state::State;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -22,6 +25,106 @@ use wasmtime::component::{HasData, Linker};
 
 /// The timeout of a run when the plugin asks for none.
 const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `ccat:hpc/process`: granted by named programs or by `supervise`.
+pub struct Process;
+
+/// The process keys of a policy table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSection {
+    pub programs: Option<BTreeMap<String, PathBuf>>,
+    pub env: Option<Vec<String>>,
+    pub program_env: Option<Vec<String>>,
+    pub supervise: Option<bool>,
+    pub max_processes: Option<usize>,
+    pub max_runs_per_call: Option<usize>,
+}
+
+/// What a plugin may run.
+#[derive(Debug, Clone)]
+pub struct ProcessGrant {
+    /// Logical program name -> absolute path.
+    pub programs: BTreeMap<String, PathBuf>,
+    /// Host environment variables passed through to programs the plugin runs.
+    pub env: Vec<String>,
+    /// Variables the plugin itself may set for a program it runs (names, or
+    /// prefixes ending in `*`); anything else is refused.
+    pub program_env: Vec<String>,
+    /// May start supervised jobs (`process.spawn-job`).
+    pub supervise: bool,
+    /// Programs the plugin may have running at once.
+    pub processes: usize,
+    /// Programs the plugin may start in one call: a status query needs a
+    /// handful, so a flood is cut off long before it costs the machine.
+    pub runs_per_call: usize,
+}
+
+impl super::Capability for Process {
+    const INTERFACE: Option<&'static str> = Some("process");
+    const GRANT_KEYS: &'static [&'static str] = &["programs", "supervise"];
+    type Section = ProcessSection;
+    type Grant = ProcessGrant;
+    type Ctx = ProcessCtx;
+
+    fn least_privilege(_plugin: &str) -> ProcessGrant {
+        ProcessGrant {
+            programs: BTreeMap::new(),
+            env: Vec::new(),
+            program_env: Vec::new(),
+            supervise: false,
+            processes: 8,
+            runs_per_call: 64,
+        }
+    }
+
+    fn apply(g: &mut ProcessGrant, s: ProcessSection, plugin: &str) -> Result<(), String> {
+        if let Some(programs) = s.programs {
+            if let Some((logical, path)) = programs.iter().find(|(_, p)| !p.is_absolute()) {
+                return Err(format!(
+                    "`plugins.{plugin}.programs.{logical}` must be an absolute path, not `{}`",
+                    path.display()
+                ));
+            }
+            g.programs = programs;
+        }
+        macro_rules! set {
+            ($($key:ident => $field:ident),* $(,)?) => {$( if let Some(v) = s.$key { g.$field = v; } )*};
+        }
+        set! {
+            env => env,
+            program_env => program_env,
+            supervise => supervise,
+            max_processes => processes,
+            max_runs_per_call => runs_per_call,
+        }
+        Ok(())
+    }
+
+    fn granted(g: &ProcessGrant) -> bool {
+        g.supervise || !g.programs.is_empty()
+    }
+
+    fn inspect(g: &ProcessGrant, out: &mut serde_json::Map<String, serde_json::Value>) {
+        out.insert("programs".into(), serde_json::json!(g.programs));
+        out.insert("env".into(), serde_json::json!(g.env));
+        out.insert("supervise".into(), serde_json::json!(g.supervise));
+    }
+
+    fn limits(g: &ProcessGrant, out: &mut serde_json::Map<String, serde_json::Value>) {
+        out.insert("max_processes".into(), g.processes.into());
+        out.insert("max_runs_per_call".into(), g.runs_per_call.into());
+    }
+
+    fn context(policy: &Arc<Policy>, _: &ProcessGrant, setup: &super::Setup) -> ProcessCtx {
+        ProcessCtx::new(policy.clone(), setup.jobs.clone(), setup.exe.clone())
+    }
+
+    fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
+        process::add_to_linker::<State, HasProcess>(linker, <State as Has<Process>>::ctx)
+            .map_err(anyhow::Error::from)
+    }
+}
 
 #[derive(Clone)]
 pub struct ProcessCtx {
@@ -36,7 +139,7 @@ pub struct ProcessCtx {
 
 impl ProcessCtx {
     pub fn new(policy: Arc<Policy>, jobs: Jobs, exe: PathBuf) -> Self {
-        let slots = Arc::new(Semaphore::new(policy.limits.processes.max(1)));
+        let slots = Arc::new(Semaphore::new(policy.grants.process.processes.max(1)));
         ProcessCtx {
             policy,
             jobs,
@@ -57,11 +160,11 @@ impl ProcessCtx {
 
     fn program(&self, name: &str) -> Result<PathBuf, ProcessError> {
         let plugin = &self.policy.plugin;
-        match self.policy.programs.get(name) {
+        match self.policy.grants.process.programs.get(name) {
             Some(path) if !name.contains('/') => Ok(path.clone()),
             _ => Err(self.deny(name, format!(
                 "plugin `{plugin}` may not run `{name}`: programs are named by `plugins.{plugin}.programs` (granted: {})",
-                self.policy.programs.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                self.policy.grants.process.programs.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
             ))),
         }
     }
@@ -90,7 +193,7 @@ impl ProcessCtx {
     async fn run(&mut self, req: RunRequest) -> Result<RunOutput, ProcessError> {
         let path = self.program(&req.program)?;
         super::confine::check_program_env(&self.policy, &req.env)?;
-        let budget = self.policy.limits.runs_per_call;
+        let budget = self.policy.grants.process.runs_per_call;
         if self.runs >= budget {
             let plugin = &self.policy.plugin;
             return Err(self.deny(&req.program, format!(
@@ -111,6 +214,8 @@ impl ProcessCtx {
             .env("PATH", jobs::JOB_PATH)
             .envs(
                 self.policy
+                    .grants
+                    .process
                     .env
                     .iter()
                     .filter_map(|k| std::env::var(k).ok().map(|v| (k, v))),
@@ -248,7 +353,7 @@ impl process::Host for ProcessCtx {
 
     async fn spawn_job(&mut self, req: JobRequest) -> R<()> {
         let plugin = &self.policy.plugin;
-        if !self.policy.supervise {
+        if !self.policy.grants.process.supervise {
             return Ok(Err(self.deny(
                 "spawn-job",
                 format!(
@@ -322,24 +427,4 @@ impl process::Host for ProcessCtx {
 struct HasProcess;
 impl HasData for HasProcess {
     type Data<'a> = &'a mut ProcessCtx;
-}
-
-/// `ccat:hpc/process`: granted by named programs or by `supervise`.
-pub const CAPABILITY: super::Capability = super::Capability {
-    interface: Some("process"),
-    grant_keys: &["programs", "supervise"],
-    granted: |p| p.supervise || !p.programs.is_empty(),
-    inspect: |p| {
-        let mut m = serde_json::Map::new();
-        m.insert("programs".into(), serde_json::json!(p.programs));
-        m.insert("env".into(), serde_json::json!(p.env));
-        m.insert("supervise".into(), serde_json::json!(p.supervise));
-        m
-    },
-    add_to_linker,
-};
-
-fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
-    process::add_to_linker::<State, HasProcess>(linker, |s| &mut s.process)
-        .map_err(anyhow::Error::from)
 }

@@ -3,7 +3,7 @@
 
 use crate::bindings::{BackendError, HpcJobInfo, JobSpec, JobStatus};
 use crate::error::{ExitStatus, HostError, kind_and_message};
-use crate::spec::{ErrorJson, JobInfoJson};
+use crate::spec::JobInfoJson;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -117,22 +117,8 @@ impl WireJob {
     }
 
     pub fn failed(job_id: &str, e: &BackendError, backend: &str) -> WireJob {
-        let (kind, message) = kind_and_message(e);
         WireJob {
-            info: JobInfoJson {
-                job_id: job_id.to_owned(),
-                status: None,
-                exit_code: None,
-                wall_time_seconds: None,
-                cpu_hours: None,
-                peak_memory_gb: None,
-                native_state: None,
-                reason: None,
-                error: Some(ErrorJson {
-                    kind: kind.into(),
-                    message: message.into(),
-                }),
-            },
+            info: JobInfoJson::failed(job_id, e),
             observed_at: None,
             backend: Some(backend.to_owned()),
         }

@@ -213,7 +213,8 @@ impl Config {
     /// them): daemons on other login nodes cannot poll them, so its poll is
     /// never shared through Redis.
     pub fn node_local(&self, backend: &str) -> bool {
-        self.plugin(backend).is_ok_and(|p| p.policy().supervise)
+        self.plugin(backend)
+            .is_ok_and(|p| p.policy().grants.process.supervise)
     }
 
     pub fn plugin(&self, name: &str) -> Result<Arc<Plugin>, HostError> {

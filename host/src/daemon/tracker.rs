@@ -356,7 +356,7 @@ impl Daemon {
 fn ended_listener(d: &Daemon, backend: &str) -> Option<tokio::net::UnixDatagram> {
     let config = d.config();
     let plugin = config.plugin(backend).ok()?;
-    if !plugin.policy().supervise {
+    if !plugin.policy().grants.process.supervise {
         return None;
     }
     let folder = config.settings.state_dir.join("jobs").join(backend);

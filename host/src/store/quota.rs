@@ -91,9 +91,9 @@ impl Quota {
     pub fn of(policy: &crate::policy::Policy) -> Quota {
         Quota::new(
             &policy.plugin,
-            &policy.kv_prefix,
-            policy.limits.kv_bytes,
-            policy.limits.kv_keys,
+            &policy.grants.kv.prefix,
+            policy.grants.kv.max_bytes,
+            policy.grants.kv.max_keys,
         )
     }
 

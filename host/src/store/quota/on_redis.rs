@@ -195,19 +195,10 @@ pub(super) async fn redis_recount(r: &RedisStore, q: &Quota) -> Result<Usage, St
         .query_async(&mut c)
         .await
         .map_err(redis_error)?;
-    let pattern = format!("{}*", crate::store::redis_glob_escape(&q.prefix));
     let (mut bytes, mut keys, mut expiry) = (0i64, 0i64, -1i64);
     let mut cursor: u64 = 0;
     loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut c)
-            .await
-            .map_err(redis_error)?;
+        let (next, batch) = crate::store::scan_page(&mut c, cursor, &q.prefix).await?;
         if !batch.is_empty() {
             let (b, n, e): (i64, i64, i64) = redis::cmd("EVAL")
                 .arg(RECOUNT_BATCH)
