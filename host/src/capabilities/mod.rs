@@ -45,7 +45,8 @@ pub trait Capability: 'static {
     /// Its keys of a `[<env>.plugins.<name>]` table (or of a policy
     /// request): a struct of `Option`s with `#[serde(deny_unknown_fields)]`.
     /// A table is split among the host's own section and every capability's
-    /// by their field names (see [`crate::policy::PolicyFile`]).
+    /// by their field names (see [`crate::policy::PolicyFile`]), read from
+    /// the derived `Deserialize`: so no `#[serde(flatten)]` in a section.
     type Section: DeserializeOwned + std::fmt::Debug;
     /// What the section resolves to in a plugin's [`Policy`].
     type Grant: std::fmt::Debug + Clone + Send + Sync + 'static;
