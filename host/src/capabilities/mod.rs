@@ -68,7 +68,7 @@ pub trait Capability: 'static {
     /// with least privilege: a site plugin may ask for no more without a grant.
     fn limits(_grant: &Self::Grant, _out: &mut Map<String, Value>) {}
     /// Its context for a loaded plugin.
-    fn context(policy: &Arc<Policy>, grant: &Self::Grant, env: &Setup) -> Self::Ctx;
+    fn context(policy: &Arc<Policy>, grant: &Self::Grant, setup: &Setup) -> Self::Ctx;
     /// Link its host functions; [`Has`] projects a call's state onto its context.
     fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()>;
 }
