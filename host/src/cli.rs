@@ -85,6 +85,11 @@ pub enum Command {
         /// Start it in the background and return once it answers.
         #[arg(long)]
         detach: bool,
+        /// Print, as JSON, the socket a daemon for these settings listens on
+        /// and the fingerprint of its settings (a client uses a daemon only
+        /// when the fingerprints match), and exit without starting one.
+        #[arg(long, conflicts_with = "detach")]
+        identify: bool,
     },
     /// Make the running daemon re-read its settings (as SIGHUP does).
     Reload,

@@ -199,3 +199,30 @@ def test_events_follow_a_job_that_runs_fails_and_one_cancelled(site: Site, n: in
     assert statuses[fails][-1] == "failed" and statuses[sleeper][-1] == "failed", seen
     assert "running" in statuses[sleeper], seen
     assert len(seen) >= n
+
+
+def test_a_daemon_that_serves_other_settings_is_not_used(site: Site) -> None:
+    """Same settings file, environment name and socket, one variable apart:
+    the client sees the fingerprints differ (from `hpc-host serve --identify`)
+    and goes through the CLI, with the settings it was given."""
+    ours = site.client()
+    pid = ours.health()["pid"]
+    assert ours.transport == "daemon"
+    ours.close()
+
+    other_state = site.home / "other-state"
+    other = hpc_host.Client(
+        socket=site.socket,
+        environ={**site.environ, "CCAT_WORKFLOW_MANAGER_HPC_STATE_DIR": str(other_state)},
+    )
+    with pytest.warns(UserWarning, match="not this client's settings"):
+        job = other.submit({"execution_command": "true", "job_name": "elsewhere"})
+    assert other.transport == "cli"
+    # The job went where this client's settings say, not where the daemon's do.
+    assert (other_state / "jobs" / "local" / job).is_dir()
+    assert other.wait(job, timeout=30)[0].status == "completed"
+    other.close()
+    # The daemon was left alone, and a client with its settings still uses it.
+    again = site.client()
+    assert again.health()["pid"] == pid and again.transport == "daemon"
+    again.close()

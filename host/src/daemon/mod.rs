@@ -145,11 +145,15 @@ impl DaemonSettings {
 }
 
 /// What identifies the settings a daemon serves: a client with another
-/// fingerprint runs in-process instead.
-/// The backend is left out: every request names its own (`?backend=`).
+/// fingerprint runs in-process instead (`hpc-host serve --identify` prints
+/// it for other clients). The backend is left out (every request names its
+/// own, `?backend=`), and so is the socket: where a daemon listens is how a
+/// client found it, not what it serves (a client that names the socket
+/// starts its daemon with `HPC_SOCKET` set, and still matches).
 pub fn fingerprint(settings: &Settings) -> String {
     let mut s = settings.clone();
     s.backend = String::new();
+    s.daemon.socket = PathBuf::new();
     crate::engine::sha256_hex(format!("{s:?}").as_bytes())
 }
 

@@ -213,12 +213,30 @@ async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
 }
 
 /// `hpc-host serve [--detach]`.
-pub fn start(cli: &crate::cli::Cli, detach: bool) -> ExitStatus {
+pub fn start(cli: &crate::cli::Cli, detach: bool, identify: bool) -> ExitStatus {
     let overrides = Overrides {
         config: cli.config.clone(),
         env: cli.env.clone(),
         backend: cli.backend.clone(),
     };
+    if identify {
+        return match crate::settings::Settings::load(&overrides) {
+            Ok(s) => {
+                crate::commands::print(
+                    &serde_json::json!({
+                        "socket": s.daemon.socket,
+                        "fingerprint": super::fingerprint(&s),
+                    })
+                    .to_string(),
+                );
+                ExitStatus::Success
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                e.exit_status()
+            }
+        };
+    }
     if detach {
         return detach_daemon(&overrides);
     }

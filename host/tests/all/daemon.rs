@@ -191,6 +191,20 @@ fn daemon_serves_the_cli_with_the_same_output_and_exit_codes() {
     let (code, h) = served.http("GET", "/v1/health", None);
     assert_eq!(code, 200);
     assert!(h["plugin_calls"].as_u64().unwrap() >= 1, "{h}");
+    // `serve --identify` tells other clients where the daemon for these
+    // settings listens and what it serves, without starting one.
+    let identify = |e: &TestEnv| -> serde_json::Value {
+        let out = e.run(&["serve", "--identify"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let id = identify(&env);
+    assert_eq!(id["socket"], h["socket"], "{id} {h}");
+    assert_eq!(id["fingerprint"], h["fingerprint"], "{id} {h}");
     // Another settings file: the CLI does not use this daemon.
     let mut other = TestEnv::new();
     other.vars = env.vars.clone();
@@ -198,6 +212,9 @@ fn daemon_serves_the_cli_with_the_same_output_and_exit_codes() {
     other.set("HOME", env.home.to_str().unwrap());
     let err = other.fail(3, &["status", &ok]);
     assert!(err.contains("serves other settings"), "{err}");
+    let theirs = identify(&other);
+    assert_eq!(theirs["socket"], id["socket"]);
+    assert_ne!(theirs["fingerprint"], id["fingerprint"]);
     std::mem::forget(other); // shares `env`'s home
 }
 

@@ -10,6 +10,7 @@ make one daemon.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import time
@@ -29,17 +30,19 @@ _started: list[subprocess.Popen[bytes]] = []
 def socket_path(opts: Options) -> str:
     """The daemon's socket for these settings.
 
-    ``socket=`` wins; else the CLI says (``hpc-host serve --print-socket``,
-    which reads the settings file as the daemon will); else the documented
-    default from the environment (a settings file that sets ``HPC_SOCKET``
-    needs ``socket=`` or the CLI's answer): ``CCAT_WORKFLOW_MANAGER_HPC_SOCKET``, then
+    ``socket=`` wins; else the CLI says (``hpc-host serve --identify``, which
+    reads the settings as the daemon will, and also gives their fingerprint,
+    kept in ``opts.fingerprint`` for :func:`matches`); else the documented
+    default from the environment: ``CCAT_WORKFLOW_MANAGER_HPC_SOCKET``, then
     ``$XDG_RUNTIME_DIR/hpc-host/hpc-host.sock``, then the state folder.
     """
+    identity = _identify(opts)
+    if identity is not None:
+        opts.fingerprint = identity["fingerprint"]
     if opts.socket is not None:
         return os.fspath(opts.socket)
-    asked = _ask_cli(opts)
-    if asked:
-        return asked
+    if identity is not None:
+        return identity["socket"]
     env = opts.process_env()
     if env.get("CCAT_WORKFLOW_MANAGER_HPC_SOCKET"):
         return env["CCAT_WORKFLOW_MANAGER_HPC_SOCKET"]
@@ -55,20 +58,26 @@ def socket_path(opts: Options) -> str:
     return str(Path(state) / "hpc-host.sock")
 
 
-def _ask_cli(opts: Options) -> str | None:
+def _identify(opts: Options) -> dict[str, str] | None:
+    """``{"socket", "fingerprint"}`` from ``hpc-host serve --identify``, or ``None``."""
     try:
         p = subprocess.run(
-            [opts.exe(), *opts.global_args(), "serve", "--print-socket"],
+            [opts.exe(), *opts.global_args(), "serve", "--identify"],
             capture_output=True,
             text=True,
             env=opts.process_env(),
             timeout=30,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):
+        answer = json.loads(p.stdout) if p.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
         return None
-    line = p.stdout.strip()
-    return line if p.returncode == 0 and line.startswith("/") and "\n" not in line else None
+    if not isinstance(answer, dict):
+        return None
+    sock, fingerprint = answer.get("socket"), answer.get("fingerprint")
+    if not (isinstance(sock, str) and sock.startswith("/") and isinstance(fingerprint, str)):
+        return None
+    return {"socket": sock, "fingerprint": fingerprint}
 
 
 def health(sock: str, timeout: float = 5.0) -> dict[str, Any] | None:
@@ -87,7 +96,14 @@ def health(sock: str, timeout: float = 5.0) -> dict[str, Any] | None:
 
 
 def matches(opts: Options, h: dict[str, Any]) -> bool:
-    """Whether a daemon serves the settings file and environment this client asks for."""
+    """Whether a daemon serves the settings this client would use.
+
+    By the settings' fingerprint when the CLI gave it (the file, the
+    environment, every ``CCAT_WORKFLOW_MANAGER_`` variable, as the CLI itself
+    checks); else by the settings file and environment name.
+    """
+    if opts.fingerprint is not None and h.get("fingerprint") is not None:
+        return bool(h["fingerprint"] == opts.fingerprint)
     if opts.config is not None and h.get("settings_file") is not None:
         if Path(opts.config).resolve() != Path(str(h["settings_file"])).resolve():
             return False

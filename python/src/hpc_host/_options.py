@@ -37,6 +37,9 @@ class Options:
     timeout: float = 60.0
     start_timeout: float = 30.0
     _bin: str | None = field(default=None, repr=False)
+    #: The fingerprint of these settings as the CLI computes it
+    #: (``hpc-host serve --identify``); ``None`` until asked, or if it could not say.
+    fingerprint: str | None = field(default=None, repr=False)
 
     def exe(self) -> str:
         """The binary, found once."""
