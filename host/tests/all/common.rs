@@ -16,6 +16,31 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// A wrapper of `/usr/bin/<program>` that counts its calls (see
+    /// [`TestEnv::calls`]) and then runs it: its path, for a policy's `programs`.
+    pub fn counting(&self, program: &str) -> String {
+        let path = self.home.join(format!("{program}-counting"));
+        let calls = self.home.join(format!("{program}.calls"));
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho call >> '{}'\nexec /usr/bin/{program} \"$@\"\n",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    }
+
+    /// How many times the [`TestEnv::counting`] wrapper of `program` ran.
+    pub fn calls(&self, program: &str) -> usize {
+        std::fs::read_to_string(self.home.join(format!("{program}.calls")))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
     pub fn new() -> TestEnv {
         let home = std::env::temp_dir().join(format!("hpc-host-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&home).unwrap();

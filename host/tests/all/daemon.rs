@@ -520,29 +520,6 @@ fn daemon_reload_keeps_the_old_settings_when_the_new_are_broken_and_picks_up_a_n
 
 // ---- SLURM: the workflow manager's pattern against the real cluster ----
 
-/// A wrapper that counts its calls, then runs the real program.
-fn counting(env: &TestEnv, program: &str) -> String {
-    let path = env.home.join(format!("{program}-counting"));
-    let calls = env.home.join(format!("{program}.calls"));
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\necho call >> '{}'\nexec /usr/bin/{program} \"$@\"\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.display().to_string()
-}
-
-fn calls(env: &TestEnv, program: &str) -> usize {
-    std::fs::read_to_string(env.home.join(format!("{program}.calls")))
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
-}
-
 pub fn slurm_counting_env(interval: &str) -> TestEnv {
     let mut env = TestEnv::new();
     env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "slurm");
@@ -551,8 +528,8 @@ pub fn slurm_counting_env(interval: &str) -> TestEnv {
     env.set("CCAT_WORKFLOW_MANAGER_HPC_POLL_SECONDS__SLURM", interval);
     let programs = format!(
         "{{ sbatch = \"/usr/bin/sbatch\", scancel = \"/usr/bin/scancel\", squeue = \"{}\", sacct = \"{}\" }}",
-        counting(&env, "squeue"),
-        counting(&env, "sacct")
+        env.counting("squeue"),
+        env.counting("sacct")
     );
     env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
     env
@@ -588,7 +565,7 @@ fn daemon_slurm_workflow_manager_pattern_is_one_squeue_and_sacct_per_interval() 
     let ids: Vec<String> = (0..50)
         .map(|i| env.submit(&["sh", "-c", &format!("sleep {}", 1 + i % 3)]))
         .collect();
-    let (sq0, sa0) = (calls(&env, "squeue"), calls(&env, "sacct"));
+    let (sq0, sa0) = (env.calls("squeue"), env.calls("sacct"));
     let started = Instant::now();
     let clients: Vec<Child> = (0..10)
         .map(|_| {
@@ -610,7 +587,7 @@ fn daemon_slurm_workflow_manager_pattern_is_one_squeue_and_sacct_per_interval() 
         assert_eq!(it.next(), Some(0), "a client saw a bad answer");
     }
     let seconds = started.elapsed().as_secs_f64();
-    let (sq, sa) = (calls(&env, "squeue") - sq0, calls(&env, "sacct") - sa0);
+    let (sq, sa) = (env.calls("squeue") - sq0, env.calls("sacct") - sa0);
     let intervals = (seconds / 3.0).ceil() as usize + 1;
     eprintln!(
         "{asked} status requests in {seconds:.1} s: {sq} squeue, {sa} sacct (≤ {intervals} allowed)"
@@ -676,14 +653,14 @@ fn daemon_two_login_nodes_on_one_redis_poll_once_and_take_over() {
         }
     };
     ask(&b); // b learns the ids (one fetch), then both track them
-    let sq0 = calls(&env, "squeue");
+    let sq0 = env.calls("squeue");
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(12) {
         ask(&a);
         ask(&b);
         std::thread::sleep(Duration::from_millis(250));
     }
-    let polls = calls(&env, "squeue") - sq0;
+    let polls = env.calls("squeue") - sq0;
     let allowed = (started.elapsed().as_secs_f64() / 2.0).ceil() as usize + 1;
     eprintln!(
         "two daemons, 12 s: {polls} squeue (≤ {allowed} allowed; alone each would make {})",
@@ -708,10 +685,10 @@ fn daemon_two_login_nodes_on_one_redis_poll_once_and_take_over() {
     };
     dead.kill9();
     let killed = Instant::now();
-    let sq1 = calls(&env, "squeue");
+    let sq1 = env.calls("squeue");
     loop {
         ask(survivor);
-        if lease(survivor) == Some(true) && calls(&env, "squeue") > sq1 {
+        if lease(survivor) == Some(true) && env.calls("squeue") > sq1 {
             break;
         }
         assert!(

@@ -128,29 +128,6 @@ fn slurm_cancel_running_and_pending() {
     env.expect(0, &["cancel", &running]);
 }
 
-/// A wrapper that counts its calls, then runs the real program.
-fn counting(env: &TestEnv, program: &str) -> String {
-    let path = env.home.join(format!("{program}-counting"));
-    let calls = env.home.join(format!("{program}.calls"));
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\necho call >> '{}'\nexec /usr/bin/{program} \"$@\"\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.display().to_string()
-}
-
-fn calls(env: &TestEnv, program: &str) -> usize {
-    std::fs::read_to_string(env.home.join(format!("{program}.calls")))
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
-}
-
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_status_of_50_jobs_is_one_squeue_and_one_sacct() {
@@ -158,8 +135,8 @@ fn slurm_status_of_50_jobs_is_one_squeue_and_one_sacct() {
     let mut env = slurm_env();
     let programs = format!(
         "{{ sbatch = \"/usr/bin/sbatch\", scancel = \"/usr/bin/scancel\", squeue = \"{}\", sacct = \"{}\" }}",
-        counting(&env, "squeue"),
-        counting(&env, "sacct")
+        env.counting("squeue"),
+        env.counting("sacct")
     );
     env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
     let ids: Vec<String> = (0..50)
@@ -169,14 +146,11 @@ fn slurm_status_of_50_jobs_is_one_squeue_and_one_sacct() {
     args.extend(ids.iter().map(String::as_str));
     env.expect(0, &args);
 
-    let (sq, sa) = (calls(&env, "squeue"), calls(&env, "sacct"));
+    let (sq, sa) = (env.calls("squeue"), env.calls("sacct"));
     args.splice(0..5, ["--output", "json", "status"]);
     let v: Value = serde_json::from_str(&env.expect(0, &args)).unwrap();
-    assert_eq!(calls(&env, "squeue") - sq, 1, "one squeue for 50 ids");
-    assert!(
-        calls(&env, "sacct") - sa <= 1,
-        "at most one sacct for 50 ids"
-    );
+    assert_eq!(env.calls("squeue") - sq, 1, "one squeue for 50 ids");
+    assert!(env.calls("sacct") - sa <= 1, "at most one sacct for 50 ids");
     let v = v.as_array().unwrap();
     assert_eq!(v.len(), 50);
     for (info, id) in v.iter().zip(&ids) {
