@@ -29,6 +29,16 @@
 //! its deadline (the plugin's `wall_seconds` + 15 s), by when every program
 //! it started has ended.
 //!
+//! **A store that lost its keys.** The ledger lives in the store, and a Redis
+//! without persistence comes back empty after a restart; a submit with a key
+//! used before would then find no claim and make a second job wherever the
+//! key's job is not found by construction (SLURM: by the key in its
+//! comment). So the ledger notes when it first found the store without its
+//! birth record ([`BORN`]); for [`RECOVERY`] after that — a new store, or
+//! one that came back empty — a fresh claim asks the plugin's `find-job`
+//! (over [`LOOKBACK`] before the store's birth) before it submits. After
+//! that, a fresh claim costs one extra store read.
+//!
 //! A plugin built against contract 0.1.0 has no `find-job`: its claims still
 //! make concurrent and repeated submits return one job, but a submitter that
 //! died between making the job and recording its id leaves a claim that is
@@ -55,6 +65,16 @@ const POLL: Duration = Duration::from_millis(200);
 /// Beyond the plugin's `wall_seconds`, how long a claim from another machine
 /// is honoured.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(15);
+/// The ledger's birth record: when the host first found the store without
+/// it (a new store, or one that lost its data), in Unix seconds.
+pub const BORN: &str = "hpc-host::ledger-born";
+/// How long after the store's birth a fresh claim asks the scheduler first
+/// whether the key's job exists already (a retry after the store was lost
+/// comes within hours; a day covers it).
+pub const RECOVERY: f64 = 86_400.0;
+/// How far back `find-job` looks for a job the store no longer knows: as
+/// far as a scheduler's records are worth asking.
+pub const LOOKBACK: f64 = 30.0 * 86_400.0;
 
 /// Check an idempotency key: 1 to [`MAX_KEY_LEN`] characters of
 /// `A-Z a-z 0-9 . _ : @ / + = -`, safe in a scheduler comment, a label value
@@ -184,6 +204,11 @@ pub async fn submit(
             .await
             .map_err(store_error)?
         {
+            if let Some(id) =
+                made_before_the_store_was_lost(plugin, &slot, key, &mine_bytes).await?
+            {
+                return Ok((id, false));
+            }
             return submit_claimed(plugin, store, &slot, spec, mine, mine_bytes)
                 .await
                 .map(|id| (id, true));
@@ -256,6 +281,56 @@ pub async fn submit(
     }
 }
 
+/// When the ledger first found this store without its birth record.
+async fn born(store: &Store) -> Result<f64, HostError> {
+    let parse = |b: Vec<u8>| String::from_utf8_lossy(&b).parse::<f64>().ok();
+    if let Some(t) = get(store, BORN).await?.and_then(parse) {
+        return Ok(t);
+    }
+    let now = crate::jobs::now();
+    // Whoever writes it first, every host reads the same birth.
+    store
+        .swap(BORN.to_owned(), None, Some(now.to_string().into_bytes()))
+        .await
+        .map_err(store_error)?;
+    Ok(get(store, BORN).await?.and_then(parse).unwrap_or(now))
+}
+
+/// With a fresh claim on `key` held (`mine`): if the store may have lost the
+/// key's record (it is younger than [`RECOVERY`]), ask the plugin whether
+/// the scheduler holds the key's job, and if it does, record and return its
+/// id. A failed question frees the claim (nothing was submitted) and fails.
+async fn made_before_the_store_was_lost(
+    plugin: &Plugin,
+    slot: &str,
+    key: &str,
+    mine: &[u8],
+) -> Result<Option<String>, HostError> {
+    let store = plugin.store();
+    let born = born(store).await?;
+    if plugin.contract() == Contract::V0_1 || crate::jobs::now() - born >= RECOVERY {
+        return Ok(None);
+    }
+    let found = match plugin.find_job(key, born - LOOKBACK).await {
+        Ok(found) => found,
+        Err(e) => {
+            let _ = store.swap(slot.to_owned(), Some(mine.to_vec()), None).await;
+            return Err(e);
+        }
+    };
+    let Some(id) = found else {
+        return Ok(None);
+    };
+    let mut done = Entry::claim(key, Duration::ZERO);
+    done.job_id = Some(id.clone());
+    store
+        .swap(slot.to_owned(), Some(mine.to_vec()), Some(done.encode()))
+        .await
+        .map_err(store_error)?;
+    tracing::info!(plugin = %plugin.name(), key, job_id = %id, "found the job of a key the store had lost");
+    Ok(Some(id))
+}
+
 /// What became of the submission with a key, as [`lookup`] finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Submission {
@@ -296,9 +371,8 @@ pub async fn lookup(plugin: &Plugin, key: &str) -> Result<Submission, HostError>
     let store = plugin.store();
     let slot = slot(plugin.name(), key);
     let Some(bytes) = get(store, &slot).await? else {
-        // Nothing recorded: the store may have lost it. A month back is as
-        // far as a scheduler's records are worth asking.
-        let since = crate::jobs::now() - 30.0 * 86_400.0;
+        // Nothing recorded: the store may have lost it.
+        let since = crate::jobs::now() - LOOKBACK;
         return Ok(match plugin.find_job(key, since).await? {
             Some(id) => {
                 let mut done = Entry::claim(key, Duration::ZERO);

@@ -21,6 +21,40 @@ const NO_PODS: &str = r#"{"apiVersion":"v1","kind":"PodList","metadata":{},"item
 const RUNNING: &str = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"reduce-bcdfgh"},"status":{"active":1}}"#;
 
 #[test]
+fn a_keyed_submit_whose_job_exists_answers_it_and_never_takes_anothers() {
+    // The name comes from the key: a 409 means the key's Job was made
+    // before (the host's ledger lost it), unless the Job there is not ours.
+    let mut keyed = spec();
+    keyed.idempotency_key = Some("exec-7".into());
+    let ours = |key: &str| {
+        format!(
+            r#"{{"apiVersion":"batch/v1","kind":"Job","metadata":{{"name":"x","annotations":{{"hpc-host/idempotency-key":"{key}"}}}}}}"#
+        )
+    };
+    let mut h = host();
+    h.kube_answer("create", Err(KubeError::Conflict("exists".into())))
+        .kube_answer("get", Ok(ours("exec-7")));
+    let id = Kubernetes::submit(&mut h, &keyed).unwrap();
+    assert_eq!(h.kube_calls_to("create").len(), 1, "no second create");
+    assert!(id.starts_with("reduce-"), "{id}");
+    let mut again = host();
+    again.kube_answer("create", Ok("{}".into()));
+    assert_eq!(
+        Kubernetes::submit(&mut again, &keyed).unwrap(),
+        id,
+        "the same name"
+    );
+
+    let mut h = host();
+    h.kube_answer("create", Err(KubeError::Conflict("exists".into())))
+        .kube_answer("get", Ok(ours("exec-8")));
+    assert!(matches!(
+        Kubernetes::submit(&mut h, &keyed),
+        Err(BackendError::Internal(m)) if m.contains("not made for this idempotency key")
+    ));
+}
+
+#[test]
 fn submit_needs_a_namespace_and_retries_a_taken_name() {
     let mut h = FakeHost::new();
     assert!(
