@@ -30,14 +30,16 @@
 //! it started has ended.
 //!
 //! **A store that lost its keys.** The ledger lives in the store, and a Redis
-//! without persistence comes back empty after a restart; a submit with a key
-//! used before would then find no claim and make a second job wherever the
-//! key's job is not found by construction (SLURM: by the key in its
-//! comment). So the ledger notes when it first found the store without its
-//! birth record ([`BORN`]); for [`RECOVERY`] after that — a new store, or
-//! one that came back empty — a fresh claim asks the plugin's `find-job`
-//! (over [`LOOKBACK`] before the store's birth) before it submits. After
-//! that, a fresh claim costs one extra store read.
+//! without persistence comes back empty after a restart: a submit with a key
+//! used before would find no claim, and a backend that does not derive the
+//! job from the key (SLURM) would make a second job. So the store carries a
+//! birth record ([`BORN`]: when the ledger first found it without one), and
+//! each machine keeps, in its state folder ([`Births`]), the birth it last
+//! saw of each store it used. A store whose birth changed came back empty:
+//! for [`RECOVERY`] after this machine noticed, a fresh claim asks the
+//! plugin's `find-job` (back to the lost store's birth) before it submits.
+//! A store this machine has not used before is taken as new. Otherwise a
+//! fresh claim costs a store read and a small file read.
 //!
 //! A plugin built against contract 0.1.0 has no `find-job`: its claims still
 //! make concurrent and repeated submits return one job, but a submitter that
@@ -68,9 +70,9 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(15);
 /// The ledger's birth record: when the host first found the store without
 /// it (a new store, or one that lost its data), in Unix seconds.
 pub const BORN: &str = "hpc-host::ledger-born";
-/// How long after the store's birth a fresh claim asks the scheduler first
-/// whether the key's job exists already (a retry after the store was lost
-/// comes within hours; a day covers it).
+/// How long after a machine found the store reborn (it lost its keys) a
+/// fresh claim asks the scheduler first whether the key's job exists already
+/// (a retry after the store was lost comes within hours; a day covers it).
 pub const RECOVERY: f64 = 86_400.0;
 /// How far back `find-job` looks for a job the store no longer knows: as
 /// far as a scheduler's records are worth asking.
@@ -281,6 +283,88 @@ pub async fn submit(
     }
 }
 
+/// What this machine saw of the stores it used: for each (by a digest of
+/// its Redis URL or its file), the birth it last saw, and when it found the
+/// store reborn (it lost its keys) and the birth before. A JSON file in the
+/// state folder, private to the user; unreadable or missing is "never seen".
+#[derive(Debug, Clone)]
+pub struct Births {
+    path: std::path::PathBuf,
+    store: String,
+}
+
+/// One store's entry in [`Births`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Seen {
+    born: f64,
+    /// When this machine found the store reborn, and the birth it had before.
+    reborn: Option<(f64, f64)>,
+}
+
+impl Births {
+    pub fn new(state_dir: &std::path::Path, redis_url: Option<&str>) -> Births {
+        let store = match redis_url {
+            Some(url) => format!("redis:{url}"),
+            None => format!("embedded:{}", state_dir.join("store.sqlite3").display()),
+        };
+        Births {
+            path: state_dir.join("ledger-births.json"),
+            store: crate::engine::sha256_hex(store.as_bytes()),
+        }
+    }
+
+    fn load(&self) -> std::collections::BTreeMap<String, Seen> {
+        std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Note the store's birth as seen now; `Some(since)` while the store is
+    /// recovering from a loss (`find-job` should look back to `since`).
+    fn observe(&self, born: f64, now: f64) -> Option<f64> {
+        let mut all = self.load();
+        let seen = match all.get(&self.store) {
+            None => Seen { born, reborn: None },
+            Some(s) if s.born == born => *s,
+            Some(s) => Seen {
+                born,
+                reborn: Some((now, s.born)),
+            },
+        };
+        if all.get(&self.store) != Some(&seen) {
+            all.insert(self.store.clone(), seen);
+            if let Err(e) = self.save(&all) {
+                tracing::warn!(
+                    "cannot record the store's birth in `{}`: {e}",
+                    self.path.display()
+                );
+            }
+        }
+        let (noticed, before) = seen.reborn?;
+        (now - noticed < RECOVERY).then_some(before.max(noticed - LOOKBACK))
+    }
+
+    /// Written whole or not at all (a temporary file of this writer's own,
+    /// renamed), 0600; two writers at once each leave a whole file.
+    fn save(&self, all: &std::collections::BTreeMap<String, Seen>) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = self
+            .path
+            .with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec(all)?)?;
+        std::fs::rename(&tmp, &self.path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+}
+
 /// When the ledger first found this store without its birth record.
 async fn born(store: &Store) -> Result<f64, HostError> {
     let parse = |b: Vec<u8>| String::from_utf8_lossy(&b).parse::<f64>().ok();
@@ -297,9 +381,10 @@ async fn born(store: &Store) -> Result<f64, HostError> {
 }
 
 /// With a fresh claim on `key` held (`mine`): if the store may have lost the
-/// key's record (it is younger than [`RECOVERY`]), ask the plugin whether
-/// the scheduler holds the key's job, and if it does, record and return its
-/// id. A failed question frees the claim (nothing was submitted) and fails.
+/// key's record (it came back empty less than [`RECOVERY`] ago), ask the
+/// plugin whether the scheduler holds the key's job, and if it does, record
+/// and return its id. A failed question frees the claim (nothing was
+/// submitted) and fails.
 async fn made_before_the_store_was_lost(
     plugin: &Plugin,
     slot: &str,
@@ -308,10 +393,11 @@ async fn made_before_the_store_was_lost(
 ) -> Result<Option<String>, HostError> {
     let store = plugin.store();
     let born = born(store).await?;
-    if plugin.contract() == Contract::V0_1 || crate::jobs::now() - born >= RECOVERY {
-        return Ok(None);
-    }
-    let found = match plugin.find_job(key, born - LOOKBACK).await {
+    let since = match plugin.births().observe(born, crate::jobs::now()) {
+        Some(since) if plugin.contract() == Contract::V0_2 => since,
+        _ => return Ok(None),
+    };
+    let found = match plugin.find_job(key, since).await {
         Ok(found) => found,
         Err(e) => {
             let _ = store.swap(slot.to_owned(), Some(mine.to_vec()), None).await;
@@ -544,6 +630,39 @@ mod tests {
         ] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_store_reborn_is_recovering_for_a_day_and_a_new_one_never() {
+        let dir = std::env::temp_dir().join(format!("hpc-host-births-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let redis = Births::new(&dir, Some("redis://r/0"));
+        let embedded = Births::new(&dir, None);
+        let t = 1_000_000_000.0;
+        // First use here: new, not recovering; the same birth again: still not.
+        assert_eq!(redis.observe(t, t + 1.0), None);
+        assert_eq!(redis.observe(t, t + 2.0), None);
+        assert_eq!(embedded.observe(t + 5.0, t + 6.0), None, "another store");
+        // Reborn (it came back empty): recovering, back to the old birth...
+        assert_eq!(redis.observe(t + 100.0, t + 101.0), Some(t));
+        assert_eq!(redis.observe(t + 100.0, t + 500.0), Some(t));
+        // ... for a day after it was noticed.
+        assert_eq!(redis.observe(t + 100.0, t + 101.0 + RECOVERY), None);
+        // A store reborn long after its birth looks back at most LOOKBACK.
+        let late = t + 100.0 + 2.0 * LOOKBACK;
+        assert_eq!(redis.observe(late, late), Some(late - LOOKBACK));
+        // The other store was never touched; the file is private.
+        assert_eq!(embedded.observe(t + 5.0, t + 7.0), None);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("ledger-births.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A file that cannot be read is "never seen", not an error.
+        std::fs::write(dir.join("ledger-births.json"), b"not json").unwrap();
+        assert_eq!(redis.observe(t + 100.0, t + 200.0), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

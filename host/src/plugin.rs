@@ -179,11 +179,16 @@ impl Host {
             caps: capabilities::Contexts::new(&policy, &setup),
             policy,
         };
+        let births = crate::ledger::Births::new(
+            &self.settings.state_dir,
+            self.settings.redis_url.as_deref(),
+        );
         Ok(Plugin {
             name,
             pre,
             shared,
             store,
+            births,
         })
     }
 
@@ -300,6 +305,8 @@ pub struct Plugin {
     shared: Shared,
     /// The host's store: the submission ledger ([`crate::ledger`]).
     store: Store,
+    /// What this machine knows of the store's past (a store that lost its keys).
+    births: crate::ledger::Births,
 }
 
 impl Plugin {
@@ -321,6 +328,10 @@ impl Plugin {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(crate) fn births(&self) -> &crate::ledger::Births {
+        &self.births
     }
 
     /// Submit a job. With an idempotency key, at most one job is ever made
