@@ -296,9 +296,11 @@ pub struct Births {
 /// One store's entry in [`Births`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Seen {
-    born: f64,
-    /// When this machine found the store reborn, and the birth it had before.
-    reborn: Option<(f64, f64)>,
+    /// The store's birth record (Unix milliseconds).
+    born: i64,
+    /// When this machine found the store reborn (Unix seconds), and the
+    /// birth it had before (Unix milliseconds).
+    reborn: Option<(f64, i64)>,
 }
 
 impl Births {
@@ -322,7 +324,7 @@ impl Births {
 
     /// Note the store's birth as seen now; `Some(since)` while the store is
     /// recovering from a loss (`find-job` should look back to `since`).
-    fn observe(&self, born: f64, now: f64) -> Option<f64> {
+    fn observe(&self, born: i64, now: f64) -> Option<f64> {
         let mut all = self.load();
         let seen = match all.get(&self.store) {
             None => Seen { born, reborn: None },
@@ -342,7 +344,7 @@ impl Births {
             }
         }
         let (noticed, before) = seen.reborn?;
-        (now - noticed < RECOVERY).then_some(before.max(noticed - LOOKBACK))
+        (now - noticed < RECOVERY).then_some((before as f64 / 1000.0).max(noticed - LOOKBACK))
     }
 
     /// Written whole or not at all (a temporary file of this writer's own,
@@ -366,15 +368,19 @@ impl Births {
 }
 
 /// When the ledger first found this store without its birth record.
-async fn born(store: &Store) -> Result<f64, HostError> {
-    let parse = |b: Vec<u8>| String::from_utf8_lossy(&b).parse::<f64>().ok();
+/// In Unix milliseconds: an integer, compared exactly (a float read back
+/// from JSON may differ in its last bit, which would look like a new birth).
+async fn born(store: &Store) -> Result<i64, HostError> {
+    let parse = |b: Vec<u8>| String::from_utf8_lossy(&b).parse::<i64>().ok();
     if let Some(t) = get(store, BORN).await?.and_then(parse) {
         return Ok(t);
     }
-    let now = crate::jobs::now();
-    // Whoever writes it first, every host reads the same birth.
+    let now = (crate::jobs::now() * 1000.0) as i64;
+    // Whoever writes it first, every host reads the same birth (a record
+    // that is not a number is replaced: the store's birth is unknown).
+    let old = get(store, BORN).await?;
     store
-        .swap(BORN.to_owned(), None, Some(now.to_string().into_bytes()))
+        .swap(BORN.to_owned(), old, Some(now.to_string().into_bytes()))
         .await
         .map_err(store_error)?;
     Ok(get(store, BORN).await?.and_then(parse).unwrap_or(now))
@@ -639,20 +645,25 @@ mod tests {
         let redis = Births::new(&dir, Some("redis://r/0"));
         let embedded = Births::new(&dir, None);
         let t = 1_000_000_000.0;
+        let ms = |s: f64| (s * 1000.0) as i64;
         // First use here: new, not recovering; the same birth again: still not.
-        assert_eq!(redis.observe(t, t + 1.0), None);
-        assert_eq!(redis.observe(t, t + 2.0), None);
-        assert_eq!(embedded.observe(t + 5.0, t + 6.0), None, "another store");
+        assert_eq!(redis.observe(ms(t), t + 1.0), None);
+        assert_eq!(redis.observe(ms(t), t + 2.0), None);
+        assert_eq!(
+            embedded.observe(ms(t + 5.0), t + 6.0),
+            None,
+            "another store"
+        );
         // Reborn (it came back empty): recovering, back to the old birth...
-        assert_eq!(redis.observe(t + 100.0, t + 101.0), Some(t));
-        assert_eq!(redis.observe(t + 100.0, t + 500.0), Some(t));
+        assert_eq!(redis.observe(ms(t + 100.0), t + 101.0), Some(t));
+        assert_eq!(redis.observe(ms(t + 100.0), t + 500.0), Some(t));
         // ... for a day after it was noticed.
-        assert_eq!(redis.observe(t + 100.0, t + 101.0 + RECOVERY), None);
+        assert_eq!(redis.observe(ms(t + 100.0), t + 101.0 + RECOVERY), None);
         // A store reborn long after its birth looks back at most LOOKBACK.
         let late = t + 100.0 + 2.0 * LOOKBACK;
-        assert_eq!(redis.observe(late, late), Some(late - LOOKBACK));
+        assert_eq!(redis.observe(ms(late), late), Some(late - LOOKBACK));
         // The other store was never touched; the file is private.
-        assert_eq!(embedded.observe(t + 5.0, t + 7.0), None);
+        assert_eq!(embedded.observe(ms(t + 5.0), t + 7.0), None);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join("ledger-births.json"))
             .unwrap()
@@ -661,7 +672,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // A file that cannot be read is "never seen", not an error.
         std::fs::write(dir.join("ledger-births.json"), b"not json").unwrap();
-        assert_eq!(redis.observe(t + 100.0, t + 200.0), None);
+        assert_eq!(redis.observe(ms(t + 100.0), t + 200.0), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
