@@ -322,10 +322,14 @@ async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitSt
             let component = host.compile(&source)?;
             let i = host.interfaces(&component);
             let request = host.request(&source)?;
+            // Resolved once: a refused request is logged once, and is the verdict.
             let policy = host.policy(&source);
-            let verdict = match host.load_source(source) {
-                Ok(_) => "loads".to_owned(),
+            let verdict = match &policy {
                 Err(e) => format!("refused: {e}"),
+                Ok(_) => match host.load_source(source) {
+                    Ok(_) => "loads".to_owned(),
+                    Err(e) => format!("refused: {e}"),
+                },
             };
             // What the plugin asks for, and what the settings grant of it.
             let requested = request.as_ref().map(|r| {
