@@ -226,3 +226,16 @@ def test_a_daemon_that_serves_other_settings_is_not_used(site: Site) -> None:
     again = site.client()
     assert again.health()["pid"] == pid and again.transport == "daemon"
     again.close()
+
+
+def test_known_jobs_are_shared_by_every_client_of_the_daemon(site: Site) -> None:
+    """`GET /v1/jobs`: what one client submitted, another lists (PSI/J's `list()`)."""
+    one = site.client()
+    ids = sorted(one.submit({"execution_command": "true", "job_name": f"k{i}"}) for i in range(3))
+    one.wait(ids, timeout=30)
+    other = site.client()
+    assert [j.job_id for j in other.known_jobs()] == ids
+    assert all(j.status == "completed" for j in other.known_jobs())
+    assert site.client(transport="cli").known_jobs() == []
+    one.close()
+    other.close()

@@ -231,6 +231,39 @@ def test_list_has_this_and_other_executors_jobs(env: Env) -> None:
     assert mine.native_id in listed and theirs.native_id in listed, listed
 
 
+def test_list_has_jobs_of_processes_that_are_gone(env: Env) -> None:
+    """A process submits and exits; a later process lists its job (from the daemon)."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from datetime import timedelta
+        from psij import Job, JobExecutor, JobSpec
+        from hpc_host.psij import HpcHostExecutorConfig
+        url, sock, environ, what = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+        ex = JobExecutor.get_instance("hpc-host", url=url,
+                                      config=HpcHostExecutorConfig(socket=sock, environ=environ))
+        if what == "submit":
+            job = Job(JobSpec(executable="/bin/true"))
+            ex.submit(job)
+            job.wait(timeout=timedelta(seconds=180))
+            print(job.native_id)
+        else:
+            print(json.dumps(ex.list()))
+        """
+    )
+
+    def run(what: str) -> str:
+        p = subprocess.run(
+            [sys.executable, "-c", script, env.url, env.site.socket, json.dumps(env.site.environ), what],
+            capture_output=True, text=True, timeout=240, check=False,
+        )
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip().splitlines()[-1]
+
+    native = run("submit")
+    assert native in json.loads(run("list"))
+
+
 def test_duration_over_one_hour(env: Env) -> None:
     job = env.job("/bin/true", attributes=JobAttributes(duration=timedelta(hours=2, minutes=30)))
     assert env.run(job).state == JobState.COMPLETED

@@ -29,7 +29,7 @@ type D = State<Arc<Daemon>>;
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
-        .route("/v1/jobs", post(submit))
+        .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/status", post(statuses))
         .route("/v1/jobs/wait", post(wait))
         .route("/v1/jobs/{id}", get(status).delete(cancel))
@@ -220,6 +220,17 @@ fn check_ids(ids: &[String]) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// The jobs of a backend this daemon knows (submitted through it, or asked
+/// about, since it started), as last observed, by id.
+async fn list(
+    State(d): D,
+    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let backend = query(q)?.backend(&d);
+    d.config().plugin(&backend)?;
+    Ok(axum::Json(d.tracker.known(&backend)).into_response())
 }
 
 async fn statuses(

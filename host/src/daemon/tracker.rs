@@ -130,6 +130,19 @@ impl Tracker {
         }
     }
 
+    /// Every job of `backend` this daemon knows, as last observed, by id.
+    pub fn known(&self, backend: &str) -> Vec<super::api::WireJob> {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known: Vec<_> = jobs
+            .iter()
+            .filter(|((b, _), _)| b == backend)
+            .map(|((b, _), e)| super::api::WireJob::known(&e.info, e.observed_at, b))
+            .collect();
+        drop(jobs);
+        known.sort_by(|a, b| a.info.job_id.cmp(&b.info.job_id));
+        known
+    }
+
     fn set_lease(&self, backend: &str, held: bool) {
         self.leases
             .lock()

@@ -191,6 +191,20 @@ fn daemon_serves_the_cli_with_the_same_output_and_exit_codes() {
     let (code, h) = served.http("GET", "/v1/health", None);
     assert_eq!(code, 200);
     assert!(h["plugin_calls"].as_u64().unwrap() >= 1, "{h}");
+    // The jobs it knows of the backend, by id, as last observed.
+    let (code, known) = served.http("GET", "/v1/jobs", None);
+    assert_eq!(code, 200, "{known}");
+    let mut ids: Vec<&str> = vec![ok.as_str(), bad.as_str()];
+    ids.sort();
+    let listed: Vec<&str> = known
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids, "{known}");
+    assert!(known[0]["status"].is_string() && known[0]["backend"] == "local");
+    assert_eq!(served.http("GET", "/v1/jobs?backend=nope", None).0, 400);
     // `serve --identify` tells other clients where the daemon for these
     // settings listens and what it serves, without starting one.
     let identify = |e: &TestEnv| -> serde_json::Value {

@@ -137,6 +137,13 @@ class AsyncClient:
             return _ops.logs_of(await self._run(["logs", job_id]))
         return _ops.logs_of(await self._request(_ops.Http("GET", _ops.job_path(job_id, "/logs"))))
 
+    async def known_jobs(self) -> list[HPCJobInfo]:
+        """This backend's jobs the daemon knows; see ``Client.known_jobs``."""
+        if await self._cli():
+            return []
+        ans = await self._request(_ops.Http("GET", "/v1/jobs"))
+        return _ops.all_or_raise(_ops.many_statuses(ans))
+
     async def plugins(self) -> list[dict[str, Any]]:
         """The plugins available (``hpc-host plugins list --output json``)."""
         if await self._cli():

@@ -165,6 +165,14 @@ class Client:
             return _ops.logs_of(self._run(["logs", job_id]))
         return _ops.logs_of(self._request(_ops.Http("GET", _ops.job_path(job_id, "/logs"))))
 
+    def known_jobs(self) -> list[HPCJobInfo]:
+        """This backend's jobs the daemon knows (submitted through it, or asked
+        about, by any client since it started), as last observed, by id.
+        Through the CLI there is no daemon to remember them: none."""
+        if self._cli():
+            return []
+        return _ops.all_or_raise(_ops.many_statuses(self._request(_ops.Http("GET", "/v1/jobs"))))
+
     def plugins(self) -> list[dict[str, Any]]:
         """The plugins available (``hpc-host plugins list --output json``)."""
         ans = (

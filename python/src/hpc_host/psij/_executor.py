@@ -220,14 +220,19 @@ class HpcHostExecutor(JobExecutor):
             raise SubmitException(e.message, e) from e
 
     def list(self) -> list[str]:  # noqa: A003 (PSI/J's name)
-        """Ids of this backend's jobs that this process has seen.
+        """Ids of this backend's jobs that hpc-host knows.
 
-        hpc-host has no route that lists a backend's jobs, and this executor
-        keeps no state file: the ids are those of jobs this process submitted
-        or attached, and every job whose status changed on the daemon's
-        stream (from any process) since this process started following it.
+        The daemon's (every job submitted through it, or asked about, by any
+        client since it started: ``GET /v1/jobs``), and those this process
+        submitted or attached or saw on the daemon's event stream. The
+        scheduler's other jobs (submitted without hpc-host) are not listed.
         """
-        return self.watcher.known_ids()
+        ids = set(self.watcher.known_ids())
+        try:
+            ids.update(i.job_id for i in self._client.known_jobs() if i.job_id is not None)
+        except HpcHostError:
+            pass  # the daemon is away: what this process knows
+        return sorted(ids)
 
     def attach(self, job: Job, native_id: str) -> None:
         """Follow the job with hpc-host id ``native_id`` (submitted anywhere)."""
