@@ -6,10 +6,19 @@ import os
 import shutil
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 
 #: The environment variable naming the binary to use.
 BIN_ENV = "HPC_HOST_BIN"
+
+# sysconfig fills its variables on first use, and not thread-safely: a
+# thread that asks while another fills them sees some missing (CPython 3.11
+# raised `AttributeError: 'userbase'` when the PSI/J executor's watcher thread
+# and the main thread each made their first client at once). Fill them now,
+# at import, and look for the binary one thread at a time.
+sysconfig.get_config_vars()
+_lock = threading.Lock()
 
 
 def find_binary(explicit: str | os.PathLike[str] | None = None) -> str:
@@ -18,6 +27,11 @@ def find_binary(explicit: str | os.PathLike[str] | None = None) -> str:
 
     Raises ``FileNotFoundError`` naming every place looked at.
     """
+    with _lock:
+        return _find(explicit)
+
+
+def _find(explicit: str | os.PathLike[str] | None) -> str:
     if explicit is not None:
         return os.fspath(explicit)
     from_env = os.environ.get(BIN_ENV)
