@@ -65,6 +65,12 @@ class Watcher:
         self._listeners: dict[str, list[Listener]] = {}
         self._seen: OrderedDict[str, HPCJobInfo] = OrderedDict()
         self._connected = threading.Event()
+        # Set while someone needs the stream: a watched job, or a `ready()`
+        # waiting. A watcher nobody needs does not reconnect after the stream
+        # broke, so it never starts a daemon again just to watch nothing.
+        self._wanted = threading.Event()
+        self._wanted.set()
+        self._readying = 0
         self._backend = backend
         self._thread = threading.Thread(target=self._run, name="hpc-host-events", daemon=True)
         self._thread.start()
@@ -73,7 +79,14 @@ class Watcher:
 
     def ready(self, timeout: float = 30.0) -> bool:
         """Wait until the stream is open (changes from then on are not missed)."""
-        return self._connected.wait(timeout)
+        with self._lock:
+            self._readying += 1
+            self._wanted.set()
+        try:
+            return self._connected.wait(timeout)
+        finally:
+            with self._lock:
+                self._readying -= 1
 
     @property
     def backend(self) -> str | None:
@@ -88,6 +101,7 @@ class Watcher:
         """
         with self._lock:
             self._listeners.setdefault(job_id, []).append(listener)
+            self._wanted.set()
             return self._seen.get(job_id)
 
     def unwatch(self, job_id: str, listener: Listener) -> None:
@@ -130,6 +144,7 @@ class Watcher:
     def _run(self) -> None:
         backoff = 0.2
         while True:
+            self._wanted.wait()
             try:
                 h = self.client.health()
                 if self._backend is None:
@@ -145,6 +160,9 @@ class Watcher:
             except (httpx.HTTPError, OSError, ValueError) as e:
                 log.warning("hpc-host event stream broke: %s (retrying in %.1f s)", e, backoff)
             self._connected.clear()
+            with self._lock:
+                if not self._listeners and self._readying == 0:
+                    self._wanted.clear()  # until a job is watched again
             time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
