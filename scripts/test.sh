@@ -12,6 +12,11 @@ log() { echo "[test.sh $(date +%T)] $*" >&2; }
 need_pkgs=""
 command -v redis-server >/dev/null || need_pkgs="$need_pkgs redis-server"
 command -v python3 >/dev/null || need_pkgs="$need_pkgs python3"
+# Tests act as another user (`nobody`, through setpriv), who cannot run a
+# per-user interpreter (pyenv): they use the system's.
+[ -x /usr/bin/python3 ] || need_pkgs="$need_pkgs python3"
+# The TLS Redis test makes its certificates with openssl.
+command -v openssl >/dev/null || need_pkgs="$need_pkgs openssl"
 # The Python package's tests run in a fresh virtual environment.
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_pkgs="$need_pkgs python3-venv"
 if [ -n "$need_pkgs" ]; then

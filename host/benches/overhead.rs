@@ -50,6 +50,10 @@ impl Env {
                 "redis://127.0.0.1:6379/0".into(),
             ));
             vars.push((
+                "CCAT_WORKFLOW_MANAGER_HPC_REDIS_ALLOW_UNAUTHENTICATED".into(),
+                "true".into(),
+            ));
+            vars.push((
                 "CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__KV_PREFIX".into(),
                 format!("hpc-host-bench:{}:", std::process::id()),
             ));

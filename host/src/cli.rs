@@ -90,6 +90,11 @@ pub enum Command {
         /// when the fingerprints match), and exit without starting one.
         #[arg(long, conflicts_with = "detach")]
         identify: bool,
+        /// Started by a client on demand: exit after `HPC_DAEMON_IDLE_SECONDS`
+        /// (default 900) with no connection and no open job. A daemon started
+        /// by hand or by systemd runs until stopped.
+        #[arg(long, conflicts_with = "identify")]
+        auto: bool,
     },
     /// Make the running daemon re-read its settings (as SIGHUP does).
     Reload,

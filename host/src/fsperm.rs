@@ -127,6 +127,137 @@ pub fn check_plugin_file(path: &Path) -> Result<(), String> {
     check_trusted(dir, &dmeta, true)
 }
 
+/// StrictModes for a file the host reads its instructions from (a plugin's
+/// policy request, the settings file): the same rules as a plugin file.
+/// A symbolic link is followed only if this user or root made it (a link in
+/// a sticky folder belongs to whoever made it).
+pub fn check_trusted_file(path: &Path) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| format!("cannot stat `{}`: {e}", path.display()))?;
+    if !meta.file_type().is_symlink() {
+        return check_plugin_file(path);
+    }
+    // SAFETY: plain syscall.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Err(format!(
+            "the link `{}` is owned by uid {}, not by this user ({uid}) or root",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let target = std::fs::canonicalize(path)
+        .map_err(|e| format!("cannot resolve `{}`: {e}", path.display()))?;
+    check_plugin_file(&target)
+}
+
+/// The folders on the way to `dir` (its canonical form) from `/`: each must
+/// be owned by this user or root and not writable by group or others (a
+/// folder writable by others only with the sticky bit, like `/tmp`, where
+/// nobody else can rename or remove what this user made in it).
+fn check_ancestors(dir: &Path) -> Result<(), String> {
+    let mut at = PathBuf::from("/");
+    for c in dir.components().skip(1) {
+        at.push(c);
+        let parent = at.parent().unwrap_or(Path::new("/"));
+        let meta = std::fs::metadata(parent)
+            .map_err(|e| format!("cannot stat `{}`: {e}", parent.display()))?;
+        check_trusted(parent, &meta, true)?;
+    }
+    Ok(())
+}
+
+/// A folder that only this user controls: owned by this user, not writable
+/// by group or others (sticky or not), and reached through folders that
+/// nobody else can change ([`check_ancestors`]). Where the daemon's socket
+/// lives: a folder another user could write is a folder where they could
+/// swap the socket.
+pub fn check_private_dir(dir: &Path) -> Result<(), String> {
+    let real = std::fs::canonicalize(dir)
+        .map_err(|e| format!("cannot resolve `{}`: {e}", dir.display()))?;
+    check_ancestors(&real)?;
+    let meta = std::fs::metadata(&real)
+        .map_err(|e| format!("cannot stat `{}`: {e}", real.display()))?;
+    // SAFETY: plain syscall.
+    let uid = unsafe { libc::geteuid() };
+    if !meta.is_dir() {
+        return Err(format!("`{}` is not a folder", real.display()));
+    }
+    if meta.uid() != uid {
+        return Err(format!(
+            "`{}` is owned by uid {}, not by this user ({uid})",
+            real.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "`{}` is writable by group or others (mode {mode:o}); use a folder only you can write",
+            real.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Make `dir` if it is missing, each new folder 0700, then check it with
+/// [`check_private_dir`]. Folders that exist are never changed (no chmod:
+/// they may be shared, like `/tmp`), only judged; the missing part is made
+/// only below folders that pass [`check_ancestors`].
+pub fn make_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let absolute = std::path::absolute(dir)
+        .map_err(|e| format!("cannot resolve `{}`: {e}", dir.display()))?;
+    let mut missing = Vec::new();
+    let mut existing = absolute.as_path();
+    while std::fs::symlink_metadata(existing).is_err() {
+        missing.push(existing.to_path_buf());
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    if !missing.is_empty() {
+        let real = std::fs::canonicalize(existing)
+            .map_err(|e| format!("cannot resolve `{}`: {e}", existing.display()))?;
+        check_ancestors(&real.join("x"))?;
+        for d in missing.iter().rev() {
+            match std::fs::DirBuilder::new().mode(0o700).create(d) {
+                Ok(()) => {}
+                // Made meanwhile by someone else: judged below like any folder.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("cannot create `{}`: {e}", d.display())),
+            }
+        }
+    }
+    check_private_dir(&absolute)
+}
+
+/// What is at a socket path: nothing, or a socket this user owns. Anything
+/// else (a regular file, a folder, another user's socket) is refused, never
+/// removed or used.
+pub fn check_own_socket(path: &Path) -> Result<bool, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("cannot stat `{}`: {e}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "`{}` exists and is not a socket; refusing to use or remove it",
+            path.display()
+        ));
+    }
+    // SAFETY: plain syscall.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid {
+        return Err(format!(
+            "the socket `{}` is owned by uid {}, not by this user ({uid}): another user made it",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    Ok(true)
+}
+
 /// Create `path` as an empty 0600 file if missing, and make it and its
 /// SQLite companions (`-wal`, `-shm`) 0600 if they exist.
 pub fn make_private(path: &Path) -> std::io::Result<()> {

@@ -19,8 +19,13 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    if let hpc_host::cli::Command::Serve { detach, identify } = cli.command {
-        return hpc_host::daemon::server::start(&cli, detach, identify).into();
+    if let hpc_host::cli::Command::Serve {
+        detach,
+        identify,
+        auto,
+    } = cli.command
+    {
+        return hpc_host::daemon::server::start(&cli, detach, identify, auto).into();
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -30,6 +30,9 @@ use wasmtime::component::{Component, Linker};
 /// Check the CPU limit every this many epoch ticks (`engine::EPOCH_TICK` each).
 const CPU_CHECK_TICKS: u64 = 5;
 
+/// The most ids one `get-statuses` call gets (see [`Plugin::get_statuses`]).
+pub const STATUS_CHUNK: usize = 5_000;
+
 /// The host: settings, the engine, the linker and the kv store, shared by
 /// every plugin it loads.
 pub struct Host {
@@ -402,8 +405,22 @@ impl Plugin {
         self.backend("get-status", r).map(crate::sanitize::job_info)
     }
 
-    /// Statuses of many jobs in one call; per-id errors stay per id.
+    /// The statuses of `ids`, in order, per-id errors per id: one plugin call per
+    /// [`STATUS_CHUNK`] ids, so that any number of ids stays within what one
+    /// call may ask of the host (`process.job-states` takes 10,000) and
+    /// within one call's time limit.
     pub async fn get_statuses(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, HostError> {
+        let mut all = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(STATUS_CHUNK) {
+            all.extend(self.get_statuses_once(chunk).await?);
+        }
+        Ok(all)
+    }
+
+    async fn get_statuses_once(
         &self,
         ids: &[String],
     ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, HostError> {

@@ -137,6 +137,13 @@ impl Request {
     /// Read `<stem>.policy.toml` beside a plugin file, if there is one.
     pub fn beside(wasm: &Path, ph: &Placeholders) -> Result<Option<Request>, String> {
         let path = request_path(wasm);
+        // A request grants as much as the plugin beside it: it must pass the
+        // same owner and mode checks (another user may create files in a
+        // sticky shared folder, but not one this host will read).
+        if std::fs::symlink_metadata(&path).is_ok() {
+            crate::fsperm::check_trusted_file(&path)
+                .map_err(|e| format!("the policy request is not trusted: {e}"))?;
+        }
         match std::fs::read_to_string(&path) {
             Ok(text) => Request::parse(&text, &path.display().to_string(), false, ph).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -193,7 +193,24 @@ impl Settings {
             backend: backend.to_ascii_lowercase(),
             slurm_partition: string("SLURM_PARTITION")?,
             k8s_namespace: string("K8S_NAMESPACE")?,
-            redis_url: string("HPC_REDIS_URL")?,
+            redis_url: match string("HPC_REDIS_URL")? {
+                Some(url) => {
+                    let allow = match merged.get("HPC_REDIS_ALLOW_UNAUTHENTICATED") {
+                        None => false,
+                        Some(toml::Value::Boolean(b)) => *b,
+                        Some(toml::Value::String(s)) if s == "true" || s == "1" => true,
+                        Some(toml::Value::String(s)) if s == "false" || s == "0" || s.is_empty() => false,
+                        Some(other) => {
+                            return Err(HostError::Settings(format!(
+                                "`HPC_REDIS_ALLOW_UNAUTHENTICATED` must be true or false, not `{other}`"
+                            )));
+                        }
+                    };
+                    crate::store::check_redis_url(&url, allow).map_err(HostError::Settings)?;
+                    Some(url)
+                }
+                None => None,
+            },
             plugins_dir: match string("HPC_PLUGINS_DIR")? {
                 Some(d) => PathBuf::from(d),
                 None => dir("HPC_DATA_DIR", "XDG_DATA_HOME", ".local/share")?.join("plugins"),
@@ -356,6 +373,13 @@ impl Provider for Layer {
 }
 
 fn read_file(path: &Path) -> Result<toml::Table, HostError> {
+    // The settings grant plugins programs, folders and secrets: a file
+    // another user could write is not this user's settings.
+    if std::fs::symlink_metadata(path).is_ok() {
+        crate::fsperm::check_trusted_file(path).map_err(|e| {
+            HostError::Settings(format!("the settings file is not trusted: {e}"))
+        })?;
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         HostError::Settings(format!(
             "cannot read settings file `{}`: {e}",

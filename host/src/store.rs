@@ -296,6 +296,39 @@ impl Store {
     }
 }
 
+/// The store's trust model: whoever can use it as this user can read every
+/// job's command and environment, forge a job's state and hand a keyed
+/// submit another job's id. So a Redis URL must authenticate (a password or
+/// ACL user, `redis://USER:PASSWORD@host`; `rediss://` adds TLS), or be a
+/// Unix socket only this user can open; anything else is refused unless the
+/// settings accept it explicitly (`HPC_REDIS_ALLOW_UNAUTHENTICATED = true`:
+/// a Redis that only this user can reach, a network namespace, a test).
+pub fn check_redis_url(url: &str, allow_unauthenticated: bool) -> Result<(), String> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|e| format!("bad Redis URL `HPC_REDIS_URL`: {e}"))?;
+    if info.redis_settings().password().is_some() || allow_unauthenticated {
+        return Ok(());
+    }
+    if let redis::ConnectionAddr::Unix(path) = info.addr()
+        && private_socket(path)
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing `HPC_REDIS_URL` at {}: it has no password, so any user of this machine who can reach that Redis could read this user's job commands, rewrite their states and plant submissions\n\
+         hint: give Redis a password or an ACL user (`requirepass`, `redis://USER:PASSWORD@host:port/db`, `rediss://` for TLS), use a Unix socket only you can open, or set `HPC_REDIS_ALLOW_UNAUTHENTICATED = true` if nobody else can reach it",
+        info.addr()
+    ))
+}
+
+/// A Unix socket that this user owns and nobody else may open.
+fn private_socket(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: plain syscall.
+    let uid = unsafe { libc::geteuid() };
+    std::fs::metadata(path).is_ok_and(|m| m.uid() == uid && m.mode() & 0o077 == 0)
+}
+
 /// Redis, connected on first use and then shared by every call of this process.
 pub struct RedisStore {
     client: redis::Client,

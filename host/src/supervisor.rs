@@ -36,7 +36,17 @@ pub fn supervise_main(dir: &Path) -> i32 {
 
 /// Fork the supervisor of the job in `dir` and wait until it has started the
 /// job (or said why it could not). The calling process must have one thread.
+///
+/// Starts of one job are serialised by `start.lock` in its folder, held
+/// from before the fork until the supervisor has recorded the job's start
+/// (`supervisor.json`) or given up; a start that finds the record returns
+/// `ok` without starting anything. So asking again after an answer was lost
+/// (a zygote killed mid-request) never starts a job twice.
 fn start(dir: &Path) -> Result<(), String> {
+    let lock = lock_start(dir)?;
+    if dir.join("supervisor.json").exists() {
+        return Ok(());
+    }
     let mut fds = [0; 2];
     // SAFETY: plain syscalls on fresh descriptors; this process has one thread.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -48,6 +58,7 @@ fn start(dir: &Path) -> Result<(), String> {
         -1 => Err(format!("error: fork: {}", std::io::Error::last_os_error())),
         0 => {
             drop(read_end);
+            let lock = lock;
             // SAFETY: plain syscalls in the new, single-threaded child. A
             // zygote ignores SIGCHLD (its children reap themselves); the
             // supervisor must see its job's end.
@@ -55,7 +66,7 @@ fn start(dir: &Path) -> Result<(), String> {
                 libc::signal(libc::SIGCHLD, libc::SIG_DFL);
                 libc::setsid();
             }
-            let code = match supervise(dir, write_end) {
+            let code = match supervise(dir, write_end, lock) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("supervisor: {e}");
@@ -65,6 +76,9 @@ fn start(dir: &Path) -> Result<(), String> {
             std::process::exit(code)
         }
         _child => {
+            // The child holds the lock (the same open file) until the job's
+            // start is recorded or refused.
+            drop(lock);
             drop(write_end);
             let mut word = String::new();
             let _ = std::fs::File::from(read_end).read_to_string(&mut word);
@@ -109,7 +123,31 @@ pub fn zygote_main() -> i32 {
     0
 }
 
-fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
+/// Take `start.lock` in the job's folder (waiting for a start in flight).
+fn lock_start(dir: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("start.lock");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
+    loop {
+        // SAFETY: plain syscall on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(f);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("cannot lock `{}`: {e}", path.display()));
+        }
+    }
+}
+
+fn supervise(dir: &Path, ready: OwnedFd, lock: std::fs::File) -> Result<(), String> {
     let mut ready = std::fs::File::from(ready);
     let mut refuse = |msg: String| {
         let _ = ready.write_all(msg.as_bytes());
@@ -184,6 +222,8 @@ fn supervise(dir: &Path, ready: OwnedFd) -> Result<(), String> {
         false,
     )
     .map_err(|e| refuse(format!("cannot write supervisor.json: {e}")))?;
+    // The start is recorded: another start may look now (and find it).
+    drop(lock);
     let _ = ready.write_all(b"ok");
     drop(ready);
 

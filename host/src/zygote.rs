@@ -6,7 +6,8 @@
 //! at start. If the zygote cannot be started or has died before it read a
 //! request, the supervisor is started the usual way (an `exec`), and the next
 //! request starts a new zygote. A zygote that dies after it read a request
-//! may have started the job: then the job folder says (`supervisor.json`).
+//! may have started the job: the start is then asked again with an `exec`,
+//! which the job folder's start lock makes safe (`supervisor::start`).
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -69,12 +70,12 @@ pub async fn start(dir: &Path) -> Option<Result<(), String>> {
     let read = c.stdout.read_line(&mut answer).await;
     if read.is_err() || answer.is_empty() {
         *conn = None;
-        // It read the request and died: the supervisor may have started.
-        return Some(if dir.join("supervisor.json").exists() {
-            Ok(())
-        } else {
-            Err("the zygote died while starting the job's supervisor".into())
-        });
+        // It read the request and died: the supervisor it forked may be
+        // starting the job right now. Ask again the usual way: that start
+        // waits for the job folder's start lock and answers `ok` without a
+        // second job if the first one started (`supervisor::start`).
+        tracing::warn!("the zygote died mid-request; settling this start with exec");
+        return None;
     }
     let answer = answer.trim_end();
     Some(match answer.strip_prefix("err ") {

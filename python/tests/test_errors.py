@@ -62,6 +62,7 @@ def test_backend_down_is_unavailable(site: Site, transport: str) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     site.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", f"redis://127.0.0.1:{port}/0")
+    site.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_ALLOW_UNAUTHENTICATED", "true")
     client = site.client(transport=transport)
     with pytest.raises(Unavailable) as e:
         client.submit(hpc_host.JobSpec(["true"]))

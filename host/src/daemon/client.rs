@@ -28,11 +28,35 @@ pub enum ClientError {
     Http(#[from] hyper::Error),
     #[error("the daemon answered something that is not JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The socket or the process behind it is not this user's: nothing was sent.
+    #[error("refusing the daemon's socket: {0}")]
+    Untrusted(String),
 }
 
 impl Client {
+    /// Connect, and make sure this user serves the socket before anything
+    /// is sent: the socket file is this user's, and so is the process that
+    /// accepted the connection (`SO_PEERCRED`), so another user who bound
+    /// the path first never sees a request (job specs carry tokens).
     pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
+        if !crate::fsperm::check_own_socket(socket).map_err(ClientError::Untrusted)? {
+            return Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no socket at `{}`", socket.display()),
+            )));
+        }
         let stream = tokio::net::UnixStream::connect(socket).await?;
+        // SAFETY: plain syscall.
+        let uid = unsafe { libc::geteuid() };
+        let peer = stream.peer_cred()?;
+        if peer.uid() != uid {
+            return Err(ClientError::Untrusted(format!(
+                "`{}` is served by uid {} (pid {}), not by this user ({uid})",
+                socket.display(),
+                peer.uid(),
+                peer.pid().map_or_else(|| "unknown".into(), |p| p.to_string())
+            )));
+        }
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -109,6 +133,10 @@ pub async fn try_run(cli: Cli, settings: &Settings) -> Result<Result<ExitStatus,
         Ok(c) => c,
         Err(e) if mode == DaemonMode::Require => {
             return refuse(format!("no daemon answers on `{}`: {e}", socket.display()));
+        }
+        Err(ClientError::Untrusted(why)) => {
+            tracing::warn!("{why}; nothing was sent, running in-process");
+            return Ok(Err(cli));
         }
         Err(_) => return Ok(Err(cli)),
     };

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod client;
+pub mod conn;
 pub mod lease;
 pub mod routes;
 pub mod server;
@@ -47,7 +48,13 @@ pub struct DaemonSettings {
     pub poll_seconds: BTreeMap<String, f64>,
     /// `HPC_NODE`: this daemon's name among those sharing a Redis (default: the host name).
     pub node: Option<String>,
+    /// `HPC_DAEMON_IDLE_SECONDS`: how long a daemon a client started
+    /// (`serve --auto`) stays without a connection or an open job.
+    pub idle_exit: Duration,
 }
+
+/// Default of `HPC_DAEMON_IDLE_SECONDS`.
+pub const DEFAULT_IDLE_SECONDS: f64 = 900.0;
 
 /// `mode` is the caller's choice, not part of what the daemon serves: it
 /// stays out of the settings' fingerprint.
@@ -127,11 +134,27 @@ impl DaemonSettings {
                 )));
             }
         }
+        let idle = match merged.get("HPC_DAEMON_IDLE_SECONDS") {
+            None => DEFAULT_IDLE_SECONDS,
+            Some(toml::Value::Integer(i)) => *i as f64,
+            Some(toml::Value::Float(f)) => *f,
+            Some(other) => {
+                return Err(HostError::Settings(format!(
+                    "`HPC_DAEMON_IDLE_SECONDS` must be a number of seconds, not `{other}`"
+                )));
+            }
+        };
+        if !(idle.is_finite() && idle > 0.0 && idle <= 7.0 * 86_400.0) {
+            return Err(HostError::Settings(format!(
+                "`HPC_DAEMON_IDLE_SECONDS` must be above 0 and at most a week, not `{idle}`"
+            )));
+        }
         Ok(DaemonSettings {
             socket,
             mode,
             poll_seconds,
             node: string("HPC_NODE")?,
+            idle_exit: Duration::from_secs_f64(idle),
         })
     }
 
@@ -265,6 +288,10 @@ pub struct Daemon {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// The Redis shared with daemons on other login nodes (`HPC_REDIS_URL`).
     pub shared: Option<lease::Shared>,
+    /// Held while a reload builds its configuration: each one reserves a
+    /// pooled engine's address space, so concurrent reloads (a SIGHUP storm)
+    /// take turns instead of exhausting it.
+    reloading: Mutex<()>,
 }
 
 impl Daemon {
@@ -288,6 +315,7 @@ impl Daemon {
             tracker: tracker::Tracker::new(),
             started_at: now(),
             shutdown: tokio::sync::watch::channel(false).0,
+            reloading: Mutex::new(()),
         }
     }
 
@@ -301,6 +329,7 @@ impl Daemon {
 
     /// Re-read the settings; on failure the old ones stay and the error says why.
     pub fn reload(&self) -> Result<(), HostError> {
+        let _turn = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = Config::load(&self.overrides)?;
         if fresh.settings.daemon.socket != self.socket {
             tracing::warn!(

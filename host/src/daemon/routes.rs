@@ -18,6 +18,8 @@ use std::time::Duration;
 
 /// The largest request body (413 above).
 pub const BODY_LIMIT: usize = 1 << 20;
+/// How long a request's body may take to arrive (its head: [`super::conn::HEADER_TIMEOUT`]).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Every request but `wait` and `events` ends within this.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// An idle event stream sends a heartbeat line this often.
@@ -97,9 +99,19 @@ fn query(
         .map_err(|e| ApiError::invalid(StatusCode::BAD_REQUEST, format!("bad query string: {e}")))
 }
 
-/// Read a body of at most `BODY_LIMIT` bytes.
+/// Read a body of at most `BODY_LIMIT` bytes, sent within `BODY_TIMEOUT`.
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT));
+    let Ok(read) = read.await else {
+        return Err(ApiError::invalid(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    read.map_err(|e| {
         let too_large =
             std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
                 e.source()

@@ -9,13 +9,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 
 /// How long in-flight requests get to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(30);
 
 /// Run the daemon in the foreground until SIGTERM; the process's exit status.
-pub fn main(overrides: Overrides) -> ExitStatus {
+pub fn main(overrides: Overrides, auto: bool) -> ExitStatus {
     if std::env::var_os("HPC_HOST_NO_POOLING").is_none() {
         crate::engine::use_pooling_allocator(true);
     }
@@ -38,7 +38,7 @@ pub fn main(overrides: Overrides) -> ExitStatus {
             return ExitStatus::Backend;
         }
     };
-    match runtime.block_on(serve(overrides)) {
+    match runtime.block_on(serve(overrides, auto)) {
         Ok(()) => ExitStatus::Success,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -47,39 +47,7 @@ pub fn main(overrides: Overrides) -> ExitStatus {
     }
 }
 
-/// A listener that hands on only connections from this process's own uid.
-struct PeerChecked {
-    inner: UnixListener,
-    uid: u32,
-}
-
-impl axum::serve::Listener for PeerChecked {
-    type Io = UnixStream;
-    type Addr = tokio::net::unix::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-            match stream.peer_cred() {
-                Ok(c) if c.uid() == self.uid => return (stream, addr),
-                Ok(c) => tracing::warn!(
-                    peer_uid = c.uid(),
-                    peer_pid = c.pid(),
-                    "refused a connection from another user (uid {}); nothing was read",
-                    c.uid()
-                ),
-                Err(e) => tracing::warn!("refused a connection whose peer is unknown: {e}"),
-            }
-            drop(stream);
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-async fn serve(overrides: Overrides) -> Result<(), HostError> {
+async fn serve(overrides: Overrides, auto: bool) -> Result<(), HostError> {
     let config = tokio::task::spawn_blocking({
         let o = overrides.clone();
         move || Config::load(&o)
@@ -89,7 +57,6 @@ async fn serve(overrides: Overrides) -> Result<(), HostError> {
     let socket = config.settings.daemon.socket.clone();
     let listener = bind(&socket).await?;
     let daemon = Arc::new(Daemon::new(overrides, config));
-    let uid = unsafe { libc::geteuid() };
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "serving");
     eprintln!(
         "hpc-host: serving on {} (pid {})",
@@ -99,31 +66,36 @@ async fn serve(overrides: Overrides) -> Result<(), HostError> {
 
     tokio::spawn(signals(daemon.clone()));
     let app = super::routes::router(daemon.clone());
-    let mut stop = daemon.shutdown.subscribe();
-    let server = axum::serve(
-        PeerChecked {
-            inner: listener,
-            uid,
-        },
+    let limits = super::conn::Limits::from_rlimit(
+        auto.then(|| daemon.config().settings.daemon.idle_exit),
+    );
+    tracing::info!(
+        max_connections = limits.max_connections,
+        idle_exit_seconds = limits.idle_exit.map(|d| d.as_secs_f64()),
+        "connection limits"
+    );
+    let server = super::conn::serve(
+        listener,
         app,
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    });
+        daemon.clone(),
+        limits,
+        daemon.shutdown.subscribe(),
+    );
     let mut stop = daemon.shutdown.subscribe();
     let drained = async {
         let _ = stop.wait_for(|s| *s).await;
         tokio::time::sleep(DRAIN).await;
     };
-    let result = tokio::select! {
-        r = server.into_future() => r.map_err(|e| HostError::Internal(e.into())),
+    tokio::select! {
+        () = server => {}
         _ = drained => {
             tracing::warn!("requests still running {} s after SIGTERM; exiting", DRAIN.as_secs());
-            Ok(())
         }
     };
-    let _ = std::fs::remove_file(&socket);
-    result
+    if crate::fsperm::check_own_socket(&socket) == Ok(true) {
+        let _ = std::fs::remove_file(&socket);
+    }
+    Ok(())
 }
 
 /// SIGTERM/SIGINT: stop taking connections, let requests finish. SIGHUP: reload.
@@ -155,30 +127,27 @@ async fn signals(daemon: Arc<Daemon>) {
     let _ = daemon.shutdown.send(true);
 }
 
-/// Bind the socket: make its folder (0700), refuse when a daemon answers,
-/// take a stale file over, and make the socket 0600.
+/// Bind the socket: its folder must be one only this user controls (made
+/// 0700 where missing, never chmodded: see [`crate::fsperm::make_private_dir`]);
+/// refuse when a daemon answers; take over a stale socket of this user's,
+/// and nothing else; make the socket 0600.
 async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
     let dir = socket
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(&dir)
-        .map_err(|e| {
-            HostError::Settings(format!(
-                "cannot create the socket folder `{}`: {e}",
-                dir.display()
-            ))
-        })?;
-    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-    if socket.exists() {
-        match UnixStream::connect(socket).await {
-            Ok(_) => {
-                let pid = match super::client::Client::connect(socket).await {
-                    Ok(mut c) => c.health().await.ok().and_then(|h| h["pid"].as_u64()),
-                    Err(_) => None,
-                };
+    let refuse = |why: String| {
+        HostError::Settings(format!(
+            "refusing to serve on `{}`: {why}\nhint: set `HPC_SOCKET` to a path in a folder only you can write (the default is under $XDG_RUNTIME_DIR)",
+            socket.display()
+        ))
+    };
+    crate::fsperm::make_private_dir(&dir).map_err(&refuse)?;
+    if crate::fsperm::check_own_socket(socket).map_err(&refuse)? {
+        match super::client::Client::connect(socket).await {
+            Ok(mut c) => {
+                let pid = c.health().await.ok().and_then(|h| h["pid"].as_u64());
                 let pid = pid.map_or_else(|| "unknown".into(), |p| p.to_string());
                 return Err(HostError::Settings(format!(
                     "a daemon already serves {} (pid {pid})",
@@ -213,7 +182,7 @@ async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
 }
 
 /// `hpc-host serve [--detach]`.
-pub fn start(cli: &crate::cli::Cli, detach: bool, identify: bool) -> ExitStatus {
+pub fn start(cli: &crate::cli::Cli, detach: bool, identify: bool, auto: bool) -> ExitStatus {
     let overrides = Overrides {
         config: cli.config.clone(),
         env: cli.env.clone(),
@@ -240,7 +209,7 @@ pub fn start(cli: &crate::cli::Cli, detach: bool, identify: bool) -> ExitStatus 
     if detach {
         return detach_daemon(&overrides);
     }
-    main(overrides)
+    main(overrides, auto)
 }
 
 /// Start `hpc-host serve` in its own session, its log in the state folder,
@@ -254,11 +223,23 @@ fn detach_daemon(overrides: &Overrides) -> ExitStatus {
         }
     };
     let log = settings.state_dir.join("hpc-host-serve.log");
-    let opened = std::fs::create_dir_all(&settings.state_dir).and_then(|()| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
+    // The log names jobs and settings: private, like everything the host
+    // writes (0700 folder, 0600 file, whatever the umask).
+    let opened = std::os::unix::fs::DirBuilderExt::mode(
+        std::fs::DirBuilder::new().recursive(true),
+        0o700,
+    )
+    .create(&settings.state_dir)
+    .and_then(|()| {
+        std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new().create(true).append(true),
+            0o600,
+        )
+        .open(&log)
+    })
+    .and_then(|f| {
+        crate::fsperm::make_private(&log)?;
+        Ok(f)
     });
     let log_file = match opened {
         Ok(f) => f,

@@ -68,6 +68,14 @@ impl TestEnv {
         self
     }
 
+    /// Use the Redis at `url`. The test servers have no password, which the
+    /// host accepts only when told to (see `store::check_redis_url`): these
+    /// run on a machine of the tests' own.
+    pub fn use_redis(&mut self, url: &str) -> &mut Self {
+        self.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", url);
+        self.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_ALLOW_UNAUTHENTICATED", "true")
+    }
+
     pub fn plugins_dir(&self) -> PathBuf {
         self.home.join(".local/share/hpc-host/plugins")
     }

@@ -627,10 +627,7 @@ fn daemon_slurm_workflow_manager_pattern_is_one_squeue_and_sacct_per_interval() 
 fn daemon_two_login_nodes_on_one_redis_poll_once_and_take_over() {
     let _g = crate::slurm::lock();
     let mut env = slurm_counting_env("2");
-    env.set(
-        "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
-        "redis://127.0.0.1:6379/0",
-    );
+    env.use_redis("redis://127.0.0.1:6379/0");
     let a_sock = env.home.join("a.sock").display().to_string();
     let b_sock = env.home.join("b.sock").display().to_string();
     let mut a = Served::start_with(

@@ -10,10 +10,7 @@ const SOME_ID: &str = "0b0c1d2e-0000-4000-8000-000000000000";
 fn redis_on_a_closed_port_exits_3() {
     let mut t = TestEnv::new();
     // Port 1 is never a Redis server: the connection is refused.
-    t.set(
-        "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
-        "redis://127.0.0.1:1/0",
-    );
+    t.use_redis("redis://127.0.0.1:1/0");
     let err = t.fail(3, &["status", SOME_ID]);
     assert!(
         err.contains("unreachable") || err.contains("unavailable"),

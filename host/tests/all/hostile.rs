@@ -525,7 +525,7 @@ fn kv_quota_holds_across_calls(redis: Option<&str>) {
     let (mut env, _, _) = hostile_env();
     let prefix = format!("hpc-host-test:{}:", uuid::Uuid::new_v4());
     if let Some(url) = redis {
-        env.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", url);
+        env.use_redis(url);
         env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__KV_PREFIX", &prefix);
     }
     // Three values of 1 MiB and their keys fit in 4 MiB; a fourth does not.

@@ -458,10 +458,7 @@ fn local_jobs_outlive_a_redis_restarted_empty() {
     let dir = env.home.join("redis");
     std::fs::create_dir_all(&dir).unwrap();
     let mut redis = crate::redis_store::OwnRedis::start_volatile(&dir, port);
-    env.set(
-        "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
-        &format!("redis://127.0.0.1:{port}/0"),
-    );
+    env.use_redis(&format!("redis://127.0.0.1:{port}/0"));
     let a = env.submit(&["sh", "-c", "sleep 3; echo a-done"]);
     let b = env.submit(&["sh", "-c", "sleep 3; exit 4"]);
     assert_eq!(env.status(&a)["status"], "running");
@@ -513,10 +510,7 @@ fn slurm_a_key_holds_across_a_redis_restarted_empty() {
     let dir = env.home.join("redis");
     std::fs::create_dir_all(&dir).unwrap();
     let mut redis = crate::redis_store::OwnRedis::start_volatile(&dir, port);
-    env.set(
-        "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
-        &format!("redis://127.0.0.1:{port}/0"),
-    );
+    env.use_redis(&format!("redis://127.0.0.1:{port}/0"));
     let programs = format!(
         "{{ sbatch = \"/usr/bin/sbatch\", scancel = \"/usr/bin/scancel\", squeue = \"{}\", sacct = \"/usr/bin/sacct\" }}",
         env.counting("squeue")

@@ -19,3 +19,4 @@ mod local;
 mod redis_store;
 mod requests;
 mod slurm;
+mod trust;

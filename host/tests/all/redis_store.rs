@@ -9,7 +9,7 @@ const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
 
 fn redis_env() -> TestEnv {
     let mut env = TestEnv::new();
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", SHARED_REDIS);
+    env.use_redis(SHARED_REDIS);
     let prefix = format!("hpc-host-test:{}:", uuid::Uuid::new_v4());
     env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__KV_PREFIX", &prefix);
     env
@@ -134,10 +134,7 @@ fn redis_down_is_unavailable_and_loses_nothing() {
     let dir = env.home.join("redis");
     std::fs::create_dir_all(&dir).unwrap();
     let mut redis = OwnRedis::start(&dir, port);
-    env.set(
-        "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
-        &format!("redis://127.0.0.1:{port}/0"),
-    );
+    env.use_redis(&format!("redis://127.0.0.1:{port}/0"));
 
     let id = env.submit(&["sh", "-c", "sleep 1; echo finished while redis was down"]);
     redis.stop();

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 
 from ._options import Options
-from .errors import Unavailable, error_from_cli
+from . import _transport
+from .errors import Denied, Unavailable, error_from_cli
 
 #: The host name in request URLs (the socket decides where they go).
 BASE_URL = "http://hpc-host"
@@ -82,10 +83,10 @@ def _identify(opts: Options) -> dict[str, str] | None:
 
 def health(sock: str, timeout: float = 5.0) -> dict[str, Any] | None:
     """``GET /v1/health`` on ``sock``, or ``None`` when nobody answers there."""
-    if not os.path.exists(sock):
+    if not _transport.check_socket_file(sock):
         return None
     try:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url=BASE_URL) as c:
+        with httpx.Client(transport=_transport.transport(sock), base_url=BASE_URL) as c:
             r = c.get("/v1/health", timeout=timeout)
     except httpx.TransportError:
         return None
@@ -119,8 +120,9 @@ def ensure_daemon(opts: Options, sock: str) -> dict[str, Any]:
         return h
     folder = Path(sock).parent
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private_folder(folder)
     lock_path = folder / (Path(sock).name + ".start.lock")
-    with open(lock_path, "a") as lock:
+    with os.fdopen(_open_private(lock_path), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             h = health(sock)
@@ -131,14 +133,33 @@ def ensure_daemon(opts: Options, sock: str) -> dict[str, Any]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _check_private_folder(folder: Path) -> None:
+    """The socket's folder must be this user's and writable by nobody else
+    (the daemon refuses to serve elsewhere; here the lock and log go)."""
+    st = os.stat(folder)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise Denied(
+            f"refusing the daemon's socket folder `{folder}`: owned by uid {st.st_uid} "
+            f"with mode {st.st_mode & 0o7777:o}; it must be yours and writable by nobody else\n\n"
+            "hint: set `HPC_SOCKET` to a path in a folder only you can write"
+        )
+
+
+def _open_private(path: Path) -> int:
+    """Open ``path`` for appending, 0600, never through a symbolic link."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+
+
 def _start(opts: Options, sock: str, folder: Path) -> dict[str, Any]:
     env = opts.process_env()
     env.pop("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", None)
     env["CCAT_WORKFLOW_MANAGER_HPC_SOCKET"] = sock
     env["HPC_SOCKET"] = sock
     log_path = folder / "hpc-host-daemon.log"
-    cmd = [opts.exe(), *opts.global_args(), "serve"]
-    with open(log_path, "ab") as log:
+    # `--auto`: a daemon started on demand ends after `HPC_DAEMON_IDLE_SECONDS`
+    # without a client or an open job.
+    cmd = [opts.exe(), *opts.global_args(), "serve", "--auto"]
+    with os.fdopen(_open_private(log_path), "ab") as log:
         offset = log.tell()
         try:
             proc = subprocess.Popen(

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from . import _daemon, _ops
+from . import _daemon, _ops, _transport
 from ._options import Options, Transport, cli_json
 from .errors import HpcHostError, Unavailable, WaitTimeout
 from .types import HPCJobInfo, JobEvent, JobLogs, JobSpec
@@ -275,7 +275,7 @@ class AsyncClient:
                 max_keepalive_connections=self._max_connections,
             )
             self._http = httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=sock, limits=limits),
+                transport=_transport.async_transport(sock, limits),
                 base_url=_daemon.BASE_URL,
                 timeout=self._opts.timeout,
             )

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from . import _daemon, _ops
+from . import _daemon, _ops, _transport
 from ._options import Options, Transport, cli_json, run_cli
 from .errors import HpcHostError, Unavailable, WaitTimeout
 from .types import HPCJobInfo, JobEvent, JobLogs, JobSpec
@@ -290,7 +290,7 @@ class Client:
                 )
                 self._use_cli = True
             self._http = httpx.Client(
-                transport=httpx.HTTPTransport(uds=sock),
+                transport=_transport.transport(sock),
                 base_url=_daemon.BASE_URL,
                 timeout=self._opts.timeout,
             )
