@@ -113,7 +113,9 @@ for p in template-py template-js; do
 
   H=(--backend "$p" --output json)
   log "$p: submit / wait / status / logs"
-  ok="$(run 0 "${H[@]}" submit -- /bin/sh -c 'echo to-stdout; echo to-stderr >&2' | json 'j["job_id"]')"
+  ok="$(run 0 -v "${H[@]}" submit -- /bin/sh -c 'echo to-stdout; echo to-stderr >&2' | json 'j["job_id"]')"
+  # The helper's log goes through wasi:logging, tagged with the plugin.
+  grep -q "submitted $ok: /bin/sh plugin=\"$p\"" "$work/stderr" || { cat "$work/stderr" >&2; fail "$p: no log line"; }
   run 0 "${H[@]}" wait "$ok" --timeout 60 >/dev/null
   st="$(run 0 "${H[@]}" status "$ok")"
   eq "$(printf '%s' "$st" | json 'j["status"], j["exit_code"], j["native_state"]')" "('completed', 0, 'COMPLETED')" "$p ok job"
