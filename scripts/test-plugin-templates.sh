@@ -167,6 +167,47 @@ for p in template-py template-js; do
   run 2 "${H[@]}" submit -- "" >/dev/null
 done
 
+# The worlds: a componentize-py plugin that calls nothing imports all of
+# its world, and loads exactly when a Rust plugin importing the same
+# interfaces would.
+worlds="$work/worlds"
+mkdir -p "$worlds" && chmod 700 "$worlds"
+tools="${HPC_PLUGIN_TOOLS:-$HOME/.cache/hpc-host/plugin-tools}/componentize-py-0.25.1"
+for w in backend-kv backend-kube hpc-plugin; do
+  if [ -z "${HPC_TEMPLATES_PREBUILT:-}" ] || ! [ -f "$worlds/probe-$w.wasm" ]; then
+    log "world $w: build the probe"
+    "$tools/bin/componentize-py" -d "$root/wit" -w "$w" componentize -p "$root/tests/plugins/world-probe-py" probe \
+      -o "$worlds/probe-$w.wasm" >/dev/null
+  fi
+done
+probe_settings() { # $1: extra settings lines
+  cat > "$work/worlds.toml" <<TOML
+[default]
+HPC_PLUGINS_DIR = "$worlds"
+HPC_STATE_DIR = "$work/state"
+HPC_CACHE_DIR = "$work/cache"
+HPC_DAEMON = "never"
+$1
+TOML
+}
+W=(--config "$work/worlds.toml" --output json)
+probe_settings ""
+log "world backend-kv: loads with no grant at all"
+run 3 "${W[@]}" --backend probe-backend-kv status nope >/dev/null
+grep -q "not-found" "$work/stderr" || { cat "$work/stderr" >&2; fail "backend-kv probe did not answer"; }
+log "world backend-kube: refused for kube without k8s_namespaces; loads with them"
+run 4 "${W[@]}" --backend probe-backend-kube status nope >/dev/null
+grep -q "imports \`ccat:hpc/kube@0.1.0\`, which its policy does not grant (set \`plugins.probe-backend-kube.k8s_namespaces\`)" "$work/stderr" ||
+  { cat "$work/stderr" >&2; fail "backend-kube probe: not refused for kube"; }
+probe_settings "[default.plugins.probe-backend-kube]
+k8s_namespaces = [\"ccat\"]
+[default.plugins.probe-hpc-plugin]
+supervise = true"
+run 3 "${W[@]}" --backend probe-backend-kube status nope >/dev/null
+log "world hpc-plugin: a whole-world build imports kube too, and is refused for it"
+run 4 "${W[@]}" --backend probe-hpc-plugin status nope >/dev/null
+grep -q "imports \`ccat:hpc/kube@0.1.0\`" "$work/stderr" || { cat "$work/stderr" >&2; fail "hpc-plugin probe: not refused for kube"; }
+
 log "through the daemon"
 sed -i 's/HPC_DAEMON = "never"/HPC_DAEMON = "require"/' "$work/settings.toml"
 "$bin" serve >"$work/daemon.log" 2>&1 &
