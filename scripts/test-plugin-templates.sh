@@ -7,7 +7,10 @@
 #   scripts/test-plugin-templates.sh HPC_HOST_BIN [WORK_DIR]
 #
 # WORK_DIR (default: a temporary folder, removed at the end) keeps the built
-# plugins in WORK_DIR/plugins for later checks (the conformance kit).
+# plugins in WORK_DIR/plugins (template-py.wasm, template-js.wasm and their
+# .policy.toml) for later checks: the conformance kit, the benchmarks
+# (scripts/bench-plugin-templates.py). With HPC_TEMPLATES_PREBUILT=1 and a
+# WORK_DIR that has them, the builds are reused (to iterate on the checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
