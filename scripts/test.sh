@@ -19,6 +19,9 @@ command -v python3 >/dev/null || need_pkgs="$need_pkgs python3"
 command -v openssl >/dev/null || need_pkgs="$need_pkgs openssl"
 # The Python package's tests run in a fresh virtual environment.
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_pkgs="$need_pkgs python3-venv"
+# The JavaScript plugin template builds with componentize-js from npm.
+command -v node >/dev/null || need_pkgs="$need_pkgs nodejs"
+command -v npm >/dev/null || need_pkgs="$need_pkgs npm"
 if [ -n "$need_pkgs" ]; then
   [ "$(id -u)" = 0 ] || { echo "error: install:$need_pkgs (needs root)" >&2; exit 1; }
   log "installing:$need_pkgs"
@@ -57,6 +60,13 @@ cargo test --release --locked -p hpc-host -p hpc-plugin-slurm -p hpc-plugin-kube
 # The benchmarks are not tests, but they must keep building (the bench
 # profile inherits release: nothing but the bench binaries links again).
 cargo bench --locked -p hpc-host --no-run
+# The Python and JavaScript plugin templates: built from PyPI / npm with their
+# pinned toolchains, unit-tested against their fake hosts, then loaded under
+# least privilege by the binary the tests above built, and run through the
+# contract's lifecycle (about 2 minutes, most of it the two builds).
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+log "plugin templates (Python, JavaScript): build, unit tests, load under least privilege, lifecycle"
+scripts/test-plugin-templates.sh "$target_dir/release/hpc-host"
 # Lints, as errors (rust-toolchain.toml lists clippy; add it where rustup
 # did not install it with the toolchain).
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
