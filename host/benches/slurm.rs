@@ -56,7 +56,10 @@ fn main() {
                 "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
                 format!("redis://127.0.0.1:6379/{REDIS_DB}"),
             )
-            .env("CCAT_WORKFLOW_MANAGER_HPC_REDIS_ALLOW_UNAUTHENTICATED", "true");
+            .env(
+                "CCAT_WORKFLOW_MANAGER_HPC_REDIS_ALLOW_UNAUTHENTICATED",
+                "true",
+            );
         c
     };
     run(&mut host(&["plugins", "compile", "slurm"]));

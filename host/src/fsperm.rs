@@ -176,8 +176,8 @@ pub fn check_private_dir(dir: &Path) -> Result<(), String> {
     let real = std::fs::canonicalize(dir)
         .map_err(|e| format!("cannot resolve `{}`: {e}", dir.display()))?;
     check_ancestors(&real)?;
-    let meta = std::fs::metadata(&real)
-        .map_err(|e| format!("cannot stat `{}`: {e}", real.display()))?;
+    let meta =
+        std::fs::metadata(&real).map_err(|e| format!("cannot stat `{}`: {e}", real.display()))?;
     // SAFETY: plain syscall.
     let uid = unsafe { libc::geteuid() };
     if !meta.is_dir() {
@@ -206,8 +206,8 @@ pub fn check_private_dir(dir: &Path) -> Result<(), String> {
 /// only below folders that pass [`check_ancestors`].
 pub fn make_private_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
-    let absolute = std::path::absolute(dir)
-        .map_err(|e| format!("cannot resolve `{}`: {e}", dir.display()))?;
+    let absolute =
+        std::path::absolute(dir).map_err(|e| format!("cannot resolve `{}`: {e}", dir.display()))?;
     let mut missing = Vec::new();
     let mut existing = absolute.as_path();
     while std::fs::symlink_metadata(existing).is_err() {

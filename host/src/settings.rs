@@ -199,7 +199,11 @@ impl Settings {
                         None => false,
                         Some(toml::Value::Boolean(b)) => *b,
                         Some(toml::Value::String(s)) if s == "true" || s == "1" => true,
-                        Some(toml::Value::String(s)) if s == "false" || s == "0" || s.is_empty() => false,
+                        Some(toml::Value::String(s))
+                            if s == "false" || s == "0" || s.is_empty() =>
+                        {
+                            false
+                        }
                         Some(other) => {
                             return Err(HostError::Settings(format!(
                                 "`HPC_REDIS_ALLOW_UNAUTHENTICATED` must be true or false, not `{other}`"
@@ -376,9 +380,8 @@ fn read_file(path: &Path) -> Result<toml::Table, HostError> {
     // The settings grant plugins programs, folders and secrets: a file
     // another user could write is not this user's settings.
     if std::fs::symlink_metadata(path).is_ok() {
-        crate::fsperm::check_trusted_file(path).map_err(|e| {
-            HostError::Settings(format!("the settings file is not trusted: {e}"))
-        })?;
+        crate::fsperm::check_trusted_file(path)
+            .map_err(|e| HostError::Settings(format!("the settings file is not trusted: {e}")))?;
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
         HostError::Settings(format!(

@@ -97,4 +97,58 @@ pub fn run(call: Duration, row: &dyn Fn(&str, String, String)) {
         ));
     });
     row("check: kind grant with API group", us(d), note(d));
+    trust(&row, &note);
+}
+
+/// The trust checks of issue 22 (Trust in the README): what a client pays
+/// per connection to the daemon and per settings or policy file it reads.
+fn trust(row: &dyn Fn(&str, String, String), note: &dyn Fn(Duration) -> String) {
+    use hpc_host::fsperm;
+    use std::os::fd::AsRawFd;
+    let dir = std::env::temp_dir().join(format!("hpc-host-bench-trust-{}", std::process::id()));
+    fsperm::make_private_dir(&dir).unwrap();
+    let sock = dir.join("s.sock");
+    let _ = std::fs::remove_file(&sock);
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let d = per_call(200, 1000, || {
+        std::hint::black_box(fsperm::check_own_socket(&sock).is_ok());
+        let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: getsockopt fills a ucred of the size given.
+        unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&raw mut cred).cast(),
+                &mut len,
+            )
+        };
+        std::hint::black_box(cred.uid);
+    });
+    row(
+        "trust: the client's socket checks per connection (lstat + SO_PEERCRED)",
+        us(d),
+        note(d),
+    );
+    let file = dir.join("settings.toml");
+    std::fs::write(&file, "[default]\n").unwrap();
+    let d = per_call(200, 1000, || {
+        std::hint::black_box(fsperm::check_trusted_file(&file).is_ok());
+    });
+    row(
+        "trust: owner/mode check of a settings file or policy request",
+        us(d),
+        note(d),
+    );
+    let d = per_call(200, 100, || {
+        std::hint::black_box(fsperm::check_private_dir(&dir).is_ok());
+    });
+    row(
+        "trust: socket folder and its parents (once, at `serve` start)",
+        us(d),
+        note(d),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

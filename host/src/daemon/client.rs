@@ -54,7 +54,8 @@ impl Client {
                 "`{}` is served by uid {} (pid {}), not by this user ({uid})",
                 socket.display(),
                 peer.uid(),
-                peer.pid().map_or_else(|| "unknown".into(), |p| p.to_string())
+                peer.pid()
+                    .map_or_else(|| "unknown".into(), |p| p.to_string())
             )));
         }
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -173,7 +174,7 @@ fn failed(v: &serde_json::Value) -> ExitStatus {
     let e = &v["error"];
     eprintln!(
         "error: {}",
-        e["message"].as_str().unwrap_or("the daemon failed")
+        crate::sanitize::escape_block(e["message"].as_str().unwrap_or("the daemon failed"))
     );
     exit_status(e["exit_code"].as_u64().unwrap_or(3) as u8)
 }
@@ -305,11 +306,14 @@ async fn run(c: &mut Client, cli: Cli, settings: &Settings) -> Result<ExitStatus
             match out {
                 Output::Text => {
                     use std::io::Write;
+                    // What a job printed reaches the terminal escaped, as
+                    // in-process (a job's ESC ] 52 must not write the clipboard).
+                    use crate::sanitize::escape_block;
                     let _ = std::io::stdout()
                         .lock()
-                        .write_all(v["stdout"].as_str().unwrap_or("").as_bytes());
-                    let _ =
-                        std::io::stderr().write_all(v["stderr"].as_str().unwrap_or("").as_bytes());
+                        .write_all(escape_block(v["stdout"].as_str().unwrap_or("")).as_bytes());
+                    let _ = std::io::stderr()
+                        .write_all(escape_block(v["stderr"].as_str().unwrap_or("")).as_bytes());
                 }
                 Output::Json => crate::commands::print(&v.to_string()),
             }

@@ -167,7 +167,12 @@ pub async fn serve(
 }
 
 /// One HTTP/1.1 connection, closed gracefully when `stop` turns true.
-async fn serve_one(stream: UnixStream, app: Router, mut stop: watch::Receiver<bool>, keep_alive: bool) {
+async fn serve_one(
+    stream: UnixStream,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    keep_alive: bool,
+) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -204,7 +209,10 @@ async fn exit_when_idle(
             *last_seen.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             continue;
         }
-        let since = last_seen.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        let since = last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
         if since >= idle {
             tracing::info!(
                 "no connection and no open job for {} s: exiting (started by a client, `serve --auto`)",

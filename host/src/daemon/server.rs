@@ -66,9 +66,8 @@ async fn serve(overrides: Overrides, auto: bool) -> Result<(), HostError> {
 
     tokio::spawn(signals(daemon.clone()));
     let app = super::routes::router(daemon.clone());
-    let limits = super::conn::Limits::from_rlimit(
-        auto.then(|| daemon.config().settings.daemon.idle_exit),
-    );
+    let limits =
+        super::conn::Limits::from_rlimit(auto.then(|| daemon.config().settings.daemon.idle_exit));
     tracing::info!(
         max_connections = limits.max_connections,
         idle_exit_seconds = limits.idle_exit.map(|d| d.as_secs_f64()),
@@ -225,22 +224,20 @@ fn detach_daemon(overrides: &Overrides) -> ExitStatus {
     let log = settings.state_dir.join("hpc-host-serve.log");
     // The log names jobs and settings: private, like everything the host
     // writes (0700 folder, 0600 file, whatever the umask).
-    let opened = std::os::unix::fs::DirBuilderExt::mode(
-        std::fs::DirBuilder::new().recursive(true),
-        0o700,
-    )
-    .create(&settings.state_dir)
-    .and_then(|()| {
-        std::os::unix::fs::OpenOptionsExt::mode(
-            std::fs::OpenOptions::new().create(true).append(true),
-            0o600,
-        )
-        .open(&log)
-    })
-    .and_then(|f| {
-        crate::fsperm::make_private(&log)?;
-        Ok(f)
-    });
+    let opened =
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&settings.state_dir)
+            .and_then(|()| {
+                std::os::unix::fs::OpenOptionsExt::mode(
+                    std::fs::OpenOptions::new().create(true).append(true),
+                    0o600,
+                )
+                .open(&log)
+            })
+            .and_then(|f| {
+                crate::fsperm::make_private(&log)?;
+                Ok(f)
+            });
     let log_file = match opened {
         Ok(f) => f,
         Err(e) => {

@@ -73,7 +73,10 @@ impl TestEnv {
     /// run on a machine of the tests' own.
     pub fn use_redis(&mut self, url: &str) -> &mut Self {
         self.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", url);
-        self.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_ALLOW_UNAUTHENTICATED", "true")
+        self.set(
+            "CCAT_WORKFLOW_MANAGER_HPC_REDIS_ALLOW_UNAUTHENTICATED",
+            "true",
+        )
     }
 
     pub fn plugins_dir(&self) -> PathBuf {

@@ -105,7 +105,10 @@ fn another_users_socket_never_sees_a_request_and_serve_refuses_it() {
     let out = serve_once(&env, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refusing to serve") && err.contains("writable by group or others"), "{err}");
+    assert!(
+        err.contains("refusing to serve") && err.contains("writable by group or others"),
+        "{err}"
+    );
     assert!(sock.exists(), "another user's socket was removed");
 
     // The CLI in `auto` mode: nothing reaches the squatter, the job still
@@ -117,17 +120,32 @@ fn another_users_socket_never_sees_a_request_and_serve_refuses_it() {
         "--",
         "true",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("owned by uid 65534"), "{err}");
     // `require`: refused, still nothing sent.
     env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "require");
-    let out = env.run(&["submit", "--env-var", "API_TOKEN=s3cr3t-token", "--", "true"]);
+    let out = env.run(&[
+        "submit",
+        "--env-var",
+        "API_TOKEN=s3cr3t-token",
+        "--",
+        "true",
+    ]);
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refusing the daemon's socket"), "{err}");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(squatter.received(), "", "a request reached another user's socket");
+    assert_eq!(
+        squatter.received(),
+        "",
+        "a request reached another user's socket"
+    );
     drop(squatter);
     let _ = std::fs::remove_dir_all(&shared);
 }
@@ -143,23 +161,36 @@ fn serve_refuses_a_folder_another_user_made_or_anyone_may_write_and_changes_noth
         .unwrap();
     assert!(out.status.success());
     let sock = theirs.join("hpc.sock");
-    let out = serve_once(&env, &[("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", sock.to_str().unwrap())]);
+    let out = serve_once(
+        &env,
+        &[("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", sock.to_str().unwrap())],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("owned by uid {NOBODY}")), "{err}");
     assert_eq!(std::fs::metadata(&theirs).unwrap().uid(), NOBODY);
-    assert_eq!(mode(&theirs), 0o777, "the daemon changed another user's folder");
+    assert_eq!(
+        mode(&theirs),
+        0o777,
+        "the daemon changed another user's folder"
+    );
     assert!(!sock.exists());
 
     // This user's own folder, but shared (1777, like /tmp): refused, and its
     // mode is not touched (it once became 0700).
     let out = serve_once(
         &env,
-        &[("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", shared.join("hpc.sock").to_str().unwrap())],
+        &[(
+            "CCAT_WORKFLOW_MANAGER_HPC_SOCKET",
+            shared.join("hpc.sock").to_str().unwrap(),
+        )],
     );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("writable by group or others (mode 1777)"), "{err}");
+    assert!(
+        err.contains("writable by group or others (mode 1777)"),
+        "{err}"
+    );
     assert_eq!(mode(&shared), 0o1777);
 
     // Missing folders under a shared one are made 0700 and served.
@@ -182,7 +213,10 @@ fn serve_never_removes_what_is_not_its_own_socket() {
     std::fs::create_dir(&dir).unwrap();
     let file = dir.join("precious.txt");
     std::fs::write(&file, b"keep me").unwrap();
-    let out = serve_once(&env, &[("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", file.to_str().unwrap())]);
+    let out = serve_once(
+        &env,
+        &[("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", file.to_str().unwrap())],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a socket"), "{err}");
@@ -195,15 +229,21 @@ fn a_policy_request_or_settings_file_another_user_could_write_is_refused() {
     // this user's, and another user adds `<name>.policy.toml` beside it.
     let shared = shared_tmp("plugins");
     let mut env = TestEnv::new();
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_PLUGINS_DIR", shared.to_str().unwrap());
+    env.set(
+        "CCAT_WORKFLOW_MANAGER_HPC_PLUGINS_DIR",
+        shared.to_str().unwrap(),
+    );
     env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never");
     std::fs::copy(
         Path::new(crate::common::TEST_PLUGINS).join("misbehave.wasm"),
         shared.join("mysite.wasm"),
     )
     .unwrap();
-    std::fs::set_permissions(shared.join("mysite.wasm"), std::fs::Permissions::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(
+        shared.join("mysite.wasm"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let request = shared.join("mysite.policy.toml");
     let out = as_nobody(&[
         "sh",
@@ -215,13 +255,25 @@ fn a_policy_request_or_settings_file_another_user_could_write_is_refused() {
     ])
     .output()
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = env.fail(2, &["--backend", "mysite", "status", "x"]);
     assert!(
-        err.contains("policy request is not trusted") && err.contains(&format!("owned by uid {NOBODY}")),
+        err.contains("policy request is not trusted")
+            && err.contains(&format!("owned by uid {NOBODY}")),
         "{err}"
     );
-    let err = env.fail(2, &["plugins", "inspect", shared.join("mysite.wasm").to_str().unwrap()]);
+    let err = env.fail(
+        2,
+        &[
+            "plugins",
+            "inspect",
+            shared.join("mysite.wasm").to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("not trusted"), "{err}");
 
     // A settings file others may write is not this user's settings.
@@ -247,7 +299,14 @@ impl AuthRedis {
     fn start(dir: &Path) -> AuthRedis {
         let port = 21000 + (std::process::id() % 9000) as u16;
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no", "--dir", dir.to_str().unwrap()])
             .args(["--requirepass", "pw-of-the-default-user"])
             .args(["--user", "hpc", "on", ">pw-of-hpc", "~*", "&*", "+@all"])
@@ -283,7 +342,10 @@ impl Drop for AuthRedis {
 fn a_store_other_users_could_use_is_refused_and_authenticated_ones_work() {
     let mut env = TestEnv::new();
     env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never");
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", "redis://127.0.0.1:6379/0");
+    env.set(
+        "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+    );
     let err = env.fail(2, &["submit", "--", "true"]);
     assert!(
         err.contains("refusing `HPC_REDIS_URL`") && err.contains("HPC_REDIS_ALLOW_UNAUTHENTICATED"),
@@ -306,7 +368,10 @@ fn a_store_other_users_could_use_is_refused_and_authenticated_ones_work() {
         let out = as_nobody(&["redis-cli", "-p", &redis.port.to_string(), "keys", "*"])
             .output()
             .unwrap();
-        assert!(String::from_utf8_lossy(&out.stdout).contains("NOAUTH"), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("NOAUTH"),
+            "{out:?}"
+        );
     }
     // A wrong password is a clear `unavailable`, not a hang.
     env.set(
@@ -328,7 +393,11 @@ fn serve_detach_on_a_fresh_account_writes_only_private_files() {
         .envs(env.vars.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let state = env.state_dir();
     let (dir_mode, log_mode) = (mode(&state), mode(&state.join("hpc-host-serve.log")));
@@ -344,7 +413,10 @@ fn closed_by_server(s: &mut UnixStream) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
                 return false;
             }
             Err(_) => return true,
@@ -358,31 +430,46 @@ fn idle_and_half_sent_connections_are_closed() {
     let served = Served::start(&env);
     let connect = || {
         let s = UnixStream::connect(&served.socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         s
     };
     let mut silent = connect();
     let mut partial = connect();
     partial.write_all(b"GET /v1/health HTTP/1.1\r\nHo").unwrap();
     let mut idle = connect();
-    idle.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    idle.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let mut first = [0u8; 4096];
-    assert!(idle.read(&mut first).unwrap() > 0, "no answer to a whole request");
+    assert!(
+        idle.read(&mut first).unwrap() > 0,
+        "no answer to a whole request"
+    );
     let mut no_body = connect();
     no_body
         .write_all(b"POST /v1/jobs/status HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    for (name, s) in [("silent", &mut silent), ("partial", &mut partial), ("idle", &mut idle)] {
+    for (name, s) in [
+        ("silent", &mut silent),
+        ("partial", &mut partial),
+        ("idle", &mut idle),
+    ] {
         assert!(!closed_by_server(s), "{name} closed too early");
     }
     // Header and idle timeout 20 s; body timeout 20 s.
     std::thread::sleep(Duration::from_secs(21));
-    for (name, s) in [("silent", &mut silent), ("partial", &mut partial), ("idle", &mut idle)] {
+    for (name, s) in [
+        ("silent", &mut silent),
+        ("partial", &mut partial),
+        ("idle", &mut idle),
+    ] {
         assert!(closed_by_server(s), "the {name} connection is still held");
     }
-    no_body.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    no_body
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut answer = String::new();
     let _ = no_body.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
@@ -413,7 +500,11 @@ fn a_flood_of_idle_connections_does_not_starve_a_real_request() {
     let socket = env.state_dir().join("hpc-host.sock");
     let deadline = Instant::now() + Duration::from_secs(60);
     while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // This test's own limit must hold the flood.
@@ -461,13 +552,19 @@ fn a_daemon_a_client_started_ends_when_idle_and_one_started_by_hand_does_not() {
         if let Some(s) = auto.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "an idle `serve --auto` kept running");
+        assert!(
+            Instant::now() < deadline,
+            "an idle `serve --auto` kept running"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success());
     let mut by_hand = start(false);
     std::thread::sleep(Duration::from_secs(4));
-    assert!(by_hand.try_wait().unwrap().is_none(), "`serve` without --auto ended");
+    assert!(
+        by_hand.try_wait().unwrap().is_none(),
+        "`serve` without --auto ended"
+    );
     unsafe { libc::kill(by_hand.id() as i32, libc::SIGTERM) };
     assert!(by_hand.wait().unwrap().success());
 }
@@ -529,7 +626,10 @@ fn killing_the_zygote_under_load_runs_each_keyed_job_exactly_once() {
             .chunks(JOBS / 8)
             .map(|chunk| s.spawn(|| chunk.iter().map(|k| submit(k)).collect::<Vec<_>>()))
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let kills = killer.join().unwrap();
@@ -539,7 +639,10 @@ fn killing_the_zygote_under_load_runs_each_keyed_job_exactly_once() {
             v["error"]["kind"], "invalid-request",
             "{key}: a killed zygote answered invalid-request: {v}"
         );
-        assert!(*code == 201 || v["error"]["kind"] == "unavailable", "{key}: {code} {v}");
+        assert!(
+            *code == 201 || v["error"]["kind"] == "unavailable",
+            "{key}: {code} {v}"
+        );
     }
     // Every key again: the same id where one was returned, and a job for every key.
     for (key, (code, v)) in keys.iter().zip(&first) {
@@ -564,7 +667,11 @@ fn killing_the_zygote_under_load_runs_each_keyed_job_exactly_once() {
         if per_key.len() == JOBS {
             break;
         }
-        assert!(Instant::now() < deadline, "only {} of {JOBS} jobs ran", per_key.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {JOBS} jobs ran",
+            per_key.len()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Nothing more runs later.
@@ -594,16 +701,67 @@ fn status_of_more_than_ten_thousand_ids_is_answered_per_id() {
 /// A CA and a server certificate for 127.0.0.1, made with `openssl`.
 fn tls_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=hpc-host test CA",
-        "-keyout", "ca.key", "-out", "ca.pem"]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hpc-host test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
     std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-extfile", "san.ext", "-out", "server.pem"]);
-    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
 }
 
 #[test]
@@ -616,17 +774,39 @@ fn a_tls_redis_is_verified_against_the_trust_store() {
     let (ca, cert, key) = tls_certs(&dir);
     let port = 30000 + (std::process::id() % 9000) as u16;
     let mut server = Command::new("redis-server")
-        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .args(["--appendonly", "no", "--dir", dir.to_str().unwrap()])
-        .args(["--tls-cert-file", cert.to_str().unwrap(), "--tls-key-file", key.to_str().unwrap()])
-        .args(["--tls-ca-cert-file", ca.to_str().unwrap(), "--tls-auth-clients", "no"])
+        .args([
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ])
         .args(["--requirepass", "tls-pw"])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the TLS redis-server did not start");
+        assert!(
+            Instant::now() < deadline,
+            "the TLS redis-server did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     env.set(
@@ -642,4 +822,38 @@ fn a_tls_redis_is_verified_against_the_trust_store() {
     assert_eq!(env.wait(&id)["status"], "completed");
     let _ = server.kill();
     let _ = server.wait();
+}
+
+#[test]
+fn a_jobs_terminal_escapes_reach_the_terminal_escaped_on_both_paths() {
+    let mut env = TestEnv::new();
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "require");
+    let _served = Served::start(&env);
+    // ESC ] 52: a terminal's clipboard write; on stderr, a colour change.
+    let id = env.submit(&[
+        "sh",
+        "-c",
+        r"printf '\033]52;c;cHduZWQ=\007out\n'; printf '\033[31merr\n' >&2",
+    ]);
+    assert_eq!(env.wait(&id)["status"], "completed");
+    let through_daemon = env.run(&["logs", &id]);
+    let mut never = env.vars.clone();
+    never.retain(|(k, _)| k != "CCAT_WORKFLOW_MANAGER_HPC_DAEMON");
+    let in_process = Command::new(BIN)
+        .args(["logs", &id])
+        .env_clear()
+        .envs(never.iter().map(|(k, v)| (k, v)))
+        .env("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never")
+        .output()
+        .unwrap();
+    for out in [&through_daemon, &in_process] {
+        assert!(out.status.success());
+        assert!(
+            !out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b),
+            "{out:?}"
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(r"\x1b]52;c;cHduZWQ=\x07out"));
+    }
+    assert_eq!(through_daemon.stdout, in_process.stdout);
+    assert_eq!(through_daemon.stderr, in_process.stderr);
 }
