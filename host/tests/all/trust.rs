@@ -857,3 +857,22 @@ fn a_jobs_terminal_escapes_reach_the_terminal_escaped_on_both_paths() {
     assert_eq!(through_daemon.stdout, in_process.stdout);
     assert_eq!(through_daemon.stderr, in_process.stderr);
 }
+
+#[test]
+fn sixty_concurrent_reloads_all_succeed() {
+    let env = TestEnv::new();
+    let served = Served::start(&env);
+    // Each reload builds a pooled engine (terabytes of reserved address
+    // space); at once they ran out of it. They take turns now.
+    let codes: Vec<(u16, serde_json::Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..60)
+            .map(|_| s.spawn(|| served.http("POST", "/v1/reload", None)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (code, v) in &codes {
+        assert_eq!(*code, 200, "{v}");
+    }
+    let id = env.submit(&["true"]);
+    assert_eq!(env.wait(&id)["status"], "completed");
+}
