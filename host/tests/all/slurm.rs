@@ -265,3 +265,58 @@ fn slurm_controller_down_is_unavailable_and_comes_back() {
     let after = env.submit(&["true"]);
     assert_eq!(wait(&env, &after)["status"], "completed");
 }
+
+/// A job SLURM requeues (here by hand, as after a node failure or a
+/// preemption with `--requeue`) is the same job, pending again: never
+/// reported final on the way, and running again once SLURM starts it.
+#[test]
+#[ignore = "needs slurm"]
+fn slurm_a_requeued_job_stays_the_same_job_and_is_never_final_on_the_way() {
+    let _g = lock();
+    let env = slurm_env();
+    let id = env.submit(&["sh", "-c", "echo attempt; sleep 300"]);
+    let status = |env: &TestEnv| -> Value {
+        serde_json::from_str(&env.expect(0, &["--output", "json", "status", &id])).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while status(&env)["status"] != "running" {
+        assert!(Instant::now() < deadline, "the job never ran");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = std::process::Command::new("scontrol")
+        .args(["requeue", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // SLURM holds a requeued job (BeginTime) before it may start again.
+    let mut seen = Vec::new();
+    for _ in 0..15 {
+        let s = status(&env);
+        assert!(
+            ["pending", "running"].contains(&s["status"].as_str().unwrap_or("")),
+            "a requeued job was reported {s}"
+        );
+        seen.push(s["status"].as_str().unwrap().to_owned());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(seen.iter().any(|s| s == "pending"), "{seen:?}");
+    // Released, it runs again under the same id.
+    let out = std::process::Command::new("scontrol")
+        .args(["update", &format!("jobid={id}"), "starttime=now"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let s = status(&env);
+        assert_ne!(s["status"], "failed", "{s}");
+        assert_ne!(s["status"], "completed", "{s}");
+        if s["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the requeued job never ran again: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    env.expect(0, &["cancel", &id]);
+    assert_eq!(wait(&env, &id)["native_state"], "CANCELLED");
+}
