@@ -110,6 +110,33 @@ pub enum PluginsCommand {
         #[arg(value_name = "NAME")]
         name: Option<String>,
     },
+    /// Run the conformance kit: the contract's promises checked against a
+    /// plugin with real, short jobs, under its policy and settings. Exit 0
+    /// when no check failed, 1 when one did.
+    Test(TestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// A plugin name (built-in or in the plugins folder) or a `.wasm` file
+    /// (with its `<name>.policy.toml` beside it).
+    #[arg(value_name = "NAME|FILE.wasm")]
+    pub plugin: String,
+    /// Also write the report as JUnit XML to this file (for a site's CI).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// The image every job runs in (`image-ref`; the Kubernetes backend needs one).
+    #[arg(long, value_name = "REF")]
+    pub image_ref: Option<String>,
+    /// The longest a job may take to reach the state a check waits for.
+    #[arg(long, value_name = "SECONDS", default_value_t = 150.0)]
+    pub timeout: f64,
+    /// The time limit of the time-limit check's job (a scheduler may round it up).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    pub time_limit: f64,
+    /// Run only this check (repeatable; default: all).
+    #[arg(long = "check", value_name = "NAME")]
+    pub checks: Vec<String>,
 }
 
 #[derive(Debug, Args)]

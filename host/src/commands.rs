@@ -366,6 +366,7 @@ async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitSt
             }
             Ok(ExitStatus::Success)
         }
+        PluginsCommand::Test(args) => crate::conformance::command(host, args, out).await,
     }
 }
 

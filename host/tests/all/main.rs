@@ -7,6 +7,7 @@
 //! is a failure.
 
 mod common;
+mod conformance;
 mod contain;
 mod daemon;
 mod errors;
