@@ -114,6 +114,27 @@ pub enum PluginsCommand {
     /// plugin with real, short jobs, under its policy and settings. Exit 0
     /// when no check failed, 1 when one did.
     Test(TestArgs),
+    /// Write a new plugin folder from a template (a README, the backend, its
+    /// policy request, its tests), ready to build and test.
+    New {
+        /// The plugin's name (its `.wasm` will be `<NAME>.wasm`).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Where to write it (default: `./NAME`); must not hold anything yet.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The languages `plugins new` has templates for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
 }
 
 #[derive(Debug, Args)]

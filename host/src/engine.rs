@@ -165,6 +165,7 @@ impl Engine {
     ) -> anyhow::Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
         let engine = self.engine.clone();
+        let size = wasm.len();
         let wasm = wasm.to_vec();
         std::thread::Builder::new()
             .name("hpc-host-compile".into())
@@ -182,7 +183,7 @@ impl Engine {
         if slow {
             eprintln!(
                 "compiling {label} ({:.1} MB) for this machine; only its first use waits for this",
-                wasm.len() as f64 / 1e6
+                size as f64 / 1e6
             );
         }
         let r = first.or_else(|_| rx.recv_timeout(timeout.saturating_sub(start.elapsed())));

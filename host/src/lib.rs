@@ -34,6 +34,7 @@ pub mod policy;
 pub mod reaper;
 pub mod request;
 pub mod sanitize;
+pub mod scaffold;
 pub mod settings;
 pub mod spec;
 pub mod state;
