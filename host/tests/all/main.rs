@@ -16,6 +16,7 @@ mod hostile;
 mod idempotency;
 mod kube;
 mod kube_fake;
+mod load_memo;
 mod local;
 mod redis_store;
 mod requests;
