@@ -14,7 +14,15 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 
 /// Folders that are output or caches, never part of a template.
-const SKIP: &[&str] = &["target", "node_modules", "__pycache__", "dist", "build", "venv", ".venv"];
+const SKIP: &[&str] = &[
+    "target",
+    "node_modules",
+    "__pycache__",
+    "dist",
+    "build",
+    "venv",
+    ".venv",
+];
 
 /// A template file larger than this is not embedded (a built `.wasm`).
 const MAX_FILE: u64 = 256 << 10;
@@ -39,7 +47,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, std::path::PathBuf)>) {
                 walk(root, &path, out);
             }
         } else if meta.is_file() && meta.len() <= MAX_FILE && !name.ends_with(".wasm") {
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             out.push((rel, path));
         }
     }

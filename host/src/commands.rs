@@ -373,7 +373,10 @@ async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitSt
                 Output::Json => print(&serde_json::json!({ "dir": dir }).to_string()),
                 Output::Text => print(&escape(&dir.display().to_string())),
             }
-            eprintln!("wrote `{}`: its README.md says what comes next", dir.display());
+            eprintln!(
+                "wrote `{}`: its README.md says what comes next",
+                dir.display()
+            );
             Ok(ExitStatus::Success)
         }
     }

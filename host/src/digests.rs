@@ -158,7 +158,11 @@ pub fn read_and_hash(path: &Path, max: u64) -> std::io::Result<(Vec<u8>, String,
 
 /// The digest of `path`: remembered if the file is unchanged, else read,
 /// hashed and remembered. With the bytes when they were read.
-pub fn digest(memo: Option<&Memo>, path: &Path, max: u64) -> std::io::Result<(String, Option<Vec<u8>>)> {
+pub fn digest(
+    memo: Option<&Memo>,
+    path: &Path,
+    max: u64,
+) -> std::io::Result<(String, Option<Vec<u8>>)> {
     if let Some(memo) = memo {
         let id = Identity::of(&std::fs::symlink_metadata(path)?);
         if let Some(sha) = memo.get(path, &id) {
@@ -205,7 +209,10 @@ mod tests {
         // A memo others could read or write is not used.
         std::fs::set_permissions(memo.file(), std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(memo.try_read().is_err());
-        assert_eq!(memo.get(&f, &Identity::of(&std::fs::metadata(&f).unwrap())), None);
+        assert_eq!(
+            memo.get(&f, &Identity::of(&std::fs::metadata(&f).unwrap())),
+            None
+        );
         std::fs::set_permissions(memo.file(), std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(memo.try_read().is_ok());
         // A memo in a folder others can write is not used.

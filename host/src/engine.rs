@@ -250,7 +250,11 @@ impl Engine {
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&file)
         ));
-        let target = if fd_path.exists() { fd_path.as_path() } else { path };
+        let target = if fd_path.exists() {
+            fd_path.as_path()
+        } else {
+            path
+        };
         // SAFETY: the file is one this host wrote (owner and mode checked
         // above on the open file; its digest checked now or remembered for
         // this identity), nobody else can write it, and wasmtime checks that
@@ -359,8 +363,10 @@ mod tests {
         assert_eq!(e.to_string(), "compiling took longer than 0.001 s: refused");
         // Within its bound the same compile succeeds.
         let small = wat::parse_str("(component)").unwrap();
-        assert!(engine
-            .precompile_bounded(&small, COMPILE_TIMEOUT, "small")
-            .is_ok());
+        assert!(
+            engine
+                .precompile_bounded(&small, COMPILE_TIMEOUT, "small")
+                .is_ok()
+        );
     }
 }

@@ -42,7 +42,7 @@ pub fn new_plugin(name: &str, lang: Lang, dir: Option<PathBuf>) -> Result<PathBu
     let files = files(lang);
     if files.is_empty() {
         return Err(HostError::Input(format!(
-            "this build of hpc-host has no {} template\n\nhint: it embeds `plugins/template{}` \
+            "this build of hpc-host has no {} template; hint: it embeds `plugins/template{}` \
              as it was when the binary was built; rebuild from a checkout that has it",
             lang_name(lang),
             match lang {
@@ -75,7 +75,11 @@ pub fn new_plugin(name: &str, lang: Lang, dir: Option<PathBuf>) -> Result<PathBu
             Ok(text) => rename(text, folder, name).into_bytes(),
             Err(_) => bytes.to_vec(),
         };
-        let mode = if contents.starts_with(b"#!") { 0o755 } else { 0o644 };
+        let mode = if contents.starts_with(b"#!") {
+            0o755
+        } else {
+            0o644
+        };
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -94,7 +98,10 @@ mod tests {
     #[test]
     fn the_rust_template_is_embedded_and_renamed() {
         let files = files(Lang::Rust);
-        assert!(files.iter().any(|(_, p, _)| *p == "Cargo.toml"), "{files:?}");
+        assert!(
+            files.iter().any(|(_, p, _)| *p == "Cargo.toml"),
+            "{files:?}"
+        );
         assert!(files.iter().any(|(_, p, _)| *p == "README.md"));
         let dir = std::env::temp_dir().join(format!("hpc-new-{}", uuid::Uuid::new_v4()));
         let out = new_plugin("pbs-site", Lang::Rust, Some(dir.clone())).unwrap();

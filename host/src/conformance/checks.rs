@@ -87,9 +87,13 @@ async fn describe(k: &Kit<'_>) -> Result<(), String> {
     let b = k.plugin.describe().await.map_err(|e| e.to_string())?;
     let same = (&a.name, &a.version, &a.description, &a.settings)
         == (&b.name, &b.version, &b.description, &b.settings);
-    expect(same, || format!("two calls answered differently: {a:?} then {b:?}"))?;
+    expect(same, || {
+        format!("two calls answered differently: {a:?} then {b:?}")
+    })?;
     expect(!a.name.trim().is_empty(), || "its `name` is empty".into())?;
-    expect(!a.description.trim().is_empty(), || "its `description` is empty".into())?;
+    expect(!a.description.trim().is_empty(), || {
+        "its `description` is empty".into()
+    })?;
     let semver = a.version.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = semver.split('.').collect();
     expect(
@@ -110,10 +114,13 @@ async fn describe(k: &Kit<'_>) -> Result<(), String> {
 async fn completes(k: &Kit<'_>) -> Result<(), String> {
     let job = k.trivial().await?;
     let i = &job.info;
-    expect(i.status == JobStatus::Completed && i.exit_code == Some(0), || {
-        format!("ended {}", show(i))
+    expect(
+        i.status == JobStatus::Completed && i.exit_code == Some(0),
+        || format!("ended {}", show(i)),
+    )?;
+    expect(i.job_id == job.id, || {
+        format!("answered for `{}`", i.job_id)
     })?;
-    expect(i.job_id == job.id, || format!("answered for `{}`", i.job_id))?;
     expect(i.wall_time_seconds.is_some_and(|w| w >= 0.0), || {
         format!("ended without its wall time: {}", show(i))
     })
@@ -122,9 +129,10 @@ async fn completes(k: &Kit<'_>) -> Result<(), String> {
 async fn exit_code(k: &Kit<'_>) -> Result<(), String> {
     let job = k.exit3().await?;
     let i = &job.info;
-    expect(i.status == JobStatus::Failed && i.exit_code == Some(3), || {
-        format!("ended {}", show(i))
-    })
+    expect(
+        i.status == JobStatus::Failed && i.exit_code == Some(3),
+        || format!("ended {}", show(i)),
+    )
 }
 
 async fn logs(k: &Kit<'_>) -> Result<(), String> {
@@ -167,10 +175,15 @@ async fn cancel_running(k: &Kit<'_>) -> Result<(), String> {
 
 async fn cancel_ended(k: &Kit<'_>) -> Result<(), String> {
     for job in [k.trivial().await?, k.exit3().await?] {
-        k.plugin.cancel(&job.id).await.map_err(|e| {
-            format!("cancelling ended job `{}` failed: {e}", job.id)
-        })?;
-        let i = k.plugin.get_status(&job.id).await.map_err(|e| e.to_string())?;
+        k.plugin
+            .cancel(&job.id)
+            .await
+            .map_err(|e| format!("cancelling ended job `{}` failed: {e}", job.id))?;
+        let i = k
+            .plugin
+            .get_status(&job.id)
+            .await
+            .map_err(|e| e.to_string())?;
         expect(i.status == job.info.status, || {
             format!("cancel changed ended job `{}`: {}", job.id, show(&i))
         })?;
@@ -219,9 +232,15 @@ async fn statuses_order(k: &Kit<'_>) -> Result<(), String> {
             Ok(i) => expect(i.job_id == *asked && *asked != u, || {
                 format!("asked {ids:?}, answered `{}` for `{asked}`", i.job_id)
             })?,
-            Err(e) => expect(*asked == u && matches!(e, BackendError::NotFound(_)), || {
-                format!("asked {ids:?}: `{asked}` answered {}", kind_and_message(e).0)
-            })?,
+            Err(e) => expect(
+                *asked == u && matches!(e, BackendError::NotFound(_)),
+                || {
+                    format!(
+                        "asked {ids:?}: `{asked}` answered {}",
+                        kind_and_message(e).0
+                    )
+                },
+            )?,
         }
     }
     Ok(())
@@ -239,9 +258,10 @@ async fn time_limit(k: &Kit<'_>) -> Result<(), String> {
     expect(start.elapsed() >= k.opts.time_limit, || {
         format!("ended before its time limit: {}", show(&i))
     })?;
-    expect(i.reason.as_deref().is_some_and(|r| !r.trim().is_empty()), || {
-        format!("ended without a reason: {}", show(&i))
-    })
+    expect(
+        i.reason.as_deref().is_some_and(|r| !r.trim().is_empty()),
+        || format!("ended without a reason: {}", show(&i)),
+    )
 }
 
 async fn keyed_submit(k: &Kit<'_>) -> Result<(), String> {
@@ -249,13 +269,25 @@ async fn keyed_submit(k: &Kit<'_>) -> Result<(), String> {
     let key = format!("hpc-kit-{}", uuid::Uuid::new_v4().simple());
     let mut spec = k.spec(&["/bin/sh", "-c", "exit 0"]);
     spec.idempotency_key = Some(key.clone());
-    let (first, made) = k.plugin.submit_new(&spec).await.map_err(|e| e.to_string())?;
+    let (first, made) = k
+        .plugin
+        .submit_new(&spec)
+        .await
+        .map_err(|e| e.to_string())?;
     k.started(&first);
-    let (again, made_again) = k.plugin.submit_new(&spec).await.map_err(|e| e.to_string())?;
+    let (again, made_again) = k
+        .plugin
+        .submit_new(&spec)
+        .await
+        .map_err(|e| e.to_string())?;
     expect(made && !made_again && first == again, || {
         format!("two submits with one key made `{first}` ({made}) and `{again}` ({made_again})")
     })?;
-    let found = k.plugin.find_job(&key, since).await.map_err(|e| e.to_string())?;
+    let found = k
+        .plugin
+        .find_job(&key, since)
+        .await
+        .map_err(|e| e.to_string())?;
     expect(found.as_deref() == Some(first.as_str()), || {
         format!("find-job of the key answered {found:?}, not `{first}`")
     })?;
@@ -263,13 +295,23 @@ async fn keyed_submit(k: &Kit<'_>) -> Result<(), String> {
     let lost = format!("hpc-kit-{}", uuid::Uuid::new_v4().simple());
     spec.idempotency_key = Some(lost.clone());
     let id = k.submit(&spec).await?;
-    let found = k.plugin.find_job(&lost, since).await.map_err(|e| e.to_string())?;
+    let found = k
+        .plugin
+        .find_job(&lost, since)
+        .await
+        .map_err(|e| e.to_string())?;
     expect(found.as_deref() == Some(id.as_str()), || {
         format!("find-job of a key whose id was never recorded answered {found:?}, not `{id}`")
     })?;
     let none = format!("hpc-kit-never-{}", uuid::Uuid::new_v4().simple());
-    let found = k.plugin.find_job(&none, since).await.map_err(|e| e.to_string())?;
-    expect(found.is_none(), || format!("find-job of an unknown key answered {found:?}"))
+    let found = k
+        .plugin
+        .find_job(&none, since)
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(found.is_none(), || {
+        format!("find-job of an unknown key answered {found:?}")
+    })
 }
 
 fn rank(s: JobStatus) -> u8 {
@@ -283,8 +325,10 @@ fn rank(s: JobStatus) -> u8 {
 async fn monotone(k: &Kit<'_>) -> Result<(), String> {
     let id = k.submit(&k.spec(&["sleep", "1"])).await?;
     let mut seen = Vec::new();
-    k.until(&id, k.opts.timeout, "ended", &mut seen, |i| i.status.is_terminal())
-        .await?;
+    k.until(&id, k.opts.timeout, "ended", &mut seen, |i| {
+        i.status.is_terminal()
+    })
+    .await?;
     // An end must stay what it is.
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -294,8 +338,16 @@ async fn monotone(k: &Kit<'_>) -> Result<(), String> {
         let (a, b) = (w[0].status, w[1].status);
         let back = rank(b) < rank(a) || (a.is_terminal() && a != b);
         expect(!back, || {
-            let all: Vec<&str> = seen.iter().map(|i| crate::spec::status_name(i.status)).collect();
-            format!("went from {} to {}: {}", crate::spec::status_name(a), crate::spec::status_name(b), all.join(" → "))
+            let all: Vec<&str> = seen
+                .iter()
+                .map(|i| crate::spec::status_name(i.status))
+                .collect();
+            format!(
+                "went from {} to {}: {}",
+                crate::spec::status_name(a),
+                crate::spec::status_name(b),
+                all.join(" → ")
+            )
         })?;
     }
     Ok(())
@@ -310,7 +362,9 @@ async fn invalid_request(k: &Kit<'_>) -> Result<(), String> {
         }) => Ok(()),
         Ok(id) => {
             k.started(&id);
-            Err(format!("a spec with an empty command was accepted as job `{id}`"))
+            Err(format!(
+                "a spec with an empty command was accepted as job `{id}`"
+            ))
         }
         Err(e) => Err(format!("a spec with an empty command: {}", kind(&e))),
     }

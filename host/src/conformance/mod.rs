@@ -337,17 +337,25 @@ pub async fn command(
         Duration::try_from_secs_f64(s)
             .ok()
             .filter(|d| !d.is_zero() && *d <= crate::policy::MAX_SECONDS)
-            .ok_or_else(|| HostError::Input(format!("`--{what} {s}` must be a positive number of seconds")))
+            .ok_or_else(|| {
+                HostError::Input(format!(
+                    "`--{what} {s}` must be a positive number of seconds"
+                ))
+            })
     };
     let opts = Options {
         image_ref: args.image_ref,
         timeout: seconds("timeout", args.timeout)?,
         time_limit: seconds("time-limit", args.time_limit)?,
     };
-    if let Some(bad) = args.checks.iter().find(|c| !checks::ALL.iter().any(|k| k.name == *c)) {
+    if let Some(bad) = args
+        .checks
+        .iter()
+        .find(|c| !checks::ALL.iter().any(|k| k.name == *c))
+    {
         let names: Vec<&str> = checks::ALL.iter().map(|c| c.name).collect();
         return Err(HostError::Input(format!(
-            "no check `{bad}`\n\nhint: the checks are {}",
+            "no check `{bad}`; hint: the checks are {}",
             names.join(", ")
         )));
     }
@@ -368,9 +376,8 @@ pub async fn command(
     };
     let report = run(&plugin, opts, &args.checks).await;
     if let Some(file) = &args.junit {
-        std::fs::write(file, junit(&report)).map_err(|e| {
-            HostError::Input(format!("cannot write `{}`: {e}", file.display()))
-        })?;
+        std::fs::write(file, junit(&report))
+            .map_err(|e| HostError::Input(format!("cannot write `{}`: {e}", file.display())))?;
     }
     match out {
         crate::cli::Output::Json => crate::commands::print(&to_json(&report).to_string()),

@@ -127,21 +127,40 @@ mod tests {
             plugin: "p<1>".into(),
             contract: "ccat:hpc@0.2.0".into(),
             results: vec![
-                CheckResult { name: "a", promise: "x", outcome: Outcome::Pass, seconds: 0.5 },
+                CheckResult {
+                    name: "a",
+                    promise: "x",
+                    outcome: Outcome::Pass,
+                    seconds: 0.5,
+                },
                 CheckResult {
                     name: "b",
                     promise: "y",
                     outcome: Outcome::Fail("got \"&\" \u{1b}".into()),
                     seconds: 1.0,
                 },
-                CheckResult { name: "c", promise: "z", outcome: Outcome::Skip("no".into()), seconds: 0.0 },
+                CheckResult {
+                    name: "c",
+                    promise: "z",
+                    outcome: Outcome::Skip("no".into()),
+                    seconds: 0.0,
+                },
             ],
             seconds: 1.5,
         };
         let x = junit(&r);
-        assert!(x.contains("tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""), "{x}");
-        assert!(x.contains("<failure message=\"y\">got &quot;&amp;&quot; \\u{1b}</failure>"), "{x}");
-        assert!(x.contains("classname=\"hpc-host.conformance.p&lt;1&gt;\""), "{x}");
+        assert!(
+            x.contains("tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""),
+            "{x}"
+        );
+        assert!(
+            x.contains("<failure message=\"y\">got &quot;&amp;&quot; \\u{1b}</failure>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("classname=\"hpc-host.conformance.p&lt;1&gt;\""),
+            "{x}"
+        );
         assert!(x.contains("<skipped message=\"no\"/>"), "{x}");
         assert!(!r.passed());
         assert_eq!(to_json(&r)["counts"]["skip"], 1);

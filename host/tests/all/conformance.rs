@@ -68,7 +68,13 @@ fn kit_local_passes_with_table_json_and_junit() {
     let junit = env.home.join("kit.xml");
     let (code, report) = kit(
         &env,
-        &["local", "--timeout", "30", "--junit", junit.to_str().unwrap()],
+        &[
+            "local",
+            "--timeout",
+            "30",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
     );
     assert_all_pass(code, &report);
     assert_eq!(report["contract"], "ccat:hpc@0.2.0");
@@ -83,10 +89,14 @@ fn kit_local_passes_with_table_json_and_junit() {
     assert_eq!(xml.matches("<testcase ").count(), 12, "{xml}");
     // The table, for people: one line per check and the counts.
     let table = env.expect(0, &["plugins", "test", "local", "--check", "exit-code"]);
-    assert!(table.starts_with("plugin `local` (ccat:hpc@0.2.0)\n"), "{table}");
+    assert!(
+        table.starts_with("plugin `local` (ccat:hpc@0.2.0)\n"),
+        "{table}"
+    );
     assert!(table.contains("  pass  exit-code "), "{table}");
     assert!(
-        table.ends_with("1 checks: 1 passed, 0 failed, 0 skipped") || table.contains("1 checks: 1 passed, 0 failed, 0 skipped ("),
+        table.ends_with("1 checks: 1 passed, 0 failed, 0 skipped")
+            || table.contains("1 checks: 1 passed, 0 failed, 0 skipped ("),
         "{table}"
     );
     let err = env.fail(2, &["plugins", "test", "local", "--check", "no-such-check"]);
@@ -164,8 +174,7 @@ fn kit_fails_each_check_on_a_plugin_that_breaks_its_promise() {
             .map(|&(mode, check)| {
                 std::thread::spawn(move || {
                     let env = broken_env(mode);
-                    let (code, report) =
-                        kit(&env, &["broken", "--timeout", "8", "--check", check]);
+                    let (code, report) = kit(&env, &["broken", "--timeout", "8", "--check", check]);
                     (mode, check, code, report)
                 })
             })
@@ -182,4 +191,28 @@ fn kit_fails_each_check_on_a_plugin_that_breaks_its_promise() {
             assert!(!message.is_empty(), "BREAK={mode}: {report:#}");
         }
     }
+}
+
+#[test]
+fn kit_skips_only_what_the_plugin_says_it_cannot_do() {
+    // A 0.1.0 plugin has no `find-job`: the keyed-submit check is skipped
+    // with the reason, and a skip is not a failure.
+    let env = TestEnv::new();
+    env.install_plugin("contract-0-1", "old");
+    let (code, report) = kit(&env, &["old", "--check", "keyed-submit"]);
+    assert_eq!(
+        outcomes(&report),
+        [("keyed-submit".to_owned(), "skip".to_owned())]
+    );
+    let why = report["checks"][0]["message"].as_str().unwrap();
+    assert!(why.contains("ccat:hpc@0.1.0"), "{why}");
+    assert_eq!(code, 0, "{report:#}");
+    // By file as well as by name; the table says why.
+    let file = env.plugins_dir().join("old.wasm");
+    let table = env.expect(
+        0,
+        &["plugins", "test", file.to_str().unwrap(), "--check", "keyed-submit"],
+    );
+    assert!(table.contains("  skip  keyed-submit"), "{table}");
+    assert!(table.contains("has no `find-job`"), "{table}");
 }

@@ -56,7 +56,10 @@ fn a_plugin_changed_in_place_is_hashed_again_and_its_pin_holds() {
     assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
     let err = env.fail(4, &["--backend", "pinned", "status", "x"]);
     assert!(
-        err.contains(&format!("its sha256 is {}", hpc_host::engine::sha256_hex(&other))),
+        err.contains(&format!(
+            "its sha256 is {}",
+            hpc_host::engine::sha256_hex(&other)
+        )),
         "{err}"
     );
 }
