@@ -65,7 +65,7 @@ impl Backend for Broken {
         let mode = mode(h);
         let mut all = <Local as Backend>::statuses(h, ids)?;
         // Windows of 300 ms: a poller every 100 ms sees both kinds.
-        let odd_window = (h.now_millis() / 300) % 2 == 0;
+        let even_window = (h.now_millis() / 300).is_multiple_of(2);
         for r in &mut all {
             match (mode.as_str(), r) {
                 ("unknown-traps", Err(BackendError::NotFound(m))) => panic!("no such job: {m}"),
@@ -78,7 +78,7 @@ impl Backend for Broken {
                     i.status = JobStatus::Completed;
                     i.exit_code = Some(0);
                 }
-                ("backwards", Ok(i)) if i.status.is_terminal() && odd_window => {
+                ("backwards", Ok(i)) if i.status.is_terminal() && even_window => {
                     i.status = JobStatus::Running;
                 }
                 _ => {}
