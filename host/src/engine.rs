@@ -9,7 +9,11 @@
 //! `.sha256` beside it, checked before the bytes are used: a file changed or
 //! cut short after it was written is recompiled, never executed. (This guards
 //! against corruption and stray writers; a writer that can rewrite both files
-//! runs as this user already.)
+//! runs as this user already.) The check hashes the file only when its
+//! identity (device, inode, size, mtime, ctime) differs from the one
+//! remembered when the host wrote or last verified it ([`crate::digests`]);
+//! the owner and mode checks are made on every load, on the descriptor
+//! that wasmtime then maps.
 
 use anyhow::Context as _;
 use std::hash::{Hash, Hasher};
