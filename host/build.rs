@@ -6,6 +6,8 @@
 
 #[path = "build/target.rs"]
 mod target;
+#[path = "build/templates.rs"]
+mod templates;
 #[path = "build/wasm.rs"]
 mod wasm;
 
@@ -58,6 +60,7 @@ fn main() {
     }
     generated.push_str("];\n");
     fs::write(out_dir.join("plugins.rs"), generated).unwrap();
+    templates::generate(workspace, &out_dir);
 }
 
 /// Add the wasm target through rustup when it is missing (with a note on

@@ -72,7 +72,8 @@ scripts/test-plugin-templates.sh "$target_dir/release/hpc-host"
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 log "clippy"
 cargo clippy --release --locked -p hpc-host -p hpc-plugin-sdk -p hpc-plugin-local \
-  -p hpc-plugin-slurm -p hpc-plugin-kubernetes -p hpc-plugin-template --all-targets -- -D warnings
+  -p hpc-plugin-slurm -p hpc-plugin-kubernetes -p hpc-plugin-template -p hpc-test-plugin-broken \
+  --all-targets -- -D warnings
 
 # The Python package (python/), installed the way a user installs it: `pip
 # install` builds the wheel with maturin, which runs cargo on the same target

@@ -115,6 +115,54 @@ pub enum PluginsCommand {
         #[arg(value_name = "NAME")]
         name: Option<String>,
     },
+    /// Run the conformance kit: the contract's promises checked against a
+    /// plugin with real, short jobs, under its policy and settings. Exit 0
+    /// when no check failed, 1 when one did.
+    Test(TestArgs),
+    /// Write a new plugin folder from a template (a README, the backend, its
+    /// policy request, its tests), ready to build and test.
+    New {
+        /// The plugin's name (its `.wasm` will be `<NAME>.wasm`).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Where to write it (default: `./NAME`); must not hold anything yet.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The languages `plugins new` has templates for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// A plugin name (built-in or in the plugins folder) or a `.wasm` file
+    /// (with its `<name>.policy.toml` beside it).
+    #[arg(value_name = "NAME|FILE.wasm")]
+    pub plugin: String,
+    /// Also write the report as JUnit XML to this file (for a site's CI).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// The image every job runs in (`image-ref`; the Kubernetes backend needs one).
+    #[arg(long, value_name = "REF")]
+    pub image_ref: Option<String>,
+    /// The longest a job may take to reach the state a check waits for.
+    #[arg(long, value_name = "SECONDS", default_value_t = 150.0)]
+    pub timeout: f64,
+    /// The time limit of the time-limit check's job (a scheduler may round it up).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    pub time_limit: f64,
+    /// Run only this check (repeatable; default: all).
+    #[arg(long = "check", value_name = "NAME")]
+    pub checks: Vec<String>,
 }
 
 #[derive(Debug, Args)]

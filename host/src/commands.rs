@@ -366,6 +366,19 @@ async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitSt
             }
             Ok(ExitStatus::Success)
         }
+        PluginsCommand::Test(args) => crate::conformance::command(host, args, out).await,
+        PluginsCommand::New { name, lang, dir } => {
+            let dir = crate::scaffold::new_plugin(&name, lang, dir)?;
+            match out {
+                Output::Json => print(&serde_json::json!({ "dir": dir }).to_string()),
+                Output::Text => print(&escape(&dir.display().to_string())),
+            }
+            eprintln!(
+                "wrote `{}`: its README.md says what comes next",
+                dir.display()
+            );
+            Ok(ExitStatus::Success)
+        }
     }
 }
 

@@ -9,7 +9,11 @@
 //! `.sha256` beside it, checked before the bytes are used: a file changed or
 //! cut short after it was written is recompiled, never executed. (This guards
 //! against corruption and stray writers; a writer that can rewrite both files
-//! runs as this user already.)
+//! runs as this user already.) The check hashes the file only when its
+//! identity (device, inode, size, mtime, ctime) differs from the one
+//! remembered when the host wrote or last verified it ([`crate::digests`]);
+//! the owner and mode checks are made on every load, on the descriptor
+//! that wasmtime then maps.
 
 use anyhow::Context as _;
 use std::hash::{Hash, Hasher};
@@ -27,6 +31,20 @@ pub const MAX_WASM_BYTES: usize = 64 << 20;
 /// The longest a compilation may take; a component built to make the
 /// compiler work without end is refused after this.
 pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A compile longer than this says so on a terminal (a componentize-py
+/// plugin takes seconds; the built-ins a quarter of one).
+pub const SLOW_COMPILE: Duration = Duration::from_secs(1);
+
+/// `wasm`, if it is not larger than the host compiles.
+fn checked(wasm: &[u8]) -> anyhow::Result<&[u8]> {
+    if wasm.len() > MAX_WASM_BYTES {
+        anyhow::bail!(
+            "the component has {} bytes, more than the {MAX_WASM_BYTES} the host compiles",
+            wasm.len()
+        );
+    }
+    Ok(wasm)
+}
 
 /// Whether engines made from now on take instances from wasmtime's pooling
 /// allocator: the daemon makes many calls in one process, where reusing
@@ -96,16 +114,23 @@ impl Engine {
         })
     }
 
-    /// Compile `wasm` (whose sha256 is `sha256`), or load it from the cache.
-    pub fn component(&self, wasm: &[u8], sha256: &str) -> anyhow::Result<Component> {
-        if wasm.len() > MAX_WASM_BYTES {
-            anyhow::bail!(
-                "the component has {} bytes, more than the {MAX_WASM_BYTES} the host compiles",
-                wasm.len()
-            );
-        }
+    /// The digest memo beside the compile cache ([`crate::digests`]).
+    pub fn memo(&self) -> Option<crate::digests::Memo> {
+        self.cache_dir.as_deref().map(crate::digests::Memo::new)
+    }
+
+    /// The component whose wasm has digest `sha256`: from the cache, else
+    /// compiled from `wasm()` (called only then: a cache hit never reads
+    /// the plugin's bytes). `label` names it in the notice a compile longer
+    /// than [`SLOW_COMPILE`] prints on a terminal.
+    pub fn component<'w>(
+        &self,
+        sha256: &str,
+        label: &str,
+        wasm: impl FnOnce() -> anyhow::Result<&'w [u8]>,
+    ) -> anyhow::Result<Component> {
         let Some(dir) = &self.cache_dir else {
-            let compiled = self.precompile_bounded(wasm, COMPILE_TIMEOUT)?;
+            let compiled = self.precompile_bounded(checked(wasm()?)?, COMPILE_TIMEOUT, label)?;
             // SAFETY: these bytes were produced by this engine just now.
             return unsafe { Component::deserialize(&self.engine, &compiled) }
                 .map_err(anyhow::Error::from);
@@ -116,12 +141,18 @@ impl Engine {
             Ok(None) => {}
             Err(e) => tracing::warn!(path = %path.display(), "ignoring compile cache entry: {e:#}"),
         }
-        let compiled = self.precompile_bounded(wasm, COMPILE_TIMEOUT)?;
+        let compiled = self.precompile_bounded(checked(wasm()?)?, COMPILE_TIMEOUT, label)?;
         let digest = sha256_hex(&compiled);
         let stored = store_atomically(dir, &sidecar(&path), digest.as_bytes())
             .and_then(|()| store_atomically(dir, &path, &compiled));
-        if let Err(e) = stored {
-            tracing::warn!(path = %path.display(), "cannot write compile cache: {e:#}");
+        match stored.and_then(|()| Ok(std::fs::symlink_metadata(&path)?)) {
+            // We wrote these bytes: remember their digest for this file.
+            Ok(meta) => crate::digests::Memo::new(dir).put(
+                &path,
+                &crate::digests::Identity::of(&meta),
+                &digest,
+            ),
+            Err(e) => tracing::warn!(path = %path.display(), "cannot write compile cache: {e:#}"),
         }
         // SAFETY: these bytes were produced by this engine just now.
         unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(anyhow::Error::from)
@@ -130,9 +161,15 @@ impl Engine {
     /// Compile on a thread of its own, giving up after `timeout` (the host
     /// passes [`COMPILE_TIMEOUT`]; the thread then finishes in the background
     /// and its result is dropped).
-    fn precompile_bounded(&self, wasm: &[u8], timeout: Duration) -> anyhow::Result<Vec<u8>> {
+    fn precompile_bounded(
+        &self,
+        wasm: &[u8],
+        timeout: Duration,
+        label: &str,
+    ) -> anyhow::Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
         let engine = self.engine.clone();
+        let size = wasm.len();
         let wasm = wasm.to_vec();
         std::thread::Builder::new()
             .name("hpc-host-compile".into())
@@ -144,7 +181,20 @@ impl Engine {
                 );
             })
             .context("cannot start the compile thread")?;
-        match rx.recv_timeout(timeout) {
+        let start = std::time::Instant::now();
+        let first = rx.recv_timeout(SLOW_COMPILE.min(timeout));
+        let slow = first.is_err() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        if slow {
+            eprintln!(
+                "compiling {label} ({:.1} MB) for this machine; only its first use waits for this",
+                size as f64 / 1e6
+            );
+        }
+        let r = first.or_else(|_| rx.recv_timeout(timeout.saturating_sub(start.elapsed())));
+        if slow && r.is_ok() {
+            eprintln!("compiled {label} in {:.1} s", start.elapsed().as_secs_f64());
+        }
+        match r {
             Ok(r) => r,
             Err(_) => anyhow::bail!(
                 "compiling took longer than {} s: refused",
@@ -161,30 +211,62 @@ impl Engine {
         })
     }
 
+    /// The cached component at `path`, mapped from the file (not copied):
+    /// owner and mode checked on the open file, its digest checked against
+    /// the sidecar, or remembered for this very file ([`crate::digests`]).
     fn load_cached(&self, dir: &Path, path: &Path) -> anyhow::Result<Option<Component>> {
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         check_private(dir, &std::fs::metadata(dir)?, true)?;
+        let meta = file.metadata()?;
         check_private(path, &meta, false)?;
         let sum_path = sidecar(path);
         check_private(&sum_path, &std::fs::symlink_metadata(&sum_path)?, false)?;
-        let bytes = std::fs::read(path)?;
         let expected = std::fs::read_to_string(&sum_path)?;
-        if sha256_hex(&bytes) != expected.trim() {
-            anyhow::bail!(
-                "`{}` does not match its checksum: recompiling",
-                path.display()
-            );
+        let expected = expected.trim();
+        let id = crate::digests::Identity::of(&meta);
+        let memo = crate::digests::Memo::new(dir);
+        if memo.get(path, &id).as_deref() != Some(expected) {
+            let mut bytes = Vec::with_capacity(meta.len() as usize);
+            std::io::Read::read_to_end(&mut &file, &mut bytes)?;
+            let same = crate::digests::Identity::of(&file.metadata()?) == id;
+            let digest = sha256_hex(&bytes);
+            if digest != expected {
+                anyhow::bail!(
+                    "`{}` does not match its checksum: recompiling",
+                    path.display()
+                );
+            }
+            if same {
+                memo.put(path, &id, &digest);
+            }
         }
-        // SAFETY: the bytes are those this host wrote (owner, mode and
-        // checksum checked above), and wasmtime checks that they were compiled
-        // by a compatible engine.
-        Ok(Some(
-            unsafe { Component::deserialize(&self.engine, &bytes) }.map_err(anyhow::Error::from)?,
-        ))
+        // The file just checked, by its descriptor: wasmtime maps what was
+        // checked, not whatever the path names by now.
+        let fd_path = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        ));
+        let target = if fd_path.exists() {
+            fd_path.as_path()
+        } else {
+            path
+        };
+        // SAFETY: the file is one this host wrote (owner and mode checked
+        // above on the open file; its digest checked now or remembered for
+        // this identity), nobody else can write it, and wasmtime checks that
+        // it was compiled by a compatible engine.
+        let c = unsafe { Component::deserialize_file(&self.engine, target) }
+            .map_err(anyhow::Error::from)?;
+        drop(file);
+        Ok(Some(c))
     }
 }
 
@@ -229,7 +311,7 @@ pub fn check_private(path: &Path, meta: &std::fs::Metadata, is_dir: bool) -> any
     Ok(())
 }
 
-fn store_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn store_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -280,11 +362,15 @@ mod tests {
         // The compile thread finishes in the background; the test does not wait.
         let wasm = crate::builtin::find("local").unwrap().wasm;
         let e = engine
-            .precompile_bounded(wasm, Duration::from_millis(1))
+            .precompile_bounded(wasm, Duration::from_millis(1), "local")
             .unwrap_err();
         assert_eq!(e.to_string(), "compiling took longer than 0.001 s: refused");
         // Within its bound the same compile succeeds.
         let small = wat::parse_str("(component)").unwrap();
-        assert!(engine.precompile_bounded(&small, COMPILE_TIMEOUT).is_ok());
+        assert!(
+            engine
+                .precompile_bounded(&small, COMPILE_TIMEOUT, "small")
+                .is_ok()
+        );
     }
 }

@@ -83,7 +83,8 @@ fn describe(e: &BackendError) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ExitStatus {
     Success = 0,
-    /// `wait --timeout` ran out before every job ended.
+    /// `wait --timeout` ran out before every job ended; a check of
+    /// `plugins test` failed.
     WaitTimeout = 1,
     /// Bad usage or input.
     Usage = 2,

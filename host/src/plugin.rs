@@ -53,8 +53,10 @@ pub enum Origin {
 pub struct Source {
     pub name: String,
     pub origin: Origin,
-    pub wasm: Cow<'static, [u8]>,
     pub sha256: String,
+    /// The bytes, once read: a file's digest may be remembered
+    /// ([`crate::digests`]), and its bytes are read only to compile it.
+    wasm: std::sync::OnceLock<Cow<'static, [u8]>>,
 }
 
 impl Host {
@@ -96,13 +98,13 @@ impl Host {
                 plugin: name.to_owned(),
                 message: capabilities::denied(name, "load", &path.display().to_string(), message),
             })?;
-            return Source::from_file(name, &path);
+            return Source::open(name, &path, self.engine.memo().as_ref());
         }
         match crate::builtin::find(name) {
             Some(b) => Ok(Source {
                 name: name.to_owned(),
                 origin: Origin::Builtin,
-                wasm: Cow::Borrowed(b.wasm),
+                wasm: Cow::Borrowed(b.wasm).into(),
                 sha256: b.sha256.to_owned(),
             }),
             None => Err(HostError::PluginNotFound {
@@ -215,8 +217,9 @@ impl Host {
     }
 
     pub fn compile(&self, source: &Source) -> Result<Component, HostError> {
+        let label = format!("plugin `{}`", source.name);
         self.engine
-            .component(&source.wasm, &source.sha256)
+            .component(&source.sha256, &label, || source.wasm())
             .map_err(|e| HostError::PluginLoad {
                 plugin: source.name.clone(),
                 message: format!("not a valid WebAssembly component: {e:#}"),
@@ -258,18 +261,58 @@ impl Host {
 }
 
 impl Source {
+    /// A plugin file, read and hashed now.
     pub fn from_file(name: &str, path: &Path) -> Result<Source, HostError> {
-        let wasm = std::fs::read(path).map_err(|e| HostError::PluginLoad {
-            plugin: name.to_owned(),
-            message: format!("cannot read `{}`: {e}", path.display()),
-        })?;
-        let sha256 = crate::engine::sha256_hex(&wasm);
+        Source::open(name, path, None)
+    }
+
+    /// A plugin file: its digest remembered in `memo` if the file is
+    /// unchanged since it was hashed (then its bytes are not read), else
+    /// read and hashed now.
+    pub fn open(
+        name: &str,
+        path: &Path,
+        memo: Option<&crate::digests::Memo>,
+    ) -> Result<Source, HostError> {
+        let (sha256, bytes) =
+            crate::digests::digest(memo, path, crate::engine::MAX_WASM_BYTES as u64).map_err(
+                |e| HostError::PluginLoad {
+                    plugin: name.to_owned(),
+                    message: format!("cannot read `{}`: {e}", path.display()),
+                },
+            )?;
+        let wasm = std::sync::OnceLock::new();
+        if let Some(b) = bytes {
+            let _ = wasm.set(Cow::Owned(b));
+        }
         Ok(Source {
             name: name.to_owned(),
             origin: Origin::File(path.to_owned()),
-            wasm: Cow::Owned(wasm),
             sha256,
+            wasm,
         })
+    }
+
+    /// The plugin's bytes, read now if they were not yet; they must have
+    /// the digest the source was checked by.
+    pub fn wasm(&self) -> anyhow::Result<&[u8]> {
+        if let Some(w) = self.wasm.get() {
+            return Ok(w);
+        }
+        let Origin::File(path) = &self.origin else {
+            anyhow::bail!("a built-in plugin without bytes");
+        };
+        let (bytes, sha256, _, _) =
+            crate::digests::read_and_hash(path, crate::engine::MAX_WASM_BYTES as u64)
+                .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", path.display()))?;
+        if sha256 != self.sha256 {
+            anyhow::bail!(
+                "`{}` changed while it was loaded (sha256 {sha256}, was {}); try again",
+                path.display(),
+                self.sha256
+            );
+        }
+        Ok(self.wasm.get_or_init(|| Cow::Owned(bytes)))
     }
 }
 

@@ -7,6 +7,7 @@
 //! is a failure.
 
 mod common;
+mod conformance;
 mod contain;
 mod daemon;
 mod errors;
@@ -15,6 +16,7 @@ mod hostile;
 mod idempotency;
 mod kube;
 mod kube_fake;
+mod load_memo;
 mod local;
 mod redis_store;
 mod requests;

@@ -26,4 +26,5 @@ pub mod record;
 /// The Local backend.
 pub struct Local;
 
+#[cfg(not(feature = "library"))]
 hpc_plugin_sdk::export_backend!(Local);

@@ -16,6 +16,7 @@ const TEST_ONLY: &[(&str, &str)] = &[
     ("misbehave", "hpc-test-plugin-misbehave"),
     ("wrong-version", "hpc-test-plugin-wrong-version"),
     ("contract-0-1", "hpc-test-plugin-contract-0-1"),
+    ("broken", "hpc-test-plugin-broken"),
 ];
 
 fn main() {
