@@ -36,7 +36,7 @@ mkdir -p "$plugins" && chmod 700 "$plugins"
 log "template-py: pytest against the fake host"
 plugins/template-py/test.sh
 log "template-js: node --test against the fake host"
-(cd plugins/template-js && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && node --test test/)
+(cd plugins/template-js && { npm ls --all >/dev/null 2>&1 || npm ci --no-audit --no-fund --loglevel=error; } && node --test test/)
 
 for lang in py js; do
   if [ -n "${HPC_TEMPLATES_PREBUILT:-}" ] && [ -f "$plugins/template-$lang.wasm" ]; then
@@ -166,6 +166,16 @@ for p in template-py template-js; do
 
   log "$p: an invalid spec is refused"
   run 2 "${H[@]}" submit -- "" >/dev/null
+done
+
+# The conformance kit (`hpc-host plugins test`), as a site's CI would run it
+# on its own plugin: every promise of the contract, under the real policy.
+for p in template-py template-js; do
+  log "$p: the conformance kit"
+  "$bin" plugins test "$p" --junit "$work/$p-kit.xml" >"$work/$p-kit.txt" 2>&1 ||
+    { cat "$work/$p-kit.txt" >&2; fail "$p: the conformance kit failed"; }
+  cat "$work/$p-kit.txt" >&2
+  grep -q 'failures="0"' "$work/$p-kit.xml" || { cat "$work/$p-kit.xml" >&2; fail "$p: kit JUnit report"; }
 done
 
 # The worlds: a componentize-py plugin that calls nothing imports all of

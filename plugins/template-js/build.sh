@@ -13,8 +13,10 @@ if [ -z "$wit" ]; then
   if [ -d "$here/wit" ]; then wit="$here/wit"; else wit="$here/../../wit"; fi
 fi
 cd "$here"
-if ! [ -f node_modules/@bytecodealliance/componentize-js/package.json ] ||
-   ! grep -q '"version": "0.23.0"' node_modules/@bytecodealliance/componentize-js/package.json; then
+# `npm ls` fails when node_modules misses anything the lock file names (a
+# half-finished install); then install again, exactly as locked.
+if ! grep -q '"version": "0.23.0"' node_modules/@bytecodealliance/componentize-js/package.json 2>/dev/null ||
+   ! npm ls --all >/dev/null 2>&1; then
   echo "build.sh: npm ci (componentize-js 0.23.0)" >&2
   npm ci --no-audit --no-fund --loglevel=error
 fi
