@@ -98,7 +98,7 @@ rule work:
     output: "out/{n}.txt"
     threads: 2
     resources: mem_mb=1536, runtime=7
-    shell: 'echo "$SLURM_CPUS_PER_TASK $SLURM_MEM_PER_NODE $VIRTUAL_ENV" > {output}; command -v python >> {output}'
+    shell: 'echo "${{SLURM_CPUS_PER_TASK:-}} ${{SLURM_MEM_PER_NODE:-}} ${{VIRTUAL_ENV:-}}" > {output}; command -v python >> {output}'
 """
 
 
@@ -106,7 +106,8 @@ def snakemake(site: Site, backend: str, workdir: Path, *extra: str, **kw: Any) -
     s = settings_for(site, backend)
     args = [sys.executable, "-m", "snakemake", "--executor", "hpc-host", "--jobs", "10",
             "--hpc-host-backend", backend, "--hpc-host-socket", str(s.socket),
-            "--hpc-host-environ", *(s.environ or []), "--latency-wait", "10", *extra]
+            "--hpc-host-environ", *(s.environ or []), "--latency-wait", "10",
+            "--seconds-between-status-checks", "1", *extra]
     return subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 

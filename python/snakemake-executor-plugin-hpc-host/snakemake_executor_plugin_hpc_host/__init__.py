@@ -21,8 +21,6 @@ remote executor does); the plugin talks to this user's hpc-host daemon:
   containers (``--sdm apptainer``): the job's Snakemake then runs inside it.
 """
 
-from __future__ import annotations
-
 import hashlib
 import os
 import shlex
@@ -30,7 +28,7 @@ import threading
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Optional
 
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -50,21 +48,22 @@ __all__ = ["ExecutorSettings", "Executor", "common_settings", "job_spec", "resou
 
 @dataclass
 class ExecutorSettings(ExecutorSettingsBase):
-    """``--hpc-host-*`` options (also ``SNAKEMAKE_HPC_HOST_*`` variables)."""
+    """``--hpc-host-*`` options. (Snakemake reads the field types at run time:
+    ``Optional``/``List``, no postponed annotations in this module.)"""
 
-    backend: str | None = field(
+    backend: Optional[str] = field(
         default=None,
         metadata={"help": "The hpc-host backend (default: the daemon's, `HPC_BACKEND`).", "env_var": False},
     )
-    env: str | None = field(
+    env: Optional[str] = field(
         default=None,
         metadata={"help": "The settings environment (`--env` of hpc-host).", "env_var": False},
     )
-    config: str | None = field(
+    config: Optional[str] = field(
         default=None,
         metadata={"help": "The settings file (`--config` of hpc-host).", "env_var": False},
     )
-    socket: str | None = field(
+    socket: Optional[str] = field(
         default=None,
         metadata={"help": "The daemon's socket (default: the one hpc-host computes).", "env_var": False},
     )
@@ -72,8 +71,8 @@ class ExecutorSettings(ExecutorSettingsBase):
         default="daemon",
         metadata={"help": "`daemon` (default) or `cli` (one hpc-host process per call).", "env_var": False},
     )
-    environ: list[str] | None = field(
-        default=None,
+    environ: List[str] = field(
+        default_factory=list,
         metadata={
             "help": "NAME=VALUE variables for hpc-host and a daemon it starts "
             "(e.g. CCAT_WORKFLOW_MANAGER_SLURM_PARTITION=debug).",
@@ -81,11 +80,11 @@ class ExecutorSettings(ExecutorSettingsBase):
             "nargs": "+",
         },
     )
-    carry_interpreter: bool = field(
-        default=True,
+    minimal_environment: bool = field(
+        default=False,
         metadata={
-            "help": "Put this interpreter's bin folder in front of each job's PATH "
-            "and pass VIRTUAL_ENV (hpc-host gives jobs a minimal environment).",
+            "help": "Do not put this interpreter's bin folder in front of each job's PATH "
+            "nor pass VIRTUAL_ENV (done by default: hpc-host gives jobs a minimal environment).",
             "env_var": False,
         },
     )
@@ -268,7 +267,7 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
             self.format_job_exec(job),
             self.workdir,
             self.envvars(),
-            carry_interpreter=self.settings.carry_interpreter,
+            carry_interpreter=not self.settings.minimal_environment,
             deploys_containers=self._deploys_containers,
         )
         try:
@@ -313,9 +312,10 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
                 self.report_job_error(j, msg=f"hpc-host: {answer.message}. ")
 
     def _report_failure(self, j: SubmittedJobInfo, info: HPCJobInfo) -> None:
-        why = ", ".join(
-            x for x in (info.native_state, info.reason, f"exit code {info.exit_code}") if x
-        )
+        parts = [info.native_state, info.reason]
+        if info.exit_code is not None and f"exit code {info.exit_code}" not in (info.reason or ""):
+            parts.append(f"exit code {info.exit_code}")
+        why = ", ".join(x for x in parts if x)
         aux: list[str] = []
         try:
             logs = self.client.logs(str(j.external_jobid))
