@@ -7,12 +7,14 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import Site
 
 from dask.distributed import Client as DaskClient
 
+from dask_tasks import square, where
 from hpc_host.dask import HpcHostCluster
 
 
@@ -21,6 +23,8 @@ def cluster(site: Site, backend: str, **kw: object) -> HpcHostCluster:
         site.slurm()
     kw.setdefault("cores", 1)
     kw.setdefault("memory", "512MiB")
+    # The workers unpickle dask_tasks' functions by reference.
+    kw.setdefault("environment", {"PYTHONPATH": str(Path(__file__).parent)})
     return HpcHostCluster(
         backend=backend,
         socket=site.socket,
@@ -29,15 +33,6 @@ def cluster(site: Site, backend: str, **kw: object) -> HpcHostCluster:
         scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"},
         **kw,
     )
-
-
-def square(x: int) -> int:
-    return x * x
-
-
-def where(_: int) -> tuple[str, str, str | None]:
-    """What a worker sees: its interpreter, its PATH's first folder, VIRTUAL_ENV."""
-    return sys.executable, os.environ["PATH"].split(":")[0], os.environ.get("VIRTUAL_ENV")
 
 
 @pytest.fixture(params=["local", "slurm"])
@@ -71,8 +66,9 @@ def test_scale_compute_close(site: Site, backend: str) -> None:
         c.scale(4)  # 4 workers: 2 jobs of 2 processes
         with DaskClient(c) as dc:
             dc.wait_for_workers(4, timeout=240)
-            assert sum(dc.gather(dc.map(square, range(100)))) == sum(i * i for i in range(100))
-            seen = set(dc.run(lambda: where(0)).values())
+            squares = [f.result(timeout=120) for f in dc.map(square, range(100))]
+            assert sum(squares) == sum(i * i for i in range(100))
+            seen = set(dc.run(where).values())
             bindir = os.path.dirname(os.path.abspath(sys.executable))
             venv = sys.prefix if sys.prefix != sys.base_prefix else os.environ.get("VIRTUAL_ENV")
             assert {(p, b, v) for p, b, v in seen} == {(sys.executable, bindir, venv)}, seen
