@@ -75,6 +75,24 @@ def test_provider_attributes(site: Site) -> None:
         HpcHostProvider("local", walltime="two hours")
 
 
+def test_worker_command_found_without_worker_init(site: Site) -> None:
+    """Parsl's worker command is on the job's PATH only because the provider carries
+    the interpreter's folder: without it the job's minimal PATH lacks it (exit 127)."""
+    carried = provider(site, "local")
+    bare = provider(site, "local", carry_interpreter=False)
+    ok = carried.submit("exec process_worker_pool.py --help >/dev/null", 1, "parsl.found")
+    missing = bare.submit("exec process_worker_pool.py --help >/dev/null", 1, "parsl.missing")
+    deadline = time.monotonic() + 60
+    while True:
+        sts = carried.status([ok, missing])
+        if all(st.terminal for st in sts):
+            break
+        assert time.monotonic() < deadline, [str(st) for st in sts]
+        time.sleep(0.2)
+    assert sts[0].state == JobState.COMPLETED, str(sts[0])
+    assert sts[1].state == JobState.FAILED and sts[1].exit_code == 127, str(sts[1])
+
+
 def test_provider_submit_status_cancel(site: Site, backend: str) -> None:
     p = provider(site, backend)
     done = p.submit("exit 0", 1, "parsl.ok")
