@@ -155,7 +155,7 @@ def test_restarted_run_adopts_running_job(site: Site, tmp_path: Path) -> None:
     again = snakemake(site, "local", tmp_path, "--rerun-incomplete")
     out, _ = again.communicate(timeout=120)
     assert again.returncode == 0, out[-4000:]
-    assert f"adopting job {running.job_id}" in out, out[-4000:]
+    assert f"is hpc-host job {running.job_id}" in out, out[-4000:]
     assert (tmp_path / "slow.txt").read_text() == "done\n"
     # One job in all: the restarted run did not submit another.
     jobs = client.known_jobs()

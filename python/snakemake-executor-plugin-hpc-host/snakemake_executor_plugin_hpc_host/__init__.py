@@ -5,9 +5,9 @@ job is one hpc-host job that runs Snakemake again for that job (as every
 remote executor does); the plugin talks to this user's hpc-host daemon:
 
 - ``run_job`` submits with an idempotency key made of the working folder,
-  the rule and the job's outputs: a run restarted after a crash adopts the
-  job still pending or running instead of submitting it again (a job of that
-  key that ended is not adopted: the next key of the chain is used).
+  the rule and the job's outputs: a run restarted after a crash gets the job
+  still pending or running instead of submitting it again (a job of that key
+  that ended is not taken: the next key of the chain is used).
 - ``check_active_jobs`` asks for every active job in one request (the daemon
   answers from its one shared poll of the scheduler).
 - ``cancel_jobs`` cancels through the daemon.
@@ -244,20 +244,25 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
                 c = self._queue_clients[part] = hpc_host.Client(transport="cli", **kw)
             return c
 
-    def _adoptable(self, client: hpc_host.Client, job: JobExecutorInterface) -> tuple[str, str | None]:
-        """The key to submit with, and the id of a job of that key still at work (to adopt)."""
+    def _submit_keyed(self, client: hpc_host.Client, job: JobExecutorInterface, spec: JobSpec) -> str:
+        """Submit with the job's key; a key whose job has ended already (an
+        earlier run's) moves on to the next key of the chain.
+
+        The same key returns the same job: a run restarted after its Snakemake
+        died gets the job still pending or running instead of a second one.
+        Neither the keyed submit of a new key nor the status of a job the
+        daemon knows asks the scheduler anything (``find_job`` of an unknown
+        key would: one squeue and one sacct per job).
+        """
         n = 0
         while True:
-            key = job_key(self.workdir, job, n)
-            found = client.find_job(key)
-            if found is None:
-                return key, None
+            job_id = client.submit(spec, idempotency_key=job_key(self.workdir, job, n))
             try:
-                info = client.status(found)
+                info: HPCJobInfo | None = self.client.status(job_id)
             except NotFound:
                 info = None
             if info is not None and not info.is_final:
-                return key, found
+                return job_id
             n += 1
 
     def run_job(self, job: JobExecutorInterface) -> None:
@@ -271,15 +276,10 @@ class Executor(RemoteExecutor):  # type: ignore[misc]
             deploys_containers=self._deploys_containers,
         )
         try:
-            key, running = self._adoptable(client, job)
-            if running is not None:
-                self.logger.info(f"hpc-host: adopting job {running} of a previous run for {job}")
-                job_id = running
-            else:
-                job_id = client.submit(spec, idempotency_key=key)
+            job_id = self._submit_keyed(client, job, spec)
         except HpcHostError as e:
             raise WorkflowError(f"hpc-host refused to submit {job}: {e.message}") from e
-        self.logger.info(f"Job {job.jobid} submitted as hpc-host job {job_id}")
+        self.logger.info(f"Job {job.jobid} is hpc-host job {job_id}")
         self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id))
 
     # -- status ---------------------------------------------------------------
