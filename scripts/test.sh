@@ -88,10 +88,14 @@ pydir="$(mktemp -d /tmp/hpc-host-py.XXXXXX)"
 trap 'rm -rf "$pydir"' EXIT
 python3 -m venv "$pydir/venv"
 "$pydir/venv/bin/pip" install -q --upgrade pip
-# The `psij` and `parsl` extras too (the PSI/J executor and the Parsl provider);
+# The `psij`, `parsl` and `dask` extras too (the PSI/J executor, the Parsl
+# provider, the Dask cluster), and Snakemake's executor plugin (its own
+# distribution, built on this package: pip takes `hpc-host` from ./python)
+# with Snakemake, whose test base for executor plugins test_snakemake.py runs;
 # pytest below 9: Parsl's own tests, which test_parsl.py runs, use a hook
 # argument pytest 9 removed.
-"$pydir/venv/bin/pip" install -q './python[psij,parsl]' 'pytest>=8,<9' mypy
+"$pydir/venv/bin/pip" install -q './python[psij,parsl,dask]' ./python/snakemake-executor-plugin-hpc-host \
+  'snakemake>=9,<10' 'pytest>=8,<9' mypy
 "$pydir/venv/bin/mypy" --strict --config-file python/pyproject.toml python/src/hpc_host
 cp -r python/tests "$pydir/tests"
 # pytest exits 5 when it collected no test: that fails here like any other error.

@@ -8,7 +8,6 @@ The test sets the site through the environment: ``HPC_HOST_PARSL_BACKEND``,
 
 import json
 import os
-import sys
 
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
@@ -18,7 +17,6 @@ from hpc_host.parsl import HpcHostProvider
 
 def fresh_config() -> Config:
     environ = json.loads(os.environ.get("HPC_HOST_PARSL_ENVIRON", "{}"))
-    bindir = os.path.dirname(sys.executable)
     return Config(
         executors=[
             HighThroughputExecutor(
@@ -30,7 +28,6 @@ def fresh_config() -> Config:
                     socket=os.environ.get("HPC_HOST_PARSL_SOCKET"),
                     environ=environ,
                     transport=os.environ.get("HPC_HOST_PARSL_TRANSPORT", "daemon"),  # type: ignore[arg-type]
-                    worker_init=f"export PATH={bindir}:$PATH",
                     init_blocks=1,
                     min_blocks=0,
                     max_blocks=1,

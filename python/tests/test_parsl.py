@@ -29,6 +29,7 @@ CONFIG = Path(__file__).with_name("parsl_hpc_host_config.py")
 
 
 def provider(site: Site, backend: str, **kw: object) -> HpcHostProvider:
+    """As a user moving from LocalProvider or SlurmProvider writes it: no `worker_init`."""
     if backend == "slurm":
         site.slurm()
     return HpcHostProvider(
@@ -36,7 +37,6 @@ def provider(site: Site, backend: str, **kw: object) -> HpcHostProvider:
         socket=site.socket,
         environ=site.environ,
         transport=TRANSPORT,  # type: ignore[arg-type]
-        worker_init=f"export PATH={os.path.dirname(sys.executable)}:$PATH",
         **kw,  # type: ignore[arg-type]
     )
 
@@ -64,8 +64,33 @@ def test_provider_attributes(site: Site) -> None:
     assert spec.resource_requirements == {"account": "ccat", "time_hours": 26.0, "cpu": 2, "memory_gb": 1.5}
     assert spec.environment_variables == {"PARSL_CORES": "2", "PARSL_MEMORY_GB": "1.5"}
     assert spec.job_name == "parsl.block_0"
+    # The interpreter's folder leads PATH, before the user's worker_init (which may say otherwise).
+    script = p.spec("echo hi", 1, "b").execution_command[2]
+    assert script.startswith(f"export PATH={os.path.dirname(os.path.abspath(sys.executable))}:\"$PATH\"\n")
+    withinit = HpcHostProvider("local", worker_init="export PATH=/opt/only").spec("w", 1, "b")
+    assert withinit.execution_command[2].index("/opt/only") > withinit.execution_command[2].index("VIRTUAL_ENV" if sys.prefix != sys.base_prefix else "export PATH=")
+    bare = HpcHostProvider("local", carry_interpreter=False).spec("w", 1, "b").execution_command[2]
+    assert "export PATH" not in bare and "VIRTUAL_ENV" not in bare
     with pytest.raises(ValueError, match="walltime"):
         HpcHostProvider("local", walltime="two hours")
+
+
+def test_worker_command_found_without_worker_init(site: Site) -> None:
+    """Parsl's worker command is on the job's PATH only because the provider carries
+    the interpreter's folder: without it the job's minimal PATH lacks it (exit 127)."""
+    carried = provider(site, "local")
+    bare = provider(site, "local", carry_interpreter=False)
+    ok = carried.submit("exec process_worker_pool.py --help >/dev/null", 1, "parsl.found")
+    missing = bare.submit("exec process_worker_pool.py --help >/dev/null", 1, "parsl.missing")
+    deadline = time.monotonic() + 60
+    while True:
+        sts = carried.status([ok, missing])
+        if all(st.terminal for st in sts):
+            break
+        assert time.monotonic() < deadline, [str(st) for st in sts]
+        time.sleep(0.2)
+    assert sts[0].state == JobState.COMPLETED, str(sts[0])
+    assert sts[1].state == JobState.FAILED and sts[1].exit_code == 127, str(sts[1])
 
 
 def test_provider_submit_status_cancel(site: Site, backend: str) -> None:

@@ -143,6 +143,23 @@ def test_environment_variables(env: Env) -> None:
     assert out.read_text() == "hello world|7|it's \"$HOME\" `x`"
 
 
+def test_interpreter_found_without_setup(env: Env) -> None:
+    """A bare `python` is this interpreter (its folder leads the job's PATH) and
+    VIRTUAL_ENV is carried, as PSI/J's own executors inherit them; a job whose
+    environment names PATH keeps its own."""
+    out = env.tmp / "prefix.txt"
+    job = env.job("python", "-c", "import os, sys; print(sys.prefix, os.environ.get('VIRTUAL_ENV'))",
+                  stdout_path=out)
+    assert env.run(job).state == JobState.COMPLETED
+    venv = sys.prefix if sys.prefix != sys.base_prefix else os.environ.get("VIRTUAL_ENV")
+    assert out.read_text().split() == [sys.prefix, str(venv)]
+    own = env.tmp / "own.txt"
+    job = env.job("/bin/sh", "-c", 'echo "$PATH"', environment={"PATH": "/opt/x:/usr/bin:/bin"},
+                  stdout_path=own)
+    assert env.run(job).state == JobState.COMPLETED
+    assert own.read_text() == "/opt/x:/usr/bin:/bin\n"
+
+
 def test_streams_and_directory(env: Env) -> None:
     work = env.tmp / "a dir with spaces"
     work.mkdir()

@@ -31,6 +31,7 @@ from parsl.providers.base import ExecutionProvider
 from parsl.providers.errors import SubmitException
 from parsl.utils import RepresentationMixin
 
+from ._jobenv import shell_prelude
 from ._options import Transport
 from .client import Client
 from .errors import HpcHostError
@@ -81,6 +82,13 @@ class HpcHostProvider(ExecutionProvider, RepresentationMixin):
     the job. ``workspace_dir`` is the backend's workspace, where it keeps the
     block's script and output (default: the backend's own, e.g. SLURM's
     ``HPC_SLURM_WORKDIR``; a folder given here must be granted by its policy).
+
+    A job gets the backend's minimal environment, not the submitter's (see the
+    README); with ``carry_interpreter`` (the default) the block's script first
+    puts this interpreter's ``bin`` folder in front of ``PATH`` and sets
+    ``VIRTUAL_ENV`` when in a virtual environment, so Parsl's worker command is
+    found without ``worker_init``; ``worker_init`` runs after, and may say
+    otherwise.
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class HpcHostProvider(ExecutionProvider, RepresentationMixin):
         workspace_dir: str | None = None,
         status_polling_interval: int = 5,
         label: str | None = None,
+        carry_interpreter: bool = True,
     ) -> None:
         if status_polling_interval <= 0:
             raise ValueError("`status_polling_interval` must be positive")
@@ -132,6 +141,7 @@ class HpcHostProvider(ExecutionProvider, RepresentationMixin):
         self.extra = dict(extra or {})
         self.environment = dict(environment or {})
         self.workspace_dir = workspace_dir
+        self.carry_interpreter = carry_interpreter
         self.script_dir: str | None = None
         self._polling = status_polling_interval
         self._label = label or f"hpc-host-{backend or 'default'}"
@@ -169,6 +179,8 @@ class HpcHostProvider(ExecutionProvider, RepresentationMixin):
         script = self.launcher(command, tasks_per_node, self.nodes_per_block)
         if self.worker_init:
             script = f"{self.worker_init}\n{script}"
+        if self.carry_interpreter:
+            script = shell_prelude() + script
         env = dict(self.environment)
         res: dict[str, Any] = dict(self.extra)
         res["time_hours"] = _hours(self.walltime)

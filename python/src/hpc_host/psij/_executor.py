@@ -51,7 +51,11 @@ class HpcHostExecutorConfig(JobExecutorConfig):
 
     ``environ`` adds variables for the CLI and for a daemon the client starts
     (e.g. ``CCAT_WORKFLOW_MANAGER_*`` overrides); the other fields are the
-    URL's query keys, which win when both are given.
+    URL's query keys, which win when both are given. ``carry_interpreter``
+    (default on) puts this interpreter's ``bin`` folder in front of each job's
+    ``PATH`` and sets ``VIRTUAL_ENV``, unless the job's ``environment`` sets
+    them (PSI/J's own executors let jobs inherit the submitter's environment;
+    hpc-host gives them a minimal one).
     """
 
     def __init__(
@@ -65,8 +69,10 @@ class HpcHostExecutorConfig(JobExecutorConfig):
         environ: Mapping[str, str] | None = None,
         launcher_log_file: Path | None = None,
         work_directory: Path | None = None,
+        carry_interpreter: bool = True,
     ) -> None:
         super().__init__(launcher_log_file=launcher_log_file, work_directory=work_directory)
+        self.carry_interpreter = carry_interpreter
         self.env = env
         self.config = None if config is None else os.fspath(config)
         self.socket = None if socket is None else os.fspath(socket)
@@ -169,6 +175,7 @@ class HpcHostExecutor(JobExecutor):
 
     def __init__(self, url: str | None = None, config: JobExecutorConfig | None = None) -> None:
         super().__init__(url=url, config=config or HpcHostExecutorConfig())
+        self._carry = getattr(config, "carry_interpreter", True)
         self._target = _target(url, config)
         self._client = self._target.client()
         self._cancel_asked: set[str] = set()
@@ -184,7 +191,7 @@ class HpcHostExecutor(JobExecutor):
     def submit(self, job: Job) -> None:
         """Submit ``job``; its native id is hpc-host's job id."""
         spec = self._check_job(job)
-        hspec = to_hpc_spec(spec, self._target.backend)
+        hspec = to_hpc_spec(spec, self._target.backend, self._carry)
         watcher = self.watcher
         watcher.ready()
         client = self._client

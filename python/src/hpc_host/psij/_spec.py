@@ -20,6 +20,7 @@ from psij import JobSpec as PsijSpec
 from psij.job_attributes import JobAttributes
 from psij.resource_spec import ResourceSpecV1
 
+from .._jobenv import interpreter_bin, virtual_env
 from ..types import JobSpec
 
 __all__ = ["LAUNCHER", "LAUNCHER_VARS", "to_hpc_spec", "queue_of"]
@@ -28,23 +29,31 @@ __all__ = ["LAUNCHER", "LAUNCHER_VARS", "to_hpc_spec", "queue_of"]
 #: is not set leaves that stream (or the folder) as the backend gives it, so
 #: stdout and stderr not named by the spec still reach ``hpc-host logs``.
 LAUNCHER = (
+    'if [ -n "${HPCJ_PATH+x}" ]; then PATH="$HPCJ_PATH:$PATH"; export PATH; fi\n'
     'if [ -n "${HPCJ_DIR+x}" ]; then cd -- "$HPCJ_DIR" || exit 126; fi\n'
     'if [ -n "${HPCJ_STDIN+x}" ]; then exec <"$HPCJ_STDIN" || exit 126; fi\n'
     'if [ -n "${HPCJ_STDOUT+x}" ]; then exec >"$HPCJ_STDOUT" || exit 126; fi\n'
     'if [ -n "${HPCJ_STDERR+x}" ]; then exec 2>"$HPCJ_STDERR" || exit 126; fi\n'
-    "unset HPCJ_DIR HPCJ_STDIN HPCJ_STDOUT HPCJ_STDERR\n"
+    "unset HPCJ_PATH HPCJ_DIR HPCJ_STDIN HPCJ_STDOUT HPCJ_STDERR\n"
     'exec "$@"\n'
 )
 #: The variables the launcher reads (a job's own environment may not set them).
-LAUNCHER_VARS = ("HPCJ_DIR", "HPCJ_STDIN", "HPCJ_STDOUT", "HPCJ_STDERR")
+LAUNCHER_VARS = ("HPCJ_PATH", "HPCJ_DIR", "HPCJ_STDIN", "HPCJ_STDOUT", "HPCJ_STDERR")
 #: The typed resource keys (numbers); every other key is a backend extra (a string).
 _TYPED = frozenset({"cpu", "memory_gb", "time_hours", "gpus", "nodes"})
 #: ``$0`` of the launcher, which shells print in their error messages.
 _LABEL = "hpc-host-psij"
 
 
-def to_hpc_spec(spec: PsijSpec, backend: str | None) -> JobSpec:
-    """The hpc-host spec for a PSI/J spec (``InvalidJobException`` for what cannot map)."""
+def to_hpc_spec(spec: PsijSpec, backend: str | None, carry_interpreter: bool = True) -> JobSpec:
+    """The hpc-host spec for a PSI/J spec (``InvalidJobException`` for what cannot map).
+
+    With ``carry_interpreter``, the launcher puts this interpreter's ``bin``
+    folder in front of the job's ``PATH`` and the job gets ``VIRTUAL_ENV``
+    (in a virtual environment), unless the spec's ``environment`` sets them:
+    PSI/J's own executors let a job inherit the submitter's environment, and
+    hpc-host gives it a minimal one.
+    """
     if not spec.executable:
         raise InvalidJobException("the job spec has no `executable`")
     argv = [str(spec.executable), *(str(a) for a in (spec.arguments or []))]
@@ -62,6 +71,12 @@ def to_hpc_spec(spec: PsijSpec, backend: str | None) -> JobSpec:
     for key, path in streams.items():
         if path is not None:
             env[key] = str(path)
+    if carry_interpreter:
+        if "PATH" not in env:
+            env["HPCJ_PATH"] = interpreter_bin()
+        venv = virtual_env()
+        if venv is not None and "VIRTUAL_ENV" not in env:
+            env["VIRTUAL_ENV"] = venv
     resources = _resources(spec.resources)
     resources.update(_attributes(spec.attributes, backend))
     directory = None if spec.directory is None else str(spec.directory)
