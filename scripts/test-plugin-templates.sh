@@ -107,7 +107,7 @@ for p in template-py template-js; do
   out="$(run 0 --output json plugins inspect "$plugins/$p.wasm")"
   imports="$(printf '%s' "$out" | json '" ".join(sorted(i for i in j["imports"] if i.startswith("ccat:hpc/")))')"
   eq "$imports" "ccat:hpc/kv@0.1.0 ccat:hpc/process@0.1.0 ccat:hpc/types@0.1.0 ccat:hpc/types@0.2.0" "$p imports"
-  eq "$(printf '%s' "$out" | json 'j["contract"]')" "0.2.0" "$p contract"
+  eq "$(printf '%s' "$out" | json 'j["contract"]')" "0.3.0" "$p contract"
 
   log "$p: plugins compile (the load checks above compiled it already)"
   run 0 --backend "$p" plugins compile "$p" >/dev/null

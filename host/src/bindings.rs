@@ -1,11 +1,12 @@
-//! The host's `bindgen!`s: Rust types and traits for the `ccat:hpc@0.2.0`
-//! `hpc-plugin` world, and the export side of the 0.1.0 world so that plugins
-//! built against it still load.
+//! The host's `bindgen!`s: Rust types and traits for the `ccat:hpc@0.3.0`
+//! `hpc-plugin` world, and the export side of the 0.2.0 and 0.1.0 worlds so
+//! that plugins built against them still load.
 //!
-//! The host interfaces (`process`, `kv`, `kube`) are 0.1.0's in both worlds,
+//! The host interfaces (`process`, `kv`, `kube`) are 0.1.0's in every world,
 //! so each has one implementation and one linker entry. Only the export
-//! differs: 0.2.0's `job-spec` carries an idempotency key and the backend
-//! exports `find-job`. [`Backend`] hides the difference from the rest of the
+//! differs: 0.3.0's backend exports `submit-many`; 0.2.0's `job-spec` (which
+//! 0.3.0 kept) carries an idempotency key and the backend exports
+//! `find-job`. `plugin::Plugin` hides the difference from the rest of the
 //! host.
 //!
 //! Imports are async (kv and processes wait on I/O) and trappable: an outer
@@ -14,7 +15,7 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "ccat:hpc/hpc-plugin@0.2.0",
+    world: "ccat:hpc/hpc-plugin@0.3.0",
     // `tracing`: every host call gets a span naming its interface and function.
     imports: { default: async | trappable | tracing },
     exports: { default: async },
@@ -25,8 +26,27 @@ wasmtime::component::bindgen!({
     },
 });
 
-/// The 0.1.0 world, for its export only: every import maps to the 0.2.0
+/// The 0.2.0 world, for its export only: every import maps to the 0.3.0
 /// world's bindings above (they are the same interfaces).
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "ccat:hpc/hpc-plugin@0.2.0",
+        imports: { default: async | trappable | tracing },
+        exports: { default: async },
+        with: {
+            "ccat:hpc/types@0.1.0": super::ccat::hpc0_1_0::types,
+            "ccat:hpc/types@0.2.0": super::ccat::hpc0_2_0::types,
+            "ccat:hpc/process@0.1.0": super::ccat::hpc0_1_0::process,
+            "ccat:hpc/kv@0.1.0": super::ccat::hpc0_1_0::kv,
+            "ccat:hpc/kube@0.1.0": super::ccat::hpc0_1_0::kube,
+            "wasi:config/store@0.2.0-rc.1": super::wasi::config::store,
+            "wasi:logging/logging@0.1.0-draft": super::wasi::logging::logging,
+        },
+    });
+}
+
+/// The 0.1.0 world, for its export only, like [`v0_2`].
 pub mod v0_1 {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -51,13 +71,15 @@ pub use ccat::hpc0_1_0::types::{
 pub use ccat::hpc0_1_0::{kube, kv, process};
 pub use ccat::hpc0_2_0::types::JobSpec;
 
-/// The contract this host speaks: plugins built against `ccat:hpc@0.2.x`
-/// load, and those built against `0.1.x` (without the idempotency guarantee).
+/// The contract this host speaks: plugins built against `ccat:hpc@0.3.x`
+/// load, and those built against `0.2.x` (without `submit-many`: the host
+/// submits their batches one spec at a time) and `0.1.x` (also without the
+/// idempotency guarantee).
 pub const CONTRACT_PACKAGE: &str = "ccat:hpc";
-pub const CONTRACT_VERSION: &str = "0.2.0";
-/// The older contract that still loads.
-pub const CONTRACT_VERSION_OLD: &str = "0.1.0";
-/// The version of the host interfaces (`process`, `kv`, `kube`) in both.
+pub const CONTRACT_VERSION: &str = "0.3.0";
+/// The older contracts that still load, newest first.
+pub const CONTRACT_VERSIONS_OLD: [&str; 2] = ["0.2.0", "0.1.0"];
+/// The version of the host interfaces (`process`, `kv`, `kube`) in all of them.
 pub const HOST_INTERFACES_VERSION: &str = "0.1.0";
 
 impl JobStatus {

@@ -7,7 +7,7 @@ use crate::error::{ExitStatus, HostError, kind_and_message};
 use crate::plugin::{Host, Origin, Source};
 use crate::sanitize::{escape, escape_block};
 use crate::settings::{Overrides, Settings};
-use crate::spec::{self, JobInfoJson};
+use crate::spec::{self, JobInfoJson, Specs};
 use std::io::{IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
 
@@ -29,15 +29,24 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, HostError> {
     let host = Host::new(&settings)?;
     let out = cli.output;
     match cli.command {
-        Command::Submit(args) => {
-            let spec = submit_spec(*args)?;
-            let id = host.backend()?.submit(&spec).await?;
-            match out {
-                Output::Text => print(&escape(&id)),
-                Output::Json => print(&serde_json::json!({ "job_id": id }).to_string()),
+        Command::Submit(args) => match submit_specs(*args)? {
+            Specs::One(spec) => {
+                let id = host.backend()?.submit(&spec).await?;
+                match out {
+                    Output::Text => print(&escape(&id)),
+                    Output::Json => print(&serde_json::json!({ "job_id": id }).to_string()),
+                }
+                Ok(ExitStatus::Success)
             }
-            Ok(ExitStatus::Success)
-        }
+            Specs::Many { items, .. } => {
+                let results = crate::ledger::submit_parsed(&host.backend()?, items).await?;
+                let results: Vec<_> = results
+                    .into_iter()
+                    .map(crate::daemon::api::submitted_json)
+                    .collect();
+                Ok(print_batch(&results, out))
+            }
+        },
         Command::Find { idempotency_key } => {
             let found = crate::ledger::lookup(&host.backend()?, &idempotency_key).await?;
             Ok(print_submission(&idempotency_key, &found, out))
@@ -129,32 +138,67 @@ pub(crate) fn print_submission(
     }
 }
 
-pub(crate) fn submit_spec(args: SubmitArgs) -> Result<JobSpec, HostError> {
-    if let Some(source) = args.spec {
-        let text = if source == "-" {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| HostError::Input(format!("cannot read the spec from stdin: {e}")))?;
-            s
-        } else {
-            std::fs::read_to_string(&source)
-                .map_err(|e| HostError::Input(format!("cannot read spec `{source}`: {e}")))?
-        };
-        let mut spec = spec::parse_spec(&text)?;
-        match (&spec.idempotency_key, args.idempotency_key) {
-            (_, None) => {}
-            (None, key) => spec.idempotency_key = key,
-            (Some(a), Some(b)) if *a == b => {}
-            (Some(_), Some(_)) => {
-                return Err(HostError::Input(
-                    "the spec's `idempotency_key` and `--idempotency-key` differ".into(),
-                ));
-            }
+/// A batch submit's answer: per spec, in order, its id on a line of its own
+/// (an empty line for a spec that has none, its error on stderr), or one JSON
+/// array; the exit status of the worst error.
+pub(crate) fn print_batch(results: &[spec::SubmittedJson], out: Output) -> ExitStatus {
+    let mut worst = ExitStatus::Success;
+    for (i, r) in results.iter().enumerate() {
+        if let Some(e) = &r.error {
+            eprintln!("error: spec {i}: {}: {}", e.kind, escape(&e.message));
+            worst = worst.max(crate::daemon::api::exit_status(e.exit_code.unwrap_or(3)));
         }
-        spec::validate(&spec)?;
-        return Ok(spec);
+        if out == Output::Text {
+            print(&escape(r.job_id.as_deref().unwrap_or_default()));
+        }
     }
+    if out == Output::Json {
+        print(&serde_json::to_string(results).expect("answers serialize"));
+    }
+    worst
+}
+
+/// What `submit` submits: its `--spec` file (one spec, or a batch), or the
+/// spec its arguments make.
+pub(crate) fn submit_specs(args: SubmitArgs) -> Result<Specs, HostError> {
+    let Some(source) = &args.spec else {
+        return submit_spec(args).map(Specs::One);
+    };
+    let text = if source == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| HostError::Input(format!("cannot read the spec from stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(source)
+            .map_err(|e| HostError::Input(format!("cannot read spec `{source}`: {e}")))?
+    };
+    match spec::parse_specs(&text)? {
+        Specs::One(mut spec) => {
+            match (&spec.idempotency_key, args.idempotency_key) {
+                (_, None) => {}
+                (None, key) => spec.idempotency_key = key,
+                (Some(a), Some(b)) if *a == b => {}
+                (Some(_), Some(_)) => {
+                    return Err(HostError::Input(
+                        "the spec's `idempotency_key` and `--idempotency-key` differ".into(),
+                    ));
+                }
+            }
+            spec::validate(&spec)?;
+            Ok(Specs::One(spec))
+        }
+        Specs::Many { .. } if args.idempotency_key.is_some() => Err(HostError::Input(
+            "`--idempotency-key` names one job: in a batch, give each spec its own `idempotency_key`"
+                .into(),
+        )),
+        many => Ok(many),
+    }
+}
+
+/// The spec `submit`'s arguments make (`--spec` is read by [`submit_specs`]).
+fn submit_spec(args: SubmitArgs) -> Result<JobSpec, HostError> {
     if args.command.is_empty() {
         return Err(HostError::Input(
             "nothing to run: give `--spec FILE` or a command after `--`".into(),

@@ -2,7 +2,7 @@
 //! against, and whether its policy grants every host interface it imports.
 
 use crate::bindings::{
-    CONTRACT_PACKAGE, CONTRACT_VERSION, CONTRACT_VERSION_OLD, HOST_INTERFACES_VERSION,
+    CONTRACT_PACKAGE, CONTRACT_VERSION, CONTRACT_VERSIONS_OLD, HOST_INTERFACES_VERSION,
 };
 use crate::capabilities;
 use crate::error::HostError;
@@ -18,12 +18,17 @@ pub struct Interfaces {
 
 /// What the host speaks, for messages.
 fn speaks() -> String {
-    format!("{CONTRACT_PACKAGE}@{CONTRACT_VERSION} (and {CONTRACT_VERSION_OLD})")
+    format!(
+        "{CONTRACT_PACKAGE}@{CONTRACT_VERSION} (and {})",
+        CONTRACT_VERSIONS_OLD.join(", ")
+    )
 }
 
 /// Which contract a plugin's `hpc-backend` export speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Contract {
+    /// `ccat:hpc@0.3.x`: `submit-many`.
+    V0_3,
     /// `ccat:hpc@0.2.x`: idempotency keys and `find-job`.
     V0_2,
     /// `ccat:hpc@0.1.x`: loads, without the idempotency guarantee.
@@ -33,20 +38,22 @@ pub enum Contract {
 impl Contract {
     /// The contract of an export version, if this host speaks it.
     pub fn of(version: &str) -> Option<Contract> {
-        if same_series(version, CONTRACT_VERSION) {
-            Some(Contract::V0_2)
-        } else if same_series(version, CONTRACT_VERSION_OLD) {
-            Some(Contract::V0_1)
-        } else {
-            None
-        }
+        [Contract::V0_3, Contract::V0_2, Contract::V0_1]
+            .into_iter()
+            .find(|c| same_series(version, c.version()))
     }
 
     pub fn version(self) -> &'static str {
         match self {
-            Contract::V0_2 => CONTRACT_VERSION,
-            Contract::V0_1 => CONTRACT_VERSION_OLD,
+            Contract::V0_3 => CONTRACT_VERSION,
+            Contract::V0_2 => CONTRACT_VERSIONS_OLD[0],
+            Contract::V0_1 => CONTRACT_VERSIONS_OLD[1],
         }
+    }
+
+    /// Whether the plugin exports `find-job` (0.2.0 and later).
+    pub fn finds_jobs(self) -> bool {
+        self != Contract::V0_1
     }
 }
 
@@ -106,8 +113,8 @@ pub fn check(name: &str, i: &Interfaces, policy: &Policy) -> Result<Contract, Ho
         let Some((iface, version)) = ours(import) else {
             continue;
         };
-        // `types` holds data only (0.2.0's uses 0.1.0's); the host
-        // interfaces kept their 0.1.0 names in 0.2.0.
+        // `types` holds data only (0.2.0's uses 0.1.0's, 0.3.0 has none of
+        // its own); the host interfaces kept their 0.1.0 names since.
         if iface == "types" {
             if Contract::of(&version).is_none() {
                 return Err(load(format!(
@@ -147,11 +154,13 @@ mod tests {
 
     #[test]
     fn contract_versions() {
+        assert_eq!(Contract::of("0.3.0"), Some(Contract::V0_3));
+        assert_eq!(Contract::of("0.3.1"), Some(Contract::V0_3));
         assert_eq!(Contract::of("0.2.0"), Some(Contract::V0_2));
         assert_eq!(Contract::of("0.2.3"), Some(Contract::V0_2));
         assert_eq!(Contract::of("0.1.0"), Some(Contract::V0_1));
         assert_eq!(Contract::of("0.1.9"), Some(Contract::V0_1));
-        for v in ["0.3.0", "1.0.0", "x", ""] {
+        for v in ["0.4.0", "1.0.0", "x", ""] {
             assert_eq!(Contract::of(v), None, "{v}");
         }
         assert!(same_series("1.2.0", "1.0.0") && !same_series("2.0.0", "1.0.0"));

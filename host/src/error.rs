@@ -63,6 +63,54 @@ pub enum HostError {
     Internal(#[from] anyhow::Error),
 }
 
+impl HostError {
+    /// The same error again, for each element of a batch one failed call
+    /// answered for: every variant a plugin call can fail with is copied
+    /// whole; the others (which no plugin call returns) keep their message.
+    pub fn duplicate(&self) -> HostError {
+        match self {
+            HostError::Settings(m) => HostError::Settings(m.clone()),
+            HostError::Input(m) => HostError::Input(m.clone()),
+            HostError::PluginLoad { plugin, message } => HostError::PluginLoad {
+                plugin: plugin.clone(),
+                message: message.clone(),
+            },
+            HostError::PluginDenied { plugin, message } => HostError::PluginDenied {
+                plugin: plugin.clone(),
+                message: message.clone(),
+            },
+            HostError::PluginTrap {
+                plugin,
+                function,
+                message,
+            } => HostError::PluginTrap {
+                plugin: plugin.clone(),
+                function,
+                message: message.clone(),
+            },
+            HostError::PluginTimeout {
+                plugin,
+                function,
+                seconds,
+            } => HostError::PluginTimeout {
+                plugin: plugin.clone(),
+                function,
+                seconds: *seconds,
+            },
+            HostError::Backend {
+                plugin,
+                function,
+                error,
+            } => HostError::Backend {
+                plugin: plugin.clone(),
+                function,
+                error: error.clone(),
+            },
+            other => HostError::Internal(anyhow::anyhow!("{other}")),
+        }
+    }
+}
+
 /// The kind of a backend error as the CLI and JSON name it, and its message.
 pub fn kind_and_message(e: &BackendError) -> (&'static str, &str) {
     match e {

@@ -259,7 +259,7 @@ pub async fn submit(
                 tokio::time::sleep(POLL).await;
             }
             Pending::NeverMade => {
-                if plugin.contract() == Contract::V0_1 {
+                if !plugin.contract().finds_jobs() {
                     tracing::warn!(
                         plugin = %plugin.name(), key,
                         "an earlier submit with this key was interrupted; the plugin (contract 0.1.0) \
@@ -386,23 +386,41 @@ async fn born(store: &Store) -> Result<i64, HostError> {
     Ok(get(store, BORN).await?.and_then(parse).unwrap_or(now))
 }
 
+/// Whether the store may have lost keys (it came back empty less than
+/// [`RECOVERY`] ago): since when `find-job` should look, or `None`.
+async fn recovering_since(plugin: &Plugin) -> Result<Option<f64>, HostError> {
+    if !plugin.contract().finds_jobs() {
+        return Ok(None);
+    }
+    let born = born(plugin.store()).await?;
+    Ok(plugin.births().observe(born, crate::jobs::now()))
+}
+
 /// With a fresh claim on `key` held (`mine`): if the store may have lost the
-/// key's record (it came back empty less than [`RECOVERY`] ago), ask the
-/// plugin whether the scheduler holds the key's job, and if it does, record
-/// and return its id. A failed question frees the claim (nothing was
-/// submitted) and fails.
+/// key's record, ask the plugin whether the scheduler holds the key's job,
+/// and if it does, record and return its id. A failed question frees the
+/// claim (nothing was submitted) and fails.
 async fn made_before_the_store_was_lost(
     plugin: &Plugin,
     slot: &str,
     key: &str,
     mine: &[u8],
 ) -> Result<Option<String>, HostError> {
+    match recovering_since(plugin).await? {
+        Some(since) => found_while_recovering(plugin, slot, key, mine, since).await,
+        None => Ok(None),
+    }
+}
+
+/// [`made_before_the_store_was_lost`] once the store is known to be recovering.
+async fn found_while_recovering(
+    plugin: &Plugin,
+    slot: &str,
+    key: &str,
+    mine: &[u8],
+    since: f64,
+) -> Result<Option<String>, HostError> {
     let store = plugin.store();
-    let born = born(store).await?;
-    let since = match plugin.births().observe(born, crate::jobs::now()) {
-        Some(since) if plugin.contract() == Contract::V0_2 => since,
-        _ => return Ok(None),
-    };
     let found = match plugin.find_job(key, since).await {
         Ok(found) => found,
         Err(e) => {
@@ -421,6 +439,187 @@ async fn made_before_the_store_was_lost(
         .map_err(store_error)?;
     tracing::info!(plugin = %plugin.name(), key, job_id = %id, "found the job of a key the store had lost");
     Ok(Some(id))
+}
+
+/// One element of [`submit_many`]: its job's id and whether this call made
+/// it, or why it has none.
+pub type Submitted = Result<(String, bool), HostError>;
+
+/// Submit many specs, each keyed one at most once for its key, with as few
+/// store round trips and plugin calls as the batch allows: every fresh key
+/// is claimed in one round trip, every spec this call may make goes to one
+/// `submit-many` call of the plugin (per [`crate::plugin::SUBMIT_CHUNK`]),
+/// and every id is recorded in one round trip. A key claimed before (a
+/// repeat, or a submit at work elsewhere) goes the way of [`submit`]: its
+/// job's id, without a new job.
+///
+/// Per spec, in order: its result. A spec with an invalid key gets its own
+/// error and the others go on; two specs with one key are refused whole
+/// (which of them the key names would be a guess).
+pub async fn submit_many(plugin: &Plugin, specs: &[JobSpec]) -> Result<Vec<Submitted>, HostError> {
+    let mut seen = std::collections::HashSet::new();
+    for key in specs.iter().filter_map(|s| s.idempotency_key.as_deref()) {
+        if !seen.insert(key) {
+            return Err(HostError::Input(format!(
+                "two specs of the batch have the idempotency key `{}`: each job needs its own",
+                crate::sanitize::escape(key)
+            )));
+        }
+    }
+    let store = plugin.store();
+    let wall_time = plugin.policy().limits.wall_time;
+    let mut results: Vec<Option<Submitted>> = specs.iter().map(|_| None).collect();
+    // Claim every valid key in one round trip.
+    let mut claims = Vec::new(); // (index, slot, entry, bytes)
+    for (i, spec) in specs.iter().enumerate() {
+        let Some(key) = &spec.idempotency_key else {
+            continue;
+        };
+        if let Err(e) = check_key(key) {
+            results[i] = Some(Err(HostError::Input(e)));
+            continue;
+        }
+        let mine = Entry::claim(key, wall_time);
+        let bytes = mine.encode();
+        claims.push((i, slot(plugin.name(), key), mine, bytes));
+    }
+    let won = store
+        .swap_many(
+            claims
+                .iter()
+                .map(|(_, slot, _, bytes)| crate::store::Swap {
+                    key: slot.clone(),
+                    expected: None,
+                    new: Some(bytes.clone()),
+                })
+                .collect(),
+        )
+        .await
+        .map_err(store_error)?;
+    let mut held = Vec::new();
+    let mut taken = Vec::new(); // indices whose key was claimed before
+    for (claim, won) in claims.into_iter().zip(won) {
+        if won { held.push(claim) } else { taken.push(claim.0) }
+    }
+    // A store that lost its keys: the scheduler may hold a fresh key's job.
+    if !held.is_empty()
+        && let Some(since) = recovering_since(plugin).await?
+    {
+        let mut still = Vec::new();
+        for (i, slot, mine, bytes) in held {
+            let key = specs[i].idempotency_key.as_deref().unwrap_or_default();
+            match found_while_recovering(plugin, &slot, key, &bytes, since).await {
+                Ok(None) => still.push((i, slot, mine, bytes)),
+                Ok(Some(id)) => results[i] = Some(Ok((id, false))),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        held = still;
+    }
+    // Make, in one plugin call per chunk, every job this call holds the key
+    // of and every unkeyed one.
+    let claimed: std::collections::HashMap<usize, usize> =
+        held.iter().enumerate().map(|(n, c)| (c.0, n)).collect();
+    let order: Vec<usize> = (0..specs.len())
+        .filter(|&i| {
+            results[i].is_none()
+                && (specs[i].idempotency_key.is_none() || claimed.contains_key(&i))
+        })
+        .collect();
+    let to_make: Vec<JobSpec> = order.iter().map(|&i| specs[i].clone()).collect();
+    let made = plugin.submit_many_once(&to_make).await;
+    let mut updates = Vec::new();
+    for (&i, r) in order.iter().zip(made) {
+        if let Some(&n) = claimed.get(&i) {
+            let (_, slot, mine, bytes) = &held[n];
+            let id = r.as_ref().ok().map(String::as_str);
+            let refused = r.as_ref().err().is_some_and(refused);
+            updates.push(settle(slot, mine, bytes, id, refused));
+        }
+        results[i] = Some(r.map(|id| (id, true)));
+    }
+    match store.swap_many(updates).await {
+        Ok(done) if done.iter().all(|&d| d) => {}
+        Ok(_) => tracing::warn!(
+            plugin = %plugin.name(),
+            "a claim of this batch was taken over while its submit ran"
+        ),
+        // The jobs exist and their ids go to the caller; the claims stay,
+        // and the next submit with a key finds its job.
+        Err(e) => tracing::warn!(plugin = %plugin.name(), "cannot record a batch's jobs: {e}"),
+    }
+    // Keys claimed before: each finds its job (or waits for it) on its own.
+    for i in taken {
+        let key = specs[i].idempotency_key.as_deref().unwrap_or_default();
+        results[i] = Some(submit(plugin, &specs[i], key).await);
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every spec of a batch has a result"))
+        .collect())
+}
+
+/// [`submit_many`] for a batch some of whose elements are not specs (they
+/// did not parse): each of those keeps its error, the rest are submitted.
+pub async fn submit_parsed(
+    plugin: &Plugin,
+    items: Vec<Result<JobSpec, HostError>>,
+) -> Result<Vec<Submitted>, HostError> {
+    let specs: Vec<JobSpec> = items.iter().filter_map(|i| i.as_ref().ok().cloned()).collect();
+    let mut made = submit_many(plugin, &specs).await?.into_iter();
+    Ok(items
+        .into_iter()
+        .map(|item| match item {
+            Ok(_) => made.next().expect("one result per spec"),
+            Err(e) => Err(e),
+        })
+        .collect())
+}
+
+/// Whether a failed submit was refused (it made no job: free the key).
+fn refused(e: &HostError) -> bool {
+    matches!(
+        e,
+        HostError::Backend {
+            error: BackendError::InvalidRequest(_) | BackendError::Denied(_),
+            ..
+        } | HostError::Input(_)
+            | HostError::PluginDenied { .. }
+    )
+}
+
+/// The ledger update after a claimed submit returned: the job's id; or,
+/// without one, the claim freed (refused: no job was made) or marked ended
+/// (anything else may have made one, for `find-job` to settle).
+fn settle(
+    slot: &str,
+    mine: &Entry,
+    mine_bytes: &[u8],
+    id: Option<&str>,
+    refused: bool,
+) -> crate::store::Swap {
+    let new = match id {
+        Some(id) => Some(
+            Entry {
+                job_id: Some(id.to_owned()),
+                ..mine.clone()
+            }
+            .encode(),
+        ),
+        None if refused => None,
+        None => Some(
+            Entry {
+                ended: true,
+                ..mine.clone()
+            }
+            .encode(),
+        ),
+    };
+    crate::store::Swap {
+        key: slot.to_owned(),
+        expected: Some(mine_bytes.to_vec()),
+        new,
+    }
 }
 
 /// What became of the submission with a key, as [`lookup`] finds it.
@@ -554,59 +753,29 @@ async fn submit_claimed(
     mine: Entry,
     mine_bytes: Vec<u8>,
 ) -> Result<String, HostError> {
-    match plugin.submit_once(spec).await {
-        Ok(id) => {
-            let done = Entry {
-                job_id: Some(id.clone()),
-                ..mine
-            };
-            match store
-                .swap(slot.to_owned(), Some(mine_bytes), Some(done.encode()))
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(
-                    plugin = %plugin.name(), job_id = %id,
-                    "the claim on this idempotency key was taken over while the submit ran"
-                ),
-                // The job exists and its id goes to the caller; the claim
-                // stays, and the next submit with this key finds the job.
-                Err(e) => tracing::warn!(
-                    plugin = %plugin.name(), job_id = %id,
-                    "cannot record the job of an idempotency key: {e}"
-                ),
-            }
-            Ok(id)
-        }
-        Err(e) => {
-            // A refused request made no job: free the key. Anything else
-            // (timeout, trap, scheduler error) may have made one: the claim
-            // stays, marked ended, for `find-job` to settle.
-            let refused = matches!(
-                &e,
-                HostError::Backend {
-                    error: BackendError::InvalidRequest(_) | BackendError::Denied(_),
-                    ..
-                } | HostError::Input(_)
-                    | HostError::PluginDenied { .. }
-            );
-            let next = if refused {
-                None
-            } else {
-                Some(
-                    Entry {
-                        ended: true,
-                        ..mine
-                    }
-                    .encode(),
-                )
-            };
-            if let Err(se) = store.swap(slot.to_owned(), Some(mine_bytes), next).await {
-                tracing::warn!(plugin = %plugin.name(), "cannot update the submission ledger: {se}");
-            }
-            Err(e)
+    let r = plugin.submit_once(spec).await;
+    let update = match &r {
+        Ok(id) => settle(slot, &mine, &mine_bytes, Some(id), false),
+        Err(e) => settle(slot, &mine, &mine_bytes, None, refused(e)),
+    };
+    match (&r, store.swap_many(vec![update]).await) {
+        (_, Ok(done)) if done == [true] => {}
+        (Ok(id), Ok(_)) => tracing::warn!(
+            plugin = %plugin.name(), job_id = %id,
+            "the claim on this idempotency key was taken over while the submit ran"
+        ),
+        // The job exists and its id goes to the caller; the claim stays,
+        // and the next submit with this key finds the job.
+        (Ok(id), Err(e)) => tracing::warn!(
+            plugin = %plugin.name(), job_id = %id,
+            "cannot record the job of an idempotency key: {e}"
+        ),
+        (Err(_), Ok(_)) => {}
+        (Err(_), Err(se)) => {
+            tracing::warn!(plugin = %plugin.name(), "cannot update the submission ledger: {se}")
         }
     }
+    r
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use crate::bindings::{
     BackendError, CONTRACT_PACKAGE, HpcJobInfo, HpcPlugin, HpcPluginPre, JobLogs, JobSpec,
-    PluginInfo, v0_1,
+    PluginInfo, v0_1, v0_2,
 };
 use crate::capabilities;
 use crate::contract::{Contract, Interfaces};
@@ -32,6 +32,10 @@ const CPU_CHECK_TICKS: u64 = 5;
 
 /// The most ids one `get-statuses` call gets (see [`Plugin::get_statuses`]).
 pub const STATUS_CHUNK: usize = 5_000;
+
+/// The most specs one `submit-many` call gets (see [`Plugin::submit_many`]):
+/// SLURM's default `MaxArraySize` (1001) makes arrays of 0..=1000.
+pub const SUBMIT_CHUNK: usize = 1_000;
 
 /// The host: settings, the engine, the linker and the kv store, shared by
 /// every plugin it loads.
@@ -162,7 +166,8 @@ impl Host {
             .instantiate_pre(&component)
             .map_err(load_error)?;
         let pre = match contract {
-            Contract::V0_2 => Pre::V0_2(HpcPluginPre::new(pre).map_err(load_error)?),
+            Contract::V0_3 => Pre::V0_3(HpcPluginPre::new(pre).map_err(load_error)?),
+            Contract::V0_2 => Pre::V0_2(v0_2::HpcPluginPre::new(pre).map_err(load_error)?),
             Contract::V0_1 => {
                 tracing::info!(
                     plugin = %name,
@@ -318,20 +323,26 @@ impl Source {
 
 /// A compiled plugin, ready to instantiate, by the contract it speaks.
 enum Pre {
-    V0_2(HpcPluginPre<State>),
+    V0_3(HpcPluginPre<State>),
+    V0_2(v0_2::HpcPluginPre<State>),
     V0_1(v0_1::HpcPluginPre<State>),
 }
 
 /// An instance of a plugin, by the contract it speaks.
 enum Exports {
-    V0_2(HpcPlugin),
+    V0_3(HpcPlugin),
+    V0_2(v0_2::HpcPlugin),
     V0_1(v0_1::HpcPlugin),
 }
 
-/// Call a function that both contracts export with the same signature.
+/// Call a function that every contract exports with the same signature.
 macro_rules! either {
     ($exports:expr, |$backend:ident| $call:expr) => {
         match $exports {
+            Exports::V0_3(p) => {
+                let $backend = p.ccat_hpc0_3_0_hpc_backend();
+                $call
+            }
             Exports::V0_2(p) => {
                 let $backend = p.ccat_hpc0_2_0_hpc_backend();
                 $call
@@ -367,6 +378,7 @@ impl Plugin {
     /// The contract the plugin speaks.
     pub fn contract(&self) -> Contract {
         match self.pre {
+            Pre::V0_3(_) => Contract::V0_3,
             Pre::V0_2(_) => Contract::V0_2,
             Pre::V0_1(_) => Contract::V0_1,
         }
@@ -395,10 +407,77 @@ impl Plugin {
         }
     }
 
+    /// Submit many jobs: per spec, in order, its job's id and whether this
+    /// call made it, or its own error. A plugin of contract 0.3.0 gets them
+    /// in `submit-many` calls of up to [`SUBMIT_CHUNK`] (one SLURM job array
+    /// per shape); an older one one `submit` each. Keys as in [`crate::ledger`].
+    /// The outer error fails the whole batch before any of it was made (two
+    /// specs with one key, a store that is down).
+    pub async fn submit_many(
+        &self,
+        specs: &[JobSpec],
+    ) -> Result<Vec<crate::ledger::Submitted>, HostError> {
+        crate::ledger::submit_many(self, specs).await
+    }
+
+    /// The plugin's `submit-many` calls for `specs` (one `submit` each for a
+    /// plugin older than 0.3.0), nothing more: per spec, its id or error (a
+    /// call that failed whole, a trap or a timeout, fails each of its specs).
+    pub(crate) async fn submit_many_once(&self, specs: &[JobSpec]) -> Vec<Result<String, HostError>> {
+        let mut all = Vec::with_capacity(specs.len());
+        if self.contract() != Contract::V0_3 {
+            for spec in specs {
+                all.push(self.submit_once(spec).await);
+            }
+            return all;
+        }
+        for chunk in specs.chunks(SUBMIT_CHUNK) {
+            let r = self
+                .call("submit-many", async |s, p| match p {
+                    Exports::V0_3(p) => {
+                        p.ccat_hpc0_3_0_hpc_backend()
+                            .call_submit_many(s, chunk)
+                            .await
+                    }
+                    _ => unreachable!("only a 0.3.0 plugin gets submit-many"),
+                })
+                .await
+                .and_then(|r| {
+                    if r.len() == chunk.len() {
+                        Ok(r)
+                    } else {
+                        Err(HostError::PluginTrap {
+                            plugin: self.name.clone(),
+                            function: "submit-many",
+                            message: format!(
+                                "answered {} results for {} specs",
+                                r.len(),
+                                chunk.len()
+                            ),
+                        })
+                    }
+                });
+            match r {
+                Ok(r) => all.extend(r.into_iter().map(|r| {
+                    let id = self.backend("submit-many", r)?;
+                    crate::sanitize::job_id(&id).map_err(|message| HostError::PluginTrap {
+                        plugin: self.name.clone(),
+                        function: "submit-many",
+                        message,
+                    })?;
+                    Ok(id)
+                })),
+                Err(e) => all.extend(chunk.iter().map(|_| Err(e.duplicate()))),
+            }
+        }
+        all
+    }
+
     /// One `submit` call of the plugin, nothing more.
     pub(crate) async fn submit_once(&self, spec: &JobSpec) -> Result<String, HostError> {
         let r = self
             .call("submit", async |s, p| match p {
+                Exports::V0_3(p) => p.ccat_hpc0_3_0_hpc_backend().call_submit(s, spec).await,
                 Exports::V0_2(p) => p.ccat_hpc0_2_0_hpc_backend().call_submit(s, spec).await,
                 Exports::V0_1(p) => {
                     let spec = spec.to_v0_1();
@@ -420,6 +499,11 @@ impl Plugin {
     pub async fn find_job(&self, key: &str, since: f64) -> Result<Option<String>, HostError> {
         let r = self
             .call("find-job", async |s, p| match p {
+                Exports::V0_3(p) => {
+                    p.ccat_hpc0_3_0_hpc_backend()
+                        .call_find_job(s, key, since)
+                        .await
+                }
                 Exports::V0_2(p) => {
                     p.ccat_hpc0_2_0_hpc_backend()
                         .call_find_job(s, key, since)
@@ -541,6 +625,7 @@ impl Plugin {
         let limits = &self.shared.policy.limits;
         let state = State::new(&self.shared)?;
         let engine = match &self.pre {
+            Pre::V0_3(pre) => pre.engine(),
             Pre::V0_2(pre) => pre.engine(),
             Pre::V0_1(pre) => pre.engine(),
         };
@@ -569,6 +654,7 @@ impl Plugin {
         });
         let work = async {
             let exports = match &self.pre {
+                Pre::V0_3(pre) => Exports::V0_3(pre.instantiate_async(&mut store).await?),
                 Pre::V0_2(pre) => Exports::V0_2(pre.instantiate_async(&mut store).await?),
                 Pre::V0_1(pre) => Exports::V0_1(pre.instantiate_async(&mut store).await?),
             };

@@ -63,10 +63,62 @@ impl Scalar {
     }
 }
 
+/// The most specs one batch may hold (`submit --spec` with a JSON array,
+/// `POST /v1/jobs` with an array); the host hands them to the plugin
+/// [`crate::plugin::SUBMIT_CHUNK`] at a time.
+pub const MAX_BATCH: usize = 10_000;
+
+/// A spec file: one spec (a JSON object) or a batch (an array of them).
+pub enum Specs {
+    One(JobSpec),
+    /// Per element, in order, its spec or why it is not one (the others
+    /// are still submitted); `text` is the array as it was read.
+    Many {
+        text: String,
+        items: Vec<Result<JobSpec, HostError>>,
+    },
+}
+
+/// Parse a spec file: an object is one spec, an array a batch. A batch
+/// that is not an array of JSON values, is empty or holds more than
+/// [`MAX_BATCH`] is refused whole; an element that is not a valid spec gets
+/// its own error.
+pub fn parse_specs(text: &str) -> Result<Specs, HostError> {
+    if !text.trim_start().starts_with('[') {
+        return parse_spec(text).map(Specs::One);
+    }
+    let values: Vec<serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| HostError::Input(format!("invalid batch of job specs: {e}")))?;
+    if values.is_empty() || values.len() > MAX_BATCH {
+        return Err(HostError::Input(format!(
+            "invalid batch of job specs: it holds {} specs; a batch holds 1 to {MAX_BATCH}",
+            values.len()
+        )));
+    }
+    let items = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value(v)
+                .map_err(|e| HostError::Input(format!("invalid job spec: {e}")))
+                .and_then(spec_of)
+                .map_err(|e| HostError::Input(format!("spec {i} of the batch: {e}")))
+        })
+        .collect();
+    Ok(Specs::Many {
+        text: text.to_owned(),
+        items,
+    })
+}
+
 /// Parse a JSON spec.
 pub fn parse_spec(text: &str) -> Result<JobSpec, HostError> {
-    let s: SpecJson = serde_json::from_str(text)
-        .map_err(|e| HostError::Input(format!("invalid job spec: {e}")))?;
+    serde_json::from_str(text)
+        .map_err(|e| HostError::Input(format!("invalid job spec: {e}")))
+        .and_then(spec_of)
+}
+
+fn spec_of(s: SpecJson) -> Result<JobSpec, HostError> {
     let argv = match s.execution_command {
         Command::Argv(v) => v,
         Command::Shell(line) => vec!["/bin/sh".into(), "-c".into(), line],
@@ -199,6 +251,18 @@ pub struct JobInfoJson {
 pub struct ErrorJson {
     pub kind: String,
     pub message: String,
+    /// The CLI's exit status for it (in a batch submit's answer).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exit_code: Option<u8>,
+}
+
+/// One element of a batch submit's answer (`submit --spec` with a JSON
+/// array, `POST /v1/jobs` with an array): its job's id, or why it has none.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct SubmittedJson {
+    pub job_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<ErrorJson>,
 }
 
 pub fn status_name(s: JobStatus) -> &'static str {
@@ -226,6 +290,7 @@ impl JobInfoJson {
             error: Some(ErrorJson {
                 kind: kind.into(),
                 message: message.into(),
+                exit_code: None,
             }),
         }
     }

@@ -60,6 +60,15 @@ pub enum StoreError {
     Other(String),
 }
 
+/// One compare-and-swap of [`Store::swap_many`]: if `key` holds `expected`
+/// (`None`: absent), make it hold `new` (`None`: delete it).
+#[derive(Debug, Clone)]
+pub struct Swap {
+    pub key: String,
+    pub expected: Option<Vec<u8>>,
+    pub new: Option<Vec<u8>>,
+}
+
 /// A key-value store: one of the two backends.
 #[derive(Clone)]
 pub enum Store {
@@ -191,10 +200,20 @@ impl Store {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, StoreError> {
+        let swapped = self.swap_many(vec![Swap { key, expected, new }]).await?;
+        Ok(swapped.first().copied().unwrap_or(false))
+    }
+
+    /// Many [`Store::swap`]s in one round trip: each is atomic on its own
+    /// (not all or none), and the answers come in order.
+    pub async fn swap_many(&self, swaps: Vec<Swap>) -> Result<Vec<bool>, StoreError> {
+        if swaps.is_empty() {
+            return Ok(vec![]);
+        }
         match self {
             Store::Redis(r) => {
-                // One script runs atomically in Redis. A missing key reads as
-                // `false` in Lua.
+                // One script runs atomically in Redis; a pipeline of them is
+                // one round trip. A missing key reads as `false` in Lua.
                 const SWAP: &str = r"
                     local cur = redis.call('GET', KEYS[1])
                     if ARGV[1] == '0' then
@@ -210,42 +229,49 @@ impl Store {
                     return 1";
                 let mut c = r.conn().await?;
                 let flag = |v: &Option<Vec<u8>>| if v.is_some() { "1" } else { "0" };
-                let swapped: i64 = redis::cmd("EVAL")
-                    .arg(SWAP)
-                    .arg(1)
-                    .arg(&key)
-                    .arg(flag(&expected))
-                    .arg(expected.as_deref().unwrap_or_default())
-                    .arg(flag(&new))
-                    .arg(new.as_deref().unwrap_or_default())
-                    .query_async(&mut c)
-                    .await
-                    .map_err(redis_error)?;
-                Ok(swapped == 1)
+                let mut pipe = redis::pipe();
+                for s in &swaps {
+                    pipe.cmd("EVAL")
+                        .arg(SWAP)
+                        .arg(1)
+                        .arg(&s.key)
+                        .arg(flag(&s.expected))
+                        .arg(s.expected.as_deref().unwrap_or_default())
+                        .arg(flag(&s.new))
+                        .arg(s.new.as_deref().unwrap_or_default());
+                }
+                let swapped: Vec<i64> = pipe.query_async(&mut c).await.map_err(redis_error)?;
+                Ok(swapped.into_iter().map(|n| n == 1).collect())
             }
             Store::Embedded(e) => {
                 e.run(move |c| {
                     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    let current: Option<Vec<u8>> = tx
-                        .query_row(
-                            "SELECT value FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
-                            params![key, unix_now()],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
-                    if current != expected {
-                        return Ok(false);
+                    let now = unix_now();
+                    let mut swapped = Vec::with_capacity(swaps.len());
+                    for Swap { key, expected, new } in swaps {
+                        let current: Option<Vec<u8>> = tx
+                            .query_row(
+                                "SELECT value FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                                params![key, now],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        if current != expected {
+                            swapped.push(false);
+                            continue;
+                        }
+                        match new {
+                            Some(v) => tx.execute(
+                                "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL)
+                                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = NULL",
+                                params![key, v],
+                            )?,
+                            None => tx.execute("DELETE FROM kv WHERE key = ?1", [&key])?,
+                        };
+                        swapped.push(true);
                     }
-                    match new {
-                        Some(v) => tx.execute(
-                            "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, NULL)
-                             ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = NULL",
-                            params![key, v],
-                        )?,
-                        None => tx.execute("DELETE FROM kv WHERE key = ?1", [&key])?,
-                    };
                     tx.commit()?;
-                    Ok(true)
+                    Ok(swapped)
                 })
                 .await
             }
@@ -527,6 +553,34 @@ mod tests {
         );
         assert!(s.swap(k(), Some(b"3".to_vec()), None).await.unwrap());
         assert_eq!(s.get_many(vec![k()]).await.unwrap(), vec![None]);
+    }
+
+    #[tokio::test]
+    async fn embedded_swap_many_answers_each_in_order() {
+        let s = Store::open(None, &tempdir()).unwrap();
+        s.set("b".into(), b"x".to_vec(), None).await.unwrap();
+        let claim = |k: &str| Swap {
+            key: k.into(),
+            expected: None,
+            new: Some(b"mine".to_vec()),
+        };
+        // "b" is taken: its claim fails, the others hold.
+        let got = s
+            .swap_many(vec![claim("a"), claim("b"), claim("c")])
+            .await
+            .unwrap();
+        assert_eq!(got, vec![true, false, true]);
+        assert_eq!(
+            s.get_many(vec!["a".into(), "b".into(), "c".into()])
+                .await
+                .unwrap(),
+            vec![
+                Some(b"mine".to_vec()),
+                Some(b"x".to_vec()),
+                Some(b"mine".to_vec())
+            ]
+        );
+        assert_eq!(s.swap_many(vec![]).await.unwrap(), Vec::<bool>::new());
     }
 
     #[tokio::test]

@@ -9,24 +9,12 @@ out="${1:-$root/target/pyplugin}"
 cpy="${COMPONENTIZE_PY:-componentize-py}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/wit/deps" "$out"
-cp "$root"/wit/backend.wit "$root"/wit/types.wit "$work/wit/"
-cp -r "$root"/wit/deps/* "$work/wit/deps/"
-# A world importing only what the plugin uses (componentize-py imports
-# every interface of the world it is built for).
-cat > "$work/wit/world.wit" <<'WIT'
-package ccat:hpc@0.2.0;
-
-world py-backend {
-    import ccat:hpc/process@0.1.0;
-    import ccat:hpc/kv@0.1.0;
-    import wasi:config/store@0.2.0-rc.1;
-    import wasi:logging/logging@0.1.0-draft;
-    export hpc-backend;
-}
-WIT
+mkdir -p "$out"
+# The 0.2.0 `backend-process` world (frozen in wit/deps): process and kv
+# only (componentize-py imports every interface of its world), and a
+# plugin of an older contract, which the host still loads.
 cp "$here/app.py" "$work/"
-(cd "$work" && "$cpy" -d wit -w py-backend componentize app -o "$out/pyplugin.wasm")
+(cd "$work" && "$cpy" -d "$root/wit" -w ccat:hpc/backend-process@0.2.0 componentize app -o "$out/pyplugin.wasm")
 cp "$here/policy.toml" "$out/pyplugin.policy.toml"
 chmod 644 "$out/pyplugin.wasm" "$out/pyplugin.policy.toml"
 ls -l "$out/pyplugin.wasm"

@@ -89,6 +89,28 @@ impl From<HostError> for ApiError {
     }
 }
 
+/// One element of a batch submit's answer, as the CLI prints it and the
+/// daemon sends it.
+pub fn submitted_json(r: crate::ledger::Submitted) -> crate::spec::SubmittedJson {
+    match r {
+        Ok((id, _)) => crate::spec::SubmittedJson {
+            job_id: Some(id),
+            error: None,
+        },
+        Err(e) => {
+            let e = ApiError::from(e);
+            crate::spec::SubmittedJson {
+                job_id: None,
+                error: Some(crate::spec::ErrorJson {
+                    kind: e.kind.to_owned(),
+                    message: e.message,
+                    exit_code: Some(e.exit_code),
+                }),
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(self.body())).into_response()

@@ -74,7 +74,18 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(StatusCode, serde_json::Value), ClientError> {
-        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.call_raw(method, path, bytes).await
+    }
+
+    /// [`Client::call`] with a body that is JSON text already.
+    pub async fn call_raw(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, serde_json::Value), ClientError> {
+        let bytes = Bytes::from(body);
         let req = Request::builder()
             .method(method)
             .uri(path)
@@ -184,19 +195,29 @@ async fn run(c: &mut Client, cli: Cli, settings: &Settings) -> Result<ExitStatus
     let q = format!("?backend={}", enc(&settings.backend));
     match cli.command {
         Command::Submit(args) => {
-            let spec = match crate::commands::submit_spec(*args) {
+            let specs = match crate::commands::submit_specs(*args) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     return Ok(e.exit_status());
                 }
             };
+            let path = format!("/v1/jobs{q}");
+            let spec = match specs {
+                crate::spec::Specs::One(spec) => spec,
+                crate::spec::Specs::Many { text, .. } => {
+                    // The batch as it was read: the daemon parses it the same
+                    // way, and answers each element.
+                    let (status, v) = c.call_raw(Method::POST, &path, text.into_bytes()).await?;
+                    if !status.is_success() {
+                        return Ok(failed(&v));
+                    }
+                    let results: Vec<crate::spec::SubmittedJson> = serde_json::from_value(v)?;
+                    return Ok(crate::commands::print_batch(&results, out));
+                }
+            };
             let (status, v) = c
-                .call(
-                    Method::POST,
-                    &format!("/v1/jobs{q}"),
-                    Some(&spec_json(&spec)),
-                )
+                .call(Method::POST, &path, Some(&spec_json(&spec)))
                 .await?;
             if !status.is_success() {
                 return Ok(failed(&v));

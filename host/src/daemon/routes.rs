@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The largest request body (413 above).
-pub const BODY_LIMIT: usize = 1 << 20;
+pub const BODY_LIMIT: usize = 16 << 20;
 /// How long a request's body may take to arrive (its head: [`super::conn::HEADER_TIMEOUT`]).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Every request but `wait` and `events` ends within this.
@@ -170,7 +170,18 @@ async fn submit(
     let bytes = read_body(body).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::invalid(StatusCode::BAD_REQUEST, "the job spec is not UTF-8"))?;
-    let spec = crate::spec::parse_spec(text)?;
+    let spec = match crate::spec::parse_specs(text)? {
+        crate::spec::Specs::One(spec) => spec,
+        crate::spec::Specs::Many { items, .. } => {
+            let plugin = d.config().plugin(&backend)?;
+            let results = crate::ledger::submit_parsed(&plugin, items).await?;
+            for (id, _) in results.iter().flatten().filter(|(_, new)| *new) {
+                d.track_submitted(&backend, id);
+            }
+            let results: Vec<_> = results.into_iter().map(super::api::submitted_json).collect();
+            return Ok(axum::Json(results).into_response());
+        }
+    };
     let plugin = d.config().plugin(&backend)?;
     let (id, new) = plugin.submit_new(&spec).await?;
     // A job just made is pending until the backend says otherwise; one that

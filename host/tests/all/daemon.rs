@@ -284,7 +284,7 @@ fn daemon_bad_input_gets_the_error_shape_and_a_4xx() {
             br#"{"execution_command": []}"#.to_vec(),
             400,
         ),
-        ("POST", "/v1/jobs/status", vec![b' '; 10 << 20], 413),
+        ("POST", "/v1/jobs/status", vec![b' '; 17 << 20], 413),
         ("GET", "/v2/nothing", vec![], 404),
         ("PUT", "/v1/health", vec![], 405),
         ("GET", "/v1/jobs/status", vec![], 405),

@@ -13,6 +13,13 @@ pub trait Backend {
     /// [`crate::idempotency`]); the host has made sure no other submit with
     /// this key is at work.
     fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError>;
+    /// Submit many jobs: per spec, in order, its id or its own error (a
+    /// refused spec does not stop the others). Each element is a job of its
+    /// own, keyed by its own `idempotency_key`. The default submits one at a
+    /// time; a backend with a cheaper way (a SLURM job array) overrides it.
+    fn submit_many(h: &mut impl Host, specs: &[JobSpec]) -> Vec<Result<String, BackendError>> {
+        specs.iter().map(|spec| Self::submit(h, spec)).collect()
+    }
     /// The job a submit with this idempotency key made, if the scheduler
     /// knows one; none only when no such job exists (`unavailable` when the
     /// scheduler cannot tell). `since`: Unix seconds when that submit began.
@@ -46,6 +53,11 @@ macro_rules! export_backend {
         impl $crate::Guest for $ty {
             fn submit(spec: $crate::JobSpec) -> Result<String, $crate::BackendError> {
                 <$ty as $crate::backend::Backend>::submit(&mut $crate::host::SdkHost, &spec)
+            }
+            fn submit_many(
+                specs: Vec<$crate::JobSpec>,
+            ) -> Vec<Result<String, $crate::BackendError>> {
+                <$ty as $crate::backend::Backend>::submit_many(&mut $crate::host::SdkHost, &specs)
             }
             fn find_job(
                 idempotency_key: String,

@@ -42,7 +42,7 @@ pub use ccat::hpc0_1_0::types::{
     BackendError, HpcJobInfo, JobLogs, JobStatus, PluginInfo, ResourceRequirements,
 };
 pub use ccat::hpc0_2_0::types::JobSpec;
-pub use exports::ccat::hpc0_2_0::hpc_backend::Guest;
+pub use exports::ccat::hpc0_3_0::hpc_backend::Guest;
 
 pub mod apptainer;
 pub mod backend;
@@ -59,7 +59,7 @@ pub use backend::single;
 pub use resources::bytes_to_gb;
 
 /// The version of the contract this SDK was built against.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.3.0";
 
 /// A setting from the host (`wasi:config/store`): the seed's keys such as
 /// `SLURM_PARTITION`, plus the plugin's own `config` table.

@@ -24,6 +24,8 @@ async function guard(f) {
 
 export const hpcBackend = {
   submit: (spec) => guard(() => backend.submit(host, spec)),
+  // Each element carries its own error: nothing to guard.
+  submitMany: (specs) => backend.submitMany(host, specs),
   findJob: (key, since) => guard(() => backend.findJob(host, key, since)),
   getStatus: (id) => guard(() => backend.getStatus(host, id)),
   getStatuses: (ids) => guard(() => backend.getStatuses(host, ids)),

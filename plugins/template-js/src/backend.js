@@ -5,7 +5,7 @@
 // stays. Everything here runs under `node --test` with FakeHost.
 import * as apptainer from './hpc_plugin/apptainer.js';
 import * as ids from './hpc_plugin/ids.js';
-import { BackendFailure, fromProcess, invalidRequest, notFound } from './hpc_plugin/errors.js';
+import { BackendFailure, fromProcess, invalidRequest, notFound, toBackendFailure } from './hpc_plugin/errors.js';
 import { Records } from './hpc_plugin/records.js';
 import { checkCommand, checkNoNul, hoursToSeconds } from './hpc_plugin/spec.js';
 
@@ -85,6 +85,24 @@ export async function submit(host, spec) {
 
 /** The job a keyed submit made: the supervisor knows it. A record whose job
  * never started (its submitter died in between) is dropped. */
+/**
+ * Many jobs, in order: each `{tag: 'ok', val: id}` or its own
+ * `{tag: 'err', val: backend-error}` (a refused spec does not stop the
+ * others). One `submit` each here; a scheduler that can make many jobs in
+ * one request (a job array) does that instead.
+ */
+export async function submitMany(host, specs) {
+  const out = [];
+  for (const spec of specs) {
+    try {
+      out.push({ tag: 'ok', val: await submit(host, spec) });
+    } catch (e) {
+      out.push({ tag: 'err', val: toBackendFailure(e).payload });
+    }
+  }
+  return out;
+}
+
 export async function findJob(host, key, _since) {
   const id = await ids.keyedId(key);
   const [state] = host.jobStates([id]);

@@ -36,6 +36,10 @@ class HpcBackend(exports.HpcBackend):
     def submit(self, spec):  # type: ignore[no-untyped-def]
         return guard(lambda: backend.submit(HOST, spec))
 
+    def submit_many(self, specs):  # type: ignore[no-untyped-def]
+        # Each element carries its own error: nothing to guard.
+        return backend.submit_many(HOST, specs)
+
     def find_job(self, idempotency_key, since):  # type: ignore[no-untyped-def]
         return guard(lambda: backend.find_job(HOST, idempotency_key, since))
 

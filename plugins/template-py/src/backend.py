@@ -23,7 +23,13 @@ from wit_world.imports.ccat_hpc_types_0_2_0 import JobSpec
 from wit_world.imports.logging import Level
 
 from hpc_plugin import apptainer, ids
-from hpc_plugin.errors import BackendFailure, from_process, invalid_request, not_found
+from hpc_plugin.errors import (
+    BackendFailure,
+    from_process,
+    invalid_request,
+    not_found,
+    to_backend_error,
+)
 from hpc_plugin.host import Host
 from hpc_plugin.records import Records
 from hpc_plugin.spec import check_command, check_no_nul, hours_to_seconds
@@ -105,6 +111,19 @@ def submit(host: Host, spec: JobSpec) -> str:
         raise BackendFailure(from_process(e.value)) from None
     host.log(Level.INFO, f"submitted {job_id}: {argv[0]}")
     return job_id
+
+
+def submit_many(host: Host, specs: list[JobSpec]) -> list[Ok[str] | Err[BackendError]]:
+    """Many jobs, in order: each its id or its own error (a refused spec
+    does not stop the others). One `submit` each here; a scheduler that can
+    make many jobs in one request (a job array) does that instead."""
+    out: list[Ok[str] | Err[BackendError]] = []
+    for spec in specs:
+        try:
+            out.append(Ok(submit(host, spec)))
+        except BaseException as exc:  # noqa: BLE001 - every failure is an answer
+            out.append(Err(to_backend_error(exc)))
+    return out
 
 
 def find_job(host: Host, idempotency_key: str, since: float) -> str | None:

@@ -50,6 +50,38 @@ def spec_json(
     return body
 
 
+def batch_json(
+    specs: Sequence[JobSpec | Mapping[str, Any]],
+    idempotency_keys: Sequence[str | None] | None = None,
+) -> list[dict[str, Any]]:
+    """A batch of specs as the JSON array ``submit`` takes, each with its
+    key from ``idempotency_keys`` (same length) when given."""
+    specs = list(specs)
+    if not specs:
+        raise ValueError("no specs given")
+    keys = [None] * len(specs) if idempotency_keys is None else list(idempotency_keys)
+    if len(keys) != len(specs):
+        raise ValueError(f"{len(keys)} idempotency keys for {len(specs)} specs")
+    return [spec_json(spec, key) for spec, key in zip(specs, keys)]
+
+
+def submitted(obj: Any, count: int) -> list[str | HpcHostError]:
+    """A batch submit's answer: per spec its job id, or its error (not raised)."""
+    if not isinstance(obj, list) or len(obj) != count:
+        raise HpcHostError(f"unexpected answer to a batch of {count} specs: {obj!r:.200}")
+    out: list[str | HpcHostError] = []
+    for item in obj:
+        job_id = item.get("job_id") if isinstance(item, Mapping) else None
+        err = item.get("error") if isinstance(item, Mapping) else None
+        if isinstance(job_id, str):
+            out.append(job_id)
+        elif isinstance(err, Mapping):
+            out.append(error_from_kind(str(err.get("kind", "internal")), str(err.get("message", ""))))
+        else:
+            raise HpcHostError(f"unexpected element of a batch answer: {item!r:.200}")
+    return out
+
+
 def submission_path(idempotency_key: str) -> str:
     """``/v1/submissions/{key}`` with the key escaped."""
     return f"/v1/submissions/{quote(idempotency_key, safe='')}"

@@ -82,6 +82,19 @@ class AsyncClient:
             return _ops.job_id_of(await self._run(["submit", "--spec", "-"], json.dumps(body)))
         return _ops.job_id_of(await self._request(_ops.Http("POST", "/v1/jobs", body)))
 
+    async def submit_many(
+        self,
+        specs: Sequence[JobSpec | Mapping[str, Any]],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+    ) -> list[str | HpcHostError]:
+        """Submit many jobs in one request: see ``Client.submit_many``."""
+        body = _ops.batch_json(specs, idempotency_keys)
+        if await self._cli():
+            out = await self._run(["submit", "--spec", "-"], json.dumps(body), json_on_error=True)
+            return _ops.submitted(out, len(body))
+        return _ops.submitted(await self._request(_ops.Http("POST", "/v1/jobs", body)), len(body))
+
     async def status(self, job_id: str) -> HPCJobInfo:
         """The status of one job (raises ``NotFound`` for an unknown id)."""
         if await self._cli():

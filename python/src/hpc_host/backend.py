@@ -18,6 +18,7 @@ from typing import Any
 from . import _ops
 from ._options import Transport
 from .client import Client
+from .errors import HpcHostError
 from .types import HPCJobInfo, JobSpec
 
 __all__ = ["HpcHostBackend"]
@@ -103,6 +104,23 @@ class HpcHostBackend:
             idempotency_key=idempotency_key,
         )
         return self.client.submit(spec)
+
+    def submit_many(
+        self,
+        specs: Sequence[JobSpec | Mapping[str, Any]],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """Submit many jobs in one request (SLURM: one job array per shape);
+        their ids in order. Raises the first per-spec error after the rest
+        were submitted (``Client.submit_many`` returns each instead)."""
+        results = self.client.submit_many(specs, idempotency_keys=idempotency_keys)
+        ids: list[str] = []
+        for r in results:
+            if isinstance(r, HpcHostError):
+                raise r
+            ids.append(r)
+        return ids
 
     def get_status(self, job_id: str) -> HPCJobInfo:
         """The job's status (``NotFound`` for an id the backend does not know)."""

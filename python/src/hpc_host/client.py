@@ -101,6 +101,28 @@ class Client:
             return _ops.job_id_of(self._run(["submit", "--spec", "-"], stdin=json.dumps(body)))
         return _ops.job_id_of(self._request(_ops.Http("POST", "/v1/jobs", body)))
 
+    def submit_many(
+        self,
+        specs: Sequence[JobSpec | Mapping[str, Any]],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+    ) -> list[str | HpcHostError]:
+        """Submit many jobs in one request; per spec, in order, its job id, or
+        its error (not raised: the other specs are still submitted).
+
+        A backend makes specs of one shape with one scheduler request where it
+        can (SLURM: one job array); each job still has its own id, status,
+        logs and cancel. Each spec may carry its own idempotency key (or take
+        it from ``idempotency_keys``); a batch sent again makes no job twice.
+        """
+        body = _ops.batch_json(specs, idempotency_keys)
+        if self._cli():
+            import json
+
+            out = self._run(["submit", "--spec", "-"], stdin=json.dumps(body), json_on_error=True)
+            return _ops.submitted(out, len(body))
+        return _ops.submitted(self._request(_ops.Http("POST", "/v1/jobs", body)), len(body))
+
     def status(self, job_id: str) -> HPCJobInfo:
         """The status of one job (raises ``NotFound`` for an id the backend does not know)."""
         if self._cli():

@@ -12,6 +12,9 @@ class HpcBackend(exports.HpcBackend):
     def submit(self, spec):
         raise Err(BackendError_NotFound("the world probe runs no jobs"))
 
+    def submit_many(self, specs):
+        return [Err(BackendError_NotFound("the world probe runs no jobs")) for _ in specs]
+
     def find_job(self, idempotency_key, since):
         return None
 

@@ -25,6 +25,13 @@ impl hpc_plugin_sdk::Guest for Misbehave {
         Ok("fine".into())
     }
 
+    fn submit_many(specs: Vec<JobSpec>) -> Vec<Result<String, BackendError>> {
+        if specs.iter().any(|s| s.job_name.as_deref() == Some("trap")) {
+            panic!("deliberate panic for the test");
+        }
+        specs.into_iter().map(Self::submit).collect()
+    }
+
     fn find_job(key: String, _since: f64) -> Result<Option<String>, BackendError> {
         match key.as_str() {
             "trap" => panic!("deliberate panic for the test"),

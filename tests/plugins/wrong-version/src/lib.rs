@@ -1,4 +1,4 @@
-//! A plugin built against `ccat:hpc@0.3.0`, which this host does not speak.
+//! A plugin built against `ccat:hpc@9.0.0`, which this host does not speak.
 
 wit_bindgen::generate!({ path: "wit", world: "hpc-plugin" });
 
@@ -6,7 +6,7 @@ struct WrongVersion;
 
 impl exports::ccat::hpc::hpc_backend::Guest for WrongVersion {
     fn describe() -> String {
-        "built against ccat:hpc@0.3.0".into()
+        "built against ccat:hpc@9.0.0".into()
     }
 }
 
