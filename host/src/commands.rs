@@ -162,7 +162,7 @@ pub(crate) fn print_batch(results: &[spec::SubmittedJson], out: Output) -> ExitS
 /// spec its arguments make.
 pub(crate) fn submit_specs(args: SubmitArgs) -> Result<Specs, HostError> {
     let Some(source) = &args.spec else {
-        return submit_spec(args).map(Specs::One);
+        return submit_spec(args).map(|s| Specs::One(Box::new(s)));
     };
     let text = if source == "-" {
         let mut s = String::new();

@@ -524,7 +524,11 @@ async fn submit_chunk(plugin: &Plugin, specs: &[JobSpec]) -> Result<Vec<Submitte
     let mut held = Vec::new();
     let mut taken = Vec::new(); // indices whose key was claimed before
     for (claim, won) in claims.into_iter().zip(won) {
-        if won { held.push(claim) } else { taken.push(claim.0) }
+        if won {
+            held.push(claim)
+        } else {
+            taken.push(claim.0)
+        }
     }
     // A store that lost its keys: the scheduler may hold a fresh key's job.
     let recovering = match held.is_empty() {
@@ -564,8 +568,7 @@ async fn submit_chunk(plugin: &Plugin, specs: &[JobSpec]) -> Result<Vec<Submitte
         held.iter().enumerate().map(|(n, c)| (c.0, n)).collect();
     let order: Vec<usize> = (0..specs.len())
         .filter(|&i| {
-            results[i].is_none()
-                && (specs[i].idempotency_key.is_none() || claimed.contains_key(&i))
+            results[i].is_none() && (specs[i].idempotency_key.is_none() || claimed.contains_key(&i))
         })
         .collect();
     let to_make: Vec<JobSpec> = order.iter().map(|&i| specs[i].clone()).collect();
@@ -607,7 +610,10 @@ pub async fn submit_parsed(
     plugin: &Plugin,
     items: Vec<Result<JobSpec, HostError>>,
 ) -> Result<Vec<Submitted>, HostError> {
-    let specs: Vec<JobSpec> = items.iter().filter_map(|i| i.as_ref().ok().cloned()).collect();
+    let specs: Vec<JobSpec> = items
+        .iter()
+        .filter_map(|i| i.as_ref().ok().cloned())
+        .collect();
     let mut made = submit_many(plugin, &specs).await?.into_iter();
     Ok(items
         .into_iter()

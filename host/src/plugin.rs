@@ -423,7 +423,10 @@ impl Plugin {
     /// The plugin's `submit-many` calls for `specs` (one `submit` each for a
     /// plugin older than 0.3.0), nothing more: per spec, its id or error (a
     /// call that failed whole, a trap or a timeout, fails each of its specs).
-    pub(crate) async fn submit_many_once(&self, specs: &[JobSpec]) -> Vec<Result<String, HostError>> {
+    pub(crate) async fn submit_many_once(
+        &self,
+        specs: &[JobSpec],
+    ) -> Vec<Result<String, HostError>> {
         let mut all = Vec::with_capacity(specs.len());
         if self.contract() != Contract::V0_3 {
             for spec in specs {

@@ -70,7 +70,7 @@ pub const MAX_BATCH: usize = 10_000;
 
 /// A spec file: one spec (a JSON object) or a batch (an array of them).
 pub enum Specs {
-    One(JobSpec),
+    One(Box<JobSpec>),
     /// Per element, in order, its spec or why it is not one (the others
     /// are still submitted); `text` is the array as it was read.
     Many {
@@ -85,7 +85,7 @@ pub enum Specs {
 /// its own error.
 pub fn parse_specs(text: &str) -> Result<Specs, HostError> {
     if !text.trim_start().starts_with('[') {
-        return parse_spec(text).map(Specs::One);
+        return parse_spec(text).map(|s| Specs::One(Box::new(s)));
     }
     let values: Vec<serde_json::Value> = serde_json::from_str(text)
         .map_err(|e| HostError::Input(format!("invalid batch of job specs: {e}")))?;

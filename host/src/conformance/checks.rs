@@ -420,7 +420,11 @@ async fn submit_many(k: &Kit<'_>) -> Result<(), String> {
     expect(distinct.len() == ids.len(), || {
         format!("three specs got ids {ids:?}")
     })?;
-    let want = [(JobStatus::Completed, 0), (JobStatus::Failed, 3), (JobStatus::Completed, 0)];
+    let want = [
+        (JobStatus::Completed, 0),
+        (JobStatus::Failed, 3),
+        (JobStatus::Completed, 0),
+    ];
     for ((id, (status, code)), marker) in ids.iter().zip(want).zip([0, 2, 3]) {
         let i = k.ended(id).await?;
         expect(i.status == status && i.exit_code == Some(code), || {
@@ -449,6 +453,9 @@ async fn submit_many(k: &Kit<'_>) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     expect(found.as_deref() == Some(ids[2].as_str()), || {
-        format!("find-job of spec 3's key answered {found:?}, not `{}`", ids[2])
+        format!(
+            "find-job of spec 3's key answered {found:?}, not `{}`",
+            ids[2]
+        )
     })
 }

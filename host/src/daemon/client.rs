@@ -216,9 +216,7 @@ async fn run(c: &mut Client, cli: Cli, settings: &Settings) -> Result<ExitStatus
                     return Ok(crate::commands::print_batch(&results, out));
                 }
             };
-            let (status, v) = c
-                .call(Method::POST, &path, Some(&spec_json(&spec)))
-                .await?;
+            let (status, v) = c.call(Method::POST, &path, Some(&spec_json(&spec))).await?;
             if !status.is_success() {
                 return Ok(failed(&v));
             }

@@ -178,7 +178,10 @@ async fn submit(
             for (id, _) in results.iter().flatten().filter(|(_, new)| *new) {
                 d.track_submitted(&backend, id);
             }
-            let results: Vec<_> = results.into_iter().map(super::api::submitted_json).collect();
+            let results: Vec<_> = results
+                .into_iter()
+                .map(super::api::submitted_json)
+                .collect();
             return Ok(axum::Json(results).into_response());
         }
     };

@@ -56,7 +56,10 @@ fn a_batch_makes_each_job_once_in_order_and_refuses_only_the_bad_spec() {
     assert_eq!(answer.len(), 6, "{answer:?}");
     for bad in [1, 4] {
         assert!(answer[bad]["job_id"].is_null(), "{answer:?}");
-        assert_eq!(answer[bad]["error"]["kind"], "invalid-request", "{answer:?}");
+        assert_eq!(
+            answer[bad]["error"]["kind"], "invalid-request",
+            "{answer:?}"
+        );
         assert_eq!(answer[bad]["error"]["exit_code"], 2, "{answer:?}");
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -80,19 +83,33 @@ fn a_batch_makes_each_job_once_in_order_and_refuses_only_the_bad_spec() {
         let s = env.wait_until(id, "ended", |s| {
             s["status"] == "completed" || s["status"] == "failed"
         });
-        assert_eq!((s["status"].as_str(), s["exit_code"].as_i64()), (Some(status), Some(code)), "spec {i}: {s}");
+        assert_eq!(
+            (s["status"].as_str(), s["exit_code"].as_i64()),
+            (Some(status), Some(code)),
+            "spec {i}: {s}"
+        );
         let logs: Value =
             serde_json::from_str(&env.expect(0, &["--output", "json", "logs", id])).unwrap();
-        assert_eq!((logs["stdout"].as_str(), logs["stderr"].as_str()), (Some(stdout), Some(stderr)), "spec {i}");
+        assert_eq!(
+            (logs["stdout"].as_str(), logs["stderr"].as_str()),
+            (Some(stdout), Some(stderr)),
+            "spec {i}"
+        );
     }
 
     // The keyed specs again, in another batch and order: their first jobs, no new ones.
-    let again = json!([keyed("echo batch-5 >&2", &format!("{run}-5")), keyed("echo batch-3", &format!("{run}-3"))]);
+    let again = json!([
+        keyed("echo batch-5 >&2", &format!("{run}-5")),
+        keyed("echo batch-3", &format!("{run}-3"))
+    ]);
     let text = env.expect(0, &["submit", "--spec", &batch_file(&env, &again)]);
     assert_eq!(text, format!("{}\n{}\n", ids[3], ids[2]));
     assert_eq!(job_folders(&env), 4);
     // Each key is found as one submit's would be.
-    assert_eq!(env.expect(0, &["find", "--idempotency-key", &format!("{run}-5")]), format!("{}\n", ids[3]));
+    assert_eq!(
+        env.expect(0, &["find", "--idempotency-key", &format!("{run}-5")]),
+        format!("{}\n", ids[3])
+    );
 }
 
 #[test]
@@ -104,7 +121,10 @@ fn text_output_keeps_one_line_per_spec() {
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text:?}");
-    assert!(!lines[0].is_empty() && lines[1].is_empty() && !lines[2].is_empty(), "{text:?}");
+    assert!(
+        !lines[0].is_empty() && lines[1].is_empty() && !lines[2].is_empty(),
+        "{text:?}"
+    );
     assert_ne!(lines[0], lines[2]);
 }
 
@@ -113,7 +133,10 @@ fn a_batch_that_is_not_one_is_refused_whole_and_makes_nothing() {
     let env = TestEnv::new();
     let cases = [
         (json!([]), "1 to 10000"),
-        (json!([keyed("true", "same"), keyed("true", "same")]), "idempotency key `same`"),
+        (
+            json!([keyed("true", "same"), keyed("true", "same")]),
+            "idempotency key `same`",
+        ),
     ];
     for (specs, says) in cases {
         let err = env.fail(2, &["submit", "--spec", &batch_file(&env, &specs)]);
@@ -142,7 +165,12 @@ fn a_batch_through_the_daemon_answers_the_same_bytes() {
     ]);
     let file = batch_file(&env, &specs);
     let mut outputs = Vec::new();
-    for (mode, output) in [("never", "text"), ("never", "json"), ("require", "text"), ("require", "json")] {
+    for (mode, output) in [
+        ("never", "text"),
+        ("never", "json"),
+        ("require", "text"),
+        ("require", "json"),
+    ] {
         env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", mode);
         let served = (mode == "require").then(|| Served::start(&env));
         let out = env.run(&["--output", output, "submit", "--spec", &file]);
@@ -178,9 +206,20 @@ fn the_daemon_tracks_a_batch_and_answers_it_over_http() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["complete"], true, "{v}");
     assert_eq!(v["jobs"][0]["status"], "completed", "{v}");
-    assert_eq!((v["jobs"][1]["status"].as_str(), v["jobs"][1]["exit_code"].as_i64()), (Some("failed"), Some(4)), "{v}");
+    assert_eq!(
+        (
+            v["jobs"][1]["status"].as_str(),
+            v["jobs"][1]["exit_code"].as_i64()
+        ),
+        (Some("failed"), Some(4)),
+        "{v}"
+    );
     // One spec, as before: an object answers 201 with its id.
-    let (code, v) = served.http("POST", "/v1/jobs", Some(&serde_json::to_vec(&spec("true")).unwrap()));
+    let (code, v) = served.http(
+        "POST",
+        "/v1/jobs",
+        Some(&serde_json::to_vec(&spec("true")).unwrap()),
+    );
     assert_eq!(code, 201, "{v}");
     assert!(v["job_id"].is_string(), "{v}");
 }
@@ -190,10 +229,21 @@ fn a_plugin_of_an_older_contract_gets_one_submit_per_spec() {
     let env = TestEnv::new();
     env.install_plugin("contract-0-1", "old");
     let specs = json!([spec("true"), spec("true"), { "execution_command": [] }]);
-    let out = env.run(&["--backend", "old", "--output", "json", "submit", "--spec", &batch_file(&env, &specs)]);
+    let out = env.run(&[
+        "--backend",
+        "old",
+        "--output",
+        "json",
+        "submit",
+        "--spec",
+        &batch_file(&env, &specs),
+    ]);
     let answer: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer.len(), 3, "{answer:?}");
-    assert!(answer[0]["job_id"].is_string() && answer[1]["job_id"].is_string(), "{answer:?}");
+    assert!(
+        answer[0]["job_id"].is_string() && answer[1]["job_id"].is_string(),
+        "{answer:?}"
+    );
     assert_ne!(answer[0]["job_id"], answer[1]["job_id"]);
     assert!(answer[2]["error"].is_object(), "{answer:?}");
 }
@@ -205,14 +255,25 @@ fn a_plugin_that_answers_a_batch_short_pairs_no_id_with_a_spec() {
         { "execution_command": ["true"], "job_name": "short-batch" },
         { "execution_command": ["true"], "job_name": "short-batch" },
     ]);
-    let out = env.run(&["--backend", "hostile", "--output", "json", "submit", "--spec", &batch_file(&env, &specs)]);
+    let out = env.run(&[
+        "--backend",
+        "hostile",
+        "--output",
+        "json",
+        "submit",
+        "--spec",
+        &batch_file(&env, &specs),
+    ]);
     let answer: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer.len(), 2, "{answer:?}");
     for a in &answer {
         assert!(a["job_id"].is_null(), "{answer:?}");
         assert_eq!(a["error"]["kind"], "plugin-error", "{answer:?}");
         assert!(
-            a["error"]["message"].as_str().unwrap().contains("answered 1 results for 2 specs"),
+            a["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("answered 1 results for 2 specs"),
             "{answer:?}"
         );
     }
