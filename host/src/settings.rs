@@ -249,11 +249,16 @@ impl Settings {
 
     /// The values a policy request's `${...}` placeholders stand for.
     pub fn placeholders(&self) -> Placeholders {
-        Placeholders::new(
+        let mut p = Placeholders::new(
             &self.state_dir,
             self.k8s_namespace.as_deref(),
             self.slurm_partition.as_deref(),
-        )
+        );
+        p.set(
+            crate::daemon::push::SETTING,
+            self.daemon.push_address.map(|a| a.to_string()),
+        );
+        p
     }
 
     /// The request a built-in plugin ships with, if `plugin` is one.
