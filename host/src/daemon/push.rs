@@ -13,7 +13,7 @@
 //! - one naming an open job marks it *named*; the daemon polls (one
 //!   `get-statuses` of every open job, the ordinary poll) once every job
 //!   some `wait` is waiting for has been named, after [`SETTLE`] (the end
-//!   reaches the controller a moment after the trap), and again with a
+//!   reaches the controller and its accounting a moment after the trap), and again with a
 //!   growing delay while a named job is not yet final (the accounting
 //!   database lags), [`RETRIES`] times at most;
 //! - such polls spend tokens of a bucket ([`BURST`] tokens, one more per
@@ -43,10 +43,13 @@ pub const MESSAGE_PREFIX: &str = "hpc-host-end ";
 /// The longest job id a datagram may name.
 const MAX_ID: usize = 64;
 
-/// How long after the datagram that completes a `wait` the daemon polls:
-/// the trap runs just before the job's shell exits, and the controller
-/// learns of the end a few milliseconds later.
-pub const SETTLE: Duration = Duration::from_millis(60);
+/// How long after the datagram that completes a `wait` the daemon polls.
+/// The trap runs just before the job's shell exits; slurmctld learns of the
+/// end tens of milliseconds later and the accounting database (whose
+/// metrics a final answer carries) 0.1–0.5 s later on the test cluster. A
+/// poll too early costs a second squeue + sacct; this one is about when a
+/// raw 0.2 s sacct loop (0.3 s a round with sacct's 0.1 s) would see it.
+pub const SETTLE: Duration = Duration::from_millis(250);
 
 /// How many times the daemon polls again for a named job that is not yet
 /// final (its end not yet in slurmctld or the accounting database), at
