@@ -110,10 +110,8 @@ struct Daemon {
 
 impl Daemon {
     fn start(tag: &str, push: Option<&str>) -> Daemon {
-        let home = std::env::temp_dir().join(format!(
-            "hpc-host-bench-push-{tag}-{}",
-            std::process::id()
-        ));
+        let home =
+            std::env::temp_dir().join(format!("hpc-host-bench-push-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&home).unwrap();
         let programs = format!(
             "{{ sbatch = \"/usr/bin/sbatch\", scancel = \"/usr/bin/scancel\", squeue = \"{}\", sacct = \"{}\" }}",

@@ -46,10 +46,11 @@ const MAX_ID: usize = 64;
 /// How long after the datagram that completes a `wait` the daemon polls.
 /// The trap runs just before the job's shell exits; slurmctld learns of the
 /// end tens of milliseconds later and the accounting database (whose
-/// metrics a final answer carries) 0.1–0.5 s later on the test cluster. A
-/// poll too early costs a second squeue + sacct; this one is about when a
-/// raw 0.2 s sacct loop (0.3 s a round with sacct's 0.1 s) would see it.
-pub const SETTLE: Duration = Duration::from_millis(250);
+/// metrics a final answer carries) about 0.1 s later on the test cluster.
+/// A poll too early costs a second squeue + sacct (at 60 ms, two rounds of
+/// three in the bench); at 250 ms `wait` answered ~50 ms after a raw 0.2 s
+/// sacct loop; at 150 ms, with it, one poll each (BENCHMARKS.md).
+pub const SETTLE: Duration = Duration::from_millis(150);
 
 /// How many times the daemon polls again for a named job that is not yet
 /// final (its end not yet in slurmctld or the accounting database), at

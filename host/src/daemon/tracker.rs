@@ -549,7 +549,6 @@ async fn worker(d: Arc<Daemon>, backend: String, mut rx: mpsc::UnboundedReceiver
                     while sock.try_recv(&mut buf).is_ok() {}
                 }
                 poll(&d, &backend).await;
-                after_poll(&d, &backend, &mut hints, &mut next_poll);
             }
             id = next_push(&pushed) => {
                 // No authority: it only names a job, which the poll checks.
@@ -588,8 +587,9 @@ async fn worker(d: Arc<Daemon>, backend: String, mut rx: mpsc::UnboundedReceiver
     }
 }
 
-/// After any poll: the next ordinary one is an interval away (this one
-/// refreshed every open job), and the named jobs it saw end are forgotten.
+/// After an ordinary or a datagram-caused poll: the next ordinary one is an
+/// interval away (this one refreshed every open job), and the named jobs it
+/// saw end are forgotten. Without datagrams this is the schedule as before.
 fn after_poll(
     d: &Daemon,
     backend: &str,

@@ -961,8 +961,11 @@ fn daemon_slurm_pushed_ends_reach_wait_at_once_with_a_tenth_of_a_raw_loops_queri
         after < 3.0,
         "the wait returned {after:.2} s after the last job's command ended (interval 30 s)"
     );
+    // A tenth of the raw loop's queries, or one poll (squeue + sacct) and
+    // one retry when the accounting lags behind the trap: the exact ratio
+    // at the default interval is the bench's (BENCHMARKS.md).
     assert!(
-        (sq + sa) * 10 <= raw_calls.max(30),
+        sq + sa <= (raw_calls / 10).max(4),
         "{sq} squeue + {sa} sacct against the raw loop's {raw_calls} sacct"
     );
 }
