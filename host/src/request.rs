@@ -13,7 +13,8 @@
 //! settings, or the plugin is refused at load with the setting to change.
 //!
 //! A request names site facts through placeholders: `${HPC_STATE_DIR}`,
-//! `${K8S_NAMESPACE}`, `${SLURM_PARTITION}` and `${HOSTNAME}`. A list entry or
+//! `${K8S_NAMESPACE}`, `${SLURM_PARTITION}`, `${HPC_PUSH_ADDRESS}` and
+//! `${HOSTNAME}`. A list entry or
 //! `config` key whose placeholder has no value is left out. A program may be a
 //! bare name (`sbatch`), found in the usual program folders.
 
@@ -39,7 +40,13 @@ impl Placeholders {
         values.insert("K8S_NAMESPACE", k8s_namespace.map(str::to_owned));
         values.insert("SLURM_PARTITION", slurm_partition.map(str::to_owned));
         values.insert("HOSTNAME", Some(hostname()));
+        values.insert("HPC_PUSH_ADDRESS", None);
         Placeholders { values }
+    }
+
+    /// Give placeholder `name` a value (`None`: entries naming it are left out).
+    pub fn set(&mut self, name: &'static str, value: Option<String>) {
+        self.values.insert(name, value);
     }
 
     /// Fill the placeholders of one string: `Ok(None)` when one has no value.

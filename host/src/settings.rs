@@ -249,11 +249,16 @@ impl Settings {
 
     /// The values a policy request's `${...}` placeholders stand for.
     pub fn placeholders(&self) -> Placeholders {
-        Placeholders::new(
+        let mut p = Placeholders::new(
             &self.state_dir,
             self.k8s_namespace.as_deref(),
             self.slurm_partition.as_deref(),
-        )
+        );
+        p.set(
+            crate::daemon::push::SETTING,
+            self.daemon.push_address.map(|a| a.to_string()),
+        );
+        p
     }
 
     /// The request a built-in plugin ships with, if `plugin` is one.
@@ -545,6 +550,40 @@ mod tests {
             Path::new("/home/u/.local/share/hpc-host/plugins")
         );
         assert_eq!(s.cache_dir, Path::new("/home/u/.cache/hpc-host"));
+    }
+
+    #[test]
+    fn push_address_reaches_the_slurm_plugin_checked_or_is_refused() {
+        let home = ("HOME", "/home/u");
+        let s = Settings::resolve(&Overrides::default(), &vars(&[home])).unwrap();
+        assert_eq!(s.daemon.push_address, None);
+        let slurm = s.policy("slurm").unwrap();
+        assert!(!slurm.grants.config.contains_key("HPC_PUSH_ADDRESS"));
+        let set = ("CCAT_WORKFLOW_MANAGER_HPC_PUSH_ADDRESS", "127.0.0.1:7878");
+        let s = Settings::resolve(&Overrides::default(), &vars(&[home, set])).unwrap();
+        assert_eq!(
+            s.daemon.push_address,
+            Some("127.0.0.1:7878".parse().unwrap())
+        );
+        let slurm = s.policy("slurm").unwrap();
+        assert_eq!(slurm.grants.config["HPC_PUSH_ADDRESS"], "127.0.0.1:7878");
+        let local = s.policy("local").unwrap();
+        assert!(!local.grants.config.contains_key("HPC_PUSH_ADDRESS"));
+        for bad in ["login1:7878", "127.0.0.1:7878; id", "0.0.0.0:1"] {
+            let set = ("CCAT_WORKFLOW_MANAGER_HPC_PUSH_ADDRESS", bad);
+            let Err(e) = Settings::resolve(&Overrides::default(), &vars(&[home, set])) else {
+                panic!("{bad} accepted")
+            };
+            assert!(e.to_string().contains("`HPC_PUSH_ADDRESS` must be"), "{e}");
+        }
+        // Set straight in a plugin's config table: checked the same.
+        let set = (
+            "CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__CONFIG__HPC_PUSH_ADDRESS",
+            "x'; id; '",
+        );
+        let s = Settings::resolve(&Overrides::default(), &vars(&[home, set])).unwrap();
+        let e = s.policy("slurm").unwrap_err().to_string();
+        assert!(e.contains("plugins.slurm.config.HPC_PUSH_ADDRESS"), "{e}");
     }
 
     #[test]

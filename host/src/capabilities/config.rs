@@ -32,12 +32,18 @@ impl super::Capability for Config {
         BTreeMap::new()
     }
 
-    fn apply(g: &mut Self::Grant, s: ConfigSection, _plugin: &str) -> Result<(), String> {
+    fn apply(g: &mut Self::Grant, s: ConfigSection, plugin: &str) -> Result<(), String> {
         for (k, v) in s.config.unwrap_or_default() {
             let v = match v {
                 toml::Value::String(s) => s,
                 other => other.to_string(),
             };
+            // It ends up in batch scripts and is where the daemon listens:
+            // checked wherever it is set.
+            if k == crate::daemon::push::SETTING {
+                crate::daemon::push::parse_address(&v)
+                    .map_err(|e| format!("plugins.{plugin}.config.{k}: {e}"))?;
+            }
             g.insert(k, v);
         }
         Ok(())

@@ -11,6 +11,7 @@ pub mod api;
 pub mod client;
 pub mod conn;
 pub mod lease;
+pub mod push;
 pub mod routes;
 pub mod server;
 pub mod tracker;
@@ -51,6 +52,10 @@ pub struct DaemonSettings {
     /// `HPC_DAEMON_IDLE_SECONDS`: how long a daemon a client started
     /// (`serve --auto`) stays without a connection or an open job.
     pub idle_exit: Duration,
+    /// `HPC_PUSH_ADDRESS`: where batch jobs send their end and the daemon
+    /// listens (a plugin reads it through its request's
+    /// `${HPC_PUSH_ADDRESS}`; see [`push`]).
+    pub push_address: Option<std::net::SocketAddr>,
 }
 
 /// Default of `HPC_DAEMON_IDLE_SECONDS`.
@@ -64,6 +69,7 @@ impl std::fmt::Debug for DaemonSettings {
             .field("socket", &self.socket)
             .field("poll_seconds", &self.poll_seconds)
             .field("node", &self.node)
+            .field("push_address", &self.push_address)
             .finish()
     }
 }
@@ -79,7 +85,8 @@ impl std::fmt::Debug for DaemonSettings {
 pub const DEFAULT_POLL_SECONDS: f64 = 5.0;
 
 impl DaemonSettings {
-    /// Read `HPC_SOCKET`, `HPC_DAEMON` and `HPC_POLL_SECONDS` from the merged settings table.
+    /// Read `HPC_SOCKET`, `HPC_DAEMON`, `HPC_POLL_SECONDS`, `HPC_NODE`,
+    /// `HPC_DAEMON_IDLE_SECONDS` and `HPC_PUSH_ADDRESS` from the merged settings table.
     pub fn from_merged(
         merged: &toml::Table,
         state_dir: &Path,
@@ -155,6 +162,10 @@ impl DaemonSettings {
             poll_seconds,
             node: string("HPC_NODE")?,
             idle_exit: Duration::from_secs_f64(idle),
+            push_address: string(push::SETTING)?
+                .map(|a| push::parse_address(&a))
+                .transpose()
+                .map_err(HostError::Settings)?,
         })
     }
 

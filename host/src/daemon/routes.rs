@@ -289,6 +289,8 @@ async fn wait(
         .timeout
         .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t.min(1e9)));
     let wanted: HashSet<&String> = req.job_ids.iter().collect();
+    // Job-end datagrams naming all of these make the poller poll now.
+    let _waiting = d.tracker.waiting(&backend, &req.job_ids);
     let mut events = d.tracker.events.subscribe();
     let mut shutdown = d.shutdown.subscribe();
     loop {

@@ -83,6 +83,29 @@ pub struct Tracker {
     pub events: broadcast::Sender<Arc<Event>>,
     /// Plugin calls made by the pollers and fetches (for tests and `health`).
     pub calls: std::sync::atomic::AtomicU64,
+    /// The `wait` requests in progress: their backend and ids, by a number.
+    waits: Mutex<HashMap<u64, (String, Vec<String>)>>,
+    next_wait: std::sync::atomic::AtomicU64,
+    /// Woken when a `wait` starts: its jobs may all have been named already.
+    wait_started: tokio::sync::Notify,
+}
+
+/// A `wait` in progress, known to the tracker until dropped: job-end
+/// datagrams that name all its open jobs make the poller poll
+/// ([`super::push`]).
+pub struct Waiting<'a> {
+    tracker: &'a Tracker,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.tracker
+            .waits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Default for Tracker {
@@ -100,7 +123,42 @@ impl Tracker {
             leases: Mutex::new(HashMap::new()),
             events: broadcast::channel(16 * 1024).0,
             calls: Default::default(),
+            waits: Mutex::new(HashMap::new()),
+            next_wait: Default::default(),
+            wait_started: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Register a `wait` for `ids` on `backend` while the guard lives.
+    pub fn waiting(&self, backend: &str, ids: &[String]) -> Waiting<'_> {
+        let id = self
+            .next_wait
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.waits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (backend.to_owned(), ids.to_vec()));
+        self.wait_started.notify_waiters();
+        Waiting { tracker: self, id }
+    }
+
+    /// Whether `id` is a job of `backend` this daemon tracks and has not seen end.
+    fn is_open(&self, backend: &str, id: &str) -> bool {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.get(&(backend.to_owned(), id.to_owned()))
+            .is_some_and(|e| !e.info.status.is_terminal())
+    }
+
+    /// Whether some `wait` on `backend` has open jobs and `named` holds all of them.
+    fn wait_is_named(&self, backend: &str, named: &HashMap<String, tokio::time::Instant>) -> bool {
+        let waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        waits
+            .values()
+            .filter(|(b, _)| b == backend)
+            .any(|(_, ids)| {
+                let mut open = ids.iter().filter(|id| self.is_open(backend, id)).peekable();
+                open.peek().is_some() && super::push::Hints::covers(named, open)
+            })
     }
 
     /// Record what the backend said about a job; a new status is an event.
@@ -398,6 +456,69 @@ fn ended_listener(d: &Daemon, backend: &str) -> Option<tokio::net::UnixDatagram>
     }
 }
 
+/// The UDP socket on which a backend's batch jobs announce their end
+/// ([`super::push`]): the `HPC_PUSH_ADDRESS` its plugin reads, when set.
+/// `None` without one, or when it cannot be bound (another daemon has it,
+/// or the address is not this machine's): this daemon then polls as usual.
+fn push_listener(d: &Daemon, backend: &str) -> Option<tokio::net::UdpSocket> {
+    let plugin = d.config().plugin(backend).ok()?;
+    let text = plugin
+        .policy()
+        .grants
+        .config
+        .get(super::push::SETTING)?
+        .clone();
+    let addr = match super::push::parse_address(&text) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(backend, "{e}; polling only");
+            return None;
+        }
+    };
+    let std_sock = match std::net::UdpSocket::bind(addr) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(backend, %addr, "cannot listen for job ends ({e}); polling only");
+            return None;
+        }
+    };
+    let _ = std_sock.set_nonblocking(true);
+    match tokio::net::UdpSocket::from_std(std_sock) {
+        Ok(sock) => {
+            tracing::info!(backend, %addr, "listening for job ends");
+            Some(sock)
+        }
+        Err(e) => {
+            tracing::warn!(backend, %addr, "cannot listen for job ends ({e}); polling only");
+            None
+        }
+    }
+}
+
+/// The next datagram on the push socket that names a job id, or never
+/// without a socket.
+async fn next_push(listener: &Option<tokio::net::UdpSocket>) -> String {
+    let Some(sock) = listener else {
+        return std::future::pending().await;
+    };
+    let mut buf = [0u8; 128];
+    loop {
+        if let Ok(n) = sock.recv(&mut buf).await
+            && let Some(id) = super::push::job_id(&buf[..n])
+        {
+            return id.to_owned();
+        }
+    }
+}
+
+/// Sleep until `at`, or forever.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next job-end announcement, or never without a listener.
 async fn next_end(listener: &Option<tokio::net::UnixDatagram>) {
     let Some(sock) = listener else {
@@ -408,13 +529,17 @@ async fn next_end(listener: &Option<tokio::net::UnixDatagram>) {
 }
 
 /// One backend's worker: serves fetches (batched), polls every interval, and
-/// polls at once when a supervised job announces its end.
+/// polls at once when a supervised job announces its end, or when batch
+/// jobs' end datagrams name every job of a `wait` ([`super::push`]).
 async fn worker(d: Arc<Daemon>, backend: String, mut rx: mpsc::UnboundedReceiver<Fetch>) {
     let configured = d.config().poll_interval(&backend);
-    let mut next_poll =
-        tokio::time::Instant::now() + d.tracker.poll_state(&backend, configured).interval;
+    let interval = d.tracker.poll_state(&backend, configured).interval;
+    let mut next_poll = tokio::time::Instant::now() + interval;
     let ended = ended_listener(&d, &backend);
+    let pushed = push_listener(&d, &backend);
+    let mut hints = super::push::Hints::new(interval, tokio::time::Instant::now());
     loop {
+        let hinted_poll = hints.next_poll(tokio::time::Instant::now());
         tokio::select! {
             () = next_end(&ended) => {
                 // Ends often come together (a batch of short jobs): one poll for them.
@@ -424,6 +549,26 @@ async fn worker(d: Arc<Daemon>, backend: String, mut rx: mpsc::UnboundedReceiver
                     while sock.try_recv(&mut buf).is_ok() {}
                 }
                 poll(&d, &backend).await;
+            }
+            id = next_push(&pushed) => {
+                // No authority: it only names a job, which the poll checks.
+                if d.tracker.is_open(&backend, &id) {
+                    let now = tokio::time::Instant::now();
+                    hints.named(&id, now);
+                    if d.tracker.wait_is_named(&backend, hints.set()) {
+                        hints.complete(now);
+                    }
+                }
+            }
+            () = d.tracker.wait_started.notified(), if pushed.is_some() => {
+                if d.tracker.wait_is_named(&backend, hints.set()) {
+                    hints.complete(tokio::time::Instant::now());
+                }
+            }
+            () = until(hinted_poll) => {
+                hints.polling(tokio::time::Instant::now());
+                poll_hinted(&d, &backend).await;
+                after_poll(&d, &backend, &mut hints, &mut next_poll);
             }
             first = rx.recv() => {
                 let Some(first) = first else { return };
@@ -436,10 +581,48 @@ async fn worker(d: Arc<Daemon>, backend: String, mut rx: mpsc::UnboundedReceiver
             }
             _ = tokio::time::sleep_until(next_poll) => {
                 poll(&d, &backend).await;
-                let configured = d.config().poll_interval(&backend);
-                next_poll = tokio::time::Instant::now() + d.tracker.poll_state(&backend, configured).interval;
+                after_poll(&d, &backend, &mut hints, &mut next_poll);
             }
         }
+    }
+}
+
+/// After an ordinary or a datagram-caused poll: the next ordinary one is an
+/// interval away (this one refreshed every open job), and the named jobs it
+/// saw end are forgotten. Without datagrams this is the schedule as before.
+fn after_poll(
+    d: &Daemon,
+    backend: &str,
+    hints: &mut super::push::Hints,
+    next_poll: &mut tokio::time::Instant,
+) {
+    let configured = d.config().poll_interval(backend);
+    let interval = d.tracker.poll_state(backend, configured).interval;
+    let now = tokio::time::Instant::now();
+    *next_poll = now + interval;
+    hints.set_interval(interval);
+    hints.polled(
+        |id| d.tracker.is_open(backend, id),
+        |named| d.tracker.wait_is_named(backend, named),
+        interval * 2,
+        now,
+    );
+}
+
+/// A poll that job-end datagrams asked for. A follower of the shared poll
+/// lease fetches its own open jobs: the holder does not hear the ends of
+/// this daemon's jobs, and its observations are up to an interval old.
+async fn poll_hinted(d: &Arc<Daemon>, backend: &str) {
+    let shared = d.shared.is_some() && !d.config().node_local(backend);
+    let holder = d.tracker.leases().get(backend).copied().unwrap_or(false);
+    if !shared || holder {
+        return poll(d, backend).await;
+    }
+    let ids = d.tracker.open_ids(backend);
+    if !ids.is_empty()
+        && let Err(e) = d.fetch(backend, &ids).await
+    {
+        tracing::warn!(backend, "poll failed: {}", e.message);
     }
 }
 

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use crate::command::{self, is_job_id, not_a_job_id};
 use crate::find;
 use crate::host::Host;
+use crate::push;
 use crate::record::{self, JobRecord};
 use crate::sacct::{self, AcctJob, QueueEntry};
 use crate::script::{self, ScriptInputs};
@@ -58,6 +59,16 @@ pub fn timeout_ms(host: &impl Host) -> Result<u32, BackendError> {
     }
 }
 
+/// The checked [`push::SETTING_PUSH`] address, if set (an empty value is unset).
+pub fn push_address(host: &impl Host) -> Result<Option<std::net::SocketAddr>, BackendError> {
+    match host.setting(push::SETTING_PUSH) {
+        Some(v) if !v.trim().is_empty() => push::parse_address(v.trim())
+            .map(Some)
+            .map_err(BackendError::InvalidRequest),
+        _ => Ok(None),
+    }
+}
+
 /// Run a scheduler command with the configured timeout.
 fn run(host: &mut impl Host, program: &str, args: Vec<String>) -> Result<RunOutput, BackendError> {
     let req = RunRequest {
@@ -87,8 +98,9 @@ pub fn submit(host: &mut impl Host, spec: &JobSpec) -> Result<String, BackendErr
     })?;
     let default_workspace = host.setting(SETTING_WORKDIR);
     timeout_ms(host)?;
+    let push = push_address(host)?;
 
-    let (plan, unique) = write_script(host, spec, &partition, default_workspace.as_deref())?;
+    let (plan, unique) = write_script(host, spec, &partition, default_workspace.as_deref(), push)?;
     let mut rec = JobRecord::new(&plan, host.now_millis() / 1000);
     let pending_key = record::pending_key(&unique);
     let bytes = match rec.to_bytes() {
@@ -143,6 +155,7 @@ fn write_script(
     spec: &JobSpec,
     partition: &str,
     default_workspace: Option<&str>,
+    push: Option<std::net::SocketAddr>,
 ) -> Result<(script::ScriptPlan, String), BackendError> {
     for _ in 0..NAME_ATTEMPTS {
         let unique = format!("{:x}-{:08x}", host.now_millis(), host.random() as u32);
@@ -150,6 +163,7 @@ fn write_script(
             partition,
             default_workspace,
             unique: &unique,
+            push,
         };
         let plan = script::build(spec, &inputs).map_err(BackendError::InvalidRequest)?;
         match create_new(&plan.script_path, plan.text.as_bytes()) {

@@ -81,6 +81,29 @@ fn submit_needs_a_partition_and_a_sane_timeout() {
 }
 
 #[test]
+fn submit_with_a_push_address_puts_the_checked_address_in_the_script() {
+    let ws = workspace("push");
+    let mut h = Fake::new();
+    h.settings
+        .insert(push::SETTING_PUSH.into(), "127.0.0.1:7878; id".into());
+    let Err(BackendError::InvalidRequest(m)) = submit(&mut h, &spec(&ws)) else {
+        panic!()
+    };
+    assert!(m.contains("`HPC_PUSH_ADDRESS`"), "{m}");
+    assert!(h.calls.is_empty(), "refused before sbatch");
+    assert_eq!(files_in(&ws), 0);
+    let mut h = Fake::new();
+    h.settings
+        .insert(push::SETTING_PUSH.into(), " [::1]:7878 ".into());
+    h.answer("sbatch", ok("43\n"));
+    submit(&mut h, &spec(&ws)).unwrap();
+    let script = std::fs::read_to_string(&h.calls_to("sbatch")[0].args[1]).unwrap();
+    assert!(script.contains(">'/dev/udp/::1/7878';"), "{script}");
+    assert!(script.ends_with("{ (exec -- 'echo' 'hi' 2>&3 3>&-); } 3>&2 2>/dev/null\n"));
+    std::fs::remove_dir_all(ws).unwrap();
+}
+
+#[test]
 fn submit_with_store_down_fails_before_sbatch() {
     let ws = workspace("kvdown");
     let mut h = Fake::new();

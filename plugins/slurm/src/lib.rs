@@ -13,6 +13,8 @@
 //! - `HPC_SLURM_WORKDIR`: the workspace for specs without `workspace-dir`.
 //! - `SLURM_COMMAND_TIMEOUT_MS` (default 20000): the timeout of each
 //!   scheduler command; a command that times out is `unavailable`.
+//! - `HPC_PUSH_ADDRESS` (`IP:PORT`): the batch script tells the daemon
+//!   listening there when the job's command has ended ([`push`]).
 //!
 //! Host policy: programs `sbatch`, `squeue`, `sacct`, `scancel`; the `kv`
 //! interface; read-write access to the workspace folders.
@@ -26,6 +28,7 @@ pub mod backend;
 pub mod command;
 pub mod find;
 pub mod host;
+pub mod push;
 pub mod quote;
 pub mod record;
 pub mod resources;
@@ -74,6 +77,7 @@ impl Backend for Slurm {
                 backend::SETTING_PARTITION.into(),
                 backend::SETTING_WORKDIR.into(),
                 backend::SETTING_TIMEOUT.into(),
+                push::SETTING_PUSH.into(),
             ],
         }
     }

@@ -16,7 +16,7 @@
 //!     environment_variables: vec![("GREETING".into(), "a b".into())],
 //!     job_name: Some("demo run".into()), idempotency_key: None,
 //! };
-//! let plan = build(&spec, &ScriptInputs { partition: "debug", default_workspace: None, unique: "1a2b" }).unwrap();
+//! let plan = build(&spec, &ScriptInputs { partition: "debug", default_workspace: None, unique: "1a2b", push: None }).unwrap();
 //! assert_eq!(plan.script_path, "/scratch/jobs/hpc-demo_run-1a2b.sbatch");
 //! assert!(plan.text.contains("#SBATCH --cpus-per-task=4\n#SBATCH --mem=16G\n#SBATCH --time=02:00:00\n"));
 //! assert!(plan.text.ends_with("export GREETING='a b'\nexec -- 'echo' 'it'\\''s $HOME'\n"));
@@ -36,6 +36,7 @@ use hpc_plugin_sdk::JobSpec;
 use hpc_plugin_sdk::apptainer::{self, Mount};
 use hpc_plugin_sdk::spec::check_command;
 
+use crate::push;
 use crate::quote::{bash_quote, check_directive_value, check_no_nul, directive_quote};
 use crate::resources;
 
@@ -95,6 +96,9 @@ pub struct ScriptInputs<'a> {
     pub default_workspace: Option<&'a str>,
     /// Makes this job's file names unique in the workspace (letters and digits).
     pub unique: &'a str,
+    /// The `HPC_PUSH_ADDRESS` setting, checked: where the script sends the
+    /// job's end ([`crate::push`]); `None` sends nothing.
+    pub push: Option<std::net::SocketAddr>,
 }
 
 /// A script ready to write, and where its job's files go.
@@ -187,12 +191,18 @@ pub fn build(spec: &JobSpec, inputs: &ScriptInputs<'_>) -> Result<ScriptPlan, St
     // `exec` makes the job's exit status the program's and delivers SLURM's
     // signals (scancel, time limit) to it directly; `--` keeps a program name
     // starting with `-` from being read as an option of `exec`.
-    text.push_str("exec --");
+    let mut words = String::new();
     for word in &command {
-        text.push(' ');
-        text.push_str(&bash_quote(word));
+        words.push(' ');
+        words.push_str(&bash_quote(word));
     }
-    text.push('\n');
+    match inputs.push {
+        None => text.push_str(&format!("exec --{words}\n")),
+        Some(addr) => {
+            text.push_str(&push::trap_lines(addr));
+            text.push_str(&push::command_line(&words));
+        }
+    }
 
     Ok(ScriptPlan {
         workspace,

@@ -19,6 +19,7 @@ fn inputs() -> ScriptInputs<'static> {
         partition: "debug",
         default_workspace: Some("/default/ws"),
         unique: "u1",
+        push: None,
     }
 }
 
@@ -283,6 +284,193 @@ fn bash_runs_exactly_the_argv() {
     let (got, env) = run_with_bash(&build(&s, &inputs()).unwrap(), &dir);
     assert_eq!(got, tail);
     assert_eq!(env["HPC_X"], "v'$(id)`x`\n\u{7f}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+// ---- job ends pushed to the daemon (`HPC_PUSH_ADDRESS`, crate::push) ----
+
+fn with_push(addr: &str) -> ScriptInputs<'static> {
+    ScriptInputs {
+        push: Some(crate::push::parse_address(addr).unwrap()),
+        ..inputs()
+    }
+}
+
+#[test]
+fn push_address_is_an_ip_and_a_port_only() {
+    use crate::push::parse_address;
+    for ok in [
+        "127.0.0.1:7878",
+        "10.1.2.3:1",
+        "[::1]:7878",
+        "[fd00::5]:65535",
+    ] {
+        assert!(parse_address(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        "127.0.0.1",
+        "login1:7878",
+        "localhost:7878",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "0.0.0.0:7878",
+        "[::]:7878",
+        "224.0.0.1:7878",
+        "255.255.255.255:7878",
+        "::1:7878",
+        " 127.0.0.1:7878",
+        "127.0.0.1:7878\n",
+        "127.0.0.1:7878'; id; '",
+        "127.0.0.1:7878/x",
+        "$(id):7878",
+    ] {
+        let err = parse_address(bad).unwrap_err();
+        assert!(err.contains("`HPC_PUSH_ADDRESS`"), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn without_push_the_script_is_unchanged_and_with_it_the_command_is_not_exec_of_bash() {
+    let s = spec(&["python3", "run.py"]);
+    let plain = build(&s, &inputs()).unwrap().text;
+    assert!(plain.ends_with("exec -- 'python3' 'run.py'\n"), "{plain}");
+    assert!(!plain.contains("trap"), "{plain}");
+    let pushed = build(&s, &with_push("10.1.2.3:7878")).unwrap().text;
+    assert!(pushed.starts_with(&plain[..plain.rfind("exec --").unwrap()]));
+    assert!(
+        pushed.contains(">'/dev/udp/10.1.2.3/7878'; } 2>/dev/null\n"),
+        "{pushed}"
+    );
+    assert!(pushed.contains("\ntrap hpc_host_ended EXIT\n"), "{pushed}");
+    assert!(
+        pushed.ends_with("{ (exec -- 'python3' 'run.py' 2>&3 3>&-); } 3>&2 2>/dev/null\n"),
+        "{pushed}"
+    );
+    let v6 = build(&s, &with_push("[fd00::5]:7878")).unwrap().text;
+    assert!(v6.contains(">'/dev/udp/fd00::5/7878';"), "{v6}");
+}
+
+/// Runs a pushed script with bash as slurm would (`SLURM_JOB_ID` and
+/// friends set): its exit status, stdout, stderr, and how long it took.
+fn run_pushed(
+    plan: &ScriptPlan,
+    dir: &std::path::Path,
+    vars: &[(&str, &str)],
+) -> (
+    std::process::ExitStatus,
+    String,
+    String,
+    std::time::Duration,
+) {
+    let path = dir.join("pushed.sbatch");
+    std::fs::write(&path, &plan.text).unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new("bash")
+        .arg(&path)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(vars.iter().copied())
+        .output()
+        .expect("bash runs");
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (
+        out.status,
+        text(out.stdout),
+        text(out.stderr),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn pushed_script_sends_the_job_id_once_and_keeps_the_exit_status_and_output() {
+    use std::os::unix::process::ExitStatusExt;
+    let listener = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    listener
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let dir = temp_dir("push");
+    let recv = || {
+        let mut buf = [0u8; 256];
+        let n = listener.recv(&mut buf).expect("a datagram");
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    let plan = |argv: &[&str]| build(&spec(argv), &with_push(&addr)).unwrap();
+
+    // A plain job: its output and status are the command's; one datagram.
+    let (status, out, err, _) = run_pushed(
+        &plan(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+        &dir,
+        &[("SLURM_JOB_ID", "4242")],
+    );
+    assert_eq!(status.code(), Some(3));
+    assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+    assert_eq!(recv(), "hpc-host-end 4242\n");
+
+    // An array element is named as slurm prints it.
+    let vars = [
+        ("SLURM_JOB_ID", "4250"),
+        ("SLURM_ARRAY_JOB_ID", "4243"),
+        ("SLURM_ARRAY_TASK_ID", "7"),
+    ];
+    let (status, ..) = run_pushed(&plan(&["true"]), &dir, &vars);
+    assert!(status.success());
+    assert_eq!(recv(), "hpc-host-end 4243_7\n");
+
+    // A command killed by a signal: the script dies of the same signal (so
+    // slurm records the signal, as with `exec`), after the send, and bash's
+    // own `Killed` report does not reach the job's stderr.
+    let (status, _, err, _) = run_pushed(
+        &plan(&["sh", "-c", "kill -9 $$"]),
+        &dir,
+        &[("SLURM_JOB_ID", "4244")],
+    );
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    assert_eq!(err, "");
+    assert_eq!(recv(), "hpc-host-end 4244\n");
+
+    // A program that does not exist: 127 and bash's message, as with `exec`.
+    let (status, _, err, _) = run_pushed(
+        &plan(&["/nonexistent/program"]),
+        &dir,
+        &[("SLURM_JOB_ID", "4245")],
+    );
+    assert_eq!(status.code(), Some(127));
+    assert!(err.contains("/nonexistent/program"), "{err}");
+    assert_eq!(recv(), "hpc-host-end 4245\n");
+
+    // The argv and environment still arrive exactly.
+    let mut argv: Vec<&str> = HELPER.to_vec();
+    argv.extend(["it's", "$(id)", "hpc_host_ended", "-n"]);
+    let mut s = spec(&argv);
+    s.environment_variables = vec![("HPC_X".into(), "v'$(id)".into())];
+    let p = build(&s, &with_push(&addr)).unwrap();
+    let (got, env) = run_with_bash(&p, &dir);
+    assert_eq!(got, ["it's", "$(id)", "hpc_host_ended", "-n"]);
+    assert_eq!(env["HPC_X"], "v'$(id)");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn pushed_script_is_neither_failed_nor_delayed_without_a_listener() {
+    // A port nobody listens on (bound, then closed), and an address that
+    // goes nowhere (TEST-NET-1): the job's status is the command's, at once.
+    let free = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let dir = temp_dir("push-none");
+    for addr in [free.as_str(), "192.0.2.1:9", "[100::1]:9"] {
+        for (code, cmd) in [(0, "exit 0"), (5, "exit 5")] {
+            let plan = build(&spec(&["sh", "-c", cmd]), &with_push(addr)).unwrap();
+            let (status, out, err, took) = run_pushed(&plan, &dir, &[("SLURM_JOB_ID", "1")]);
+            assert_eq!(status.code(), Some(code), "{addr}: {err}");
+            assert_eq!((out.as_str(), err.as_str()), ("", ""), "{addr}");
+            assert!(took < std::time::Duration::from_secs(2), "{addr}: {took:?}");
+        }
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
