@@ -212,13 +212,7 @@ fn kit_skips_only_what_the_plugin_says_it_cannot_do() {
     let file = env.plugins_dir().join("old.wasm");
     let table = env.expect(
         0,
-        &[
-            "plugins",
-            "test",
-            file.to_str().unwrap(),
-            "--check",
-            "keyed-submit",
-        ],
+        &["plugins", "test", file.to_str().unwrap(), "--check", "keyed-submit"],
     );
     assert!(table.contains("  skip  keyed-submit"), "{table}");
     assert!(table.contains("has no `find-job`"), "{table}");

@@ -314,10 +314,7 @@ fn slurm_a_requeued_job_stays_the_same_job_and_is_never_final_on_the_way() {
         if s["status"] == "running" {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the requeued job never ran again: {s}"
-        );
+        assert!(Instant::now() < deadline, "the requeued job never ran again: {s}");
         std::thread::sleep(Duration::from_millis(200));
     }
     env.expect(0, &["cancel", &id]);
