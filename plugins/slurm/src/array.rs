@@ -141,9 +141,7 @@ pub fn build(
     ));
     text.push_str("case \"${SLURM_ARRAY_TASK_ID-}\" in\n");
     for (i, t) in tasks.iter().enumerate() {
-        text.push_str(&format!("{i})\n"));
-        text.push_str(&script::body(&t.env, &t.command));
-        text.push_str(";;\n");
+        text.push_str(&entry(i, t));
     }
     text.push_str("esac\n");
     text.push_str(
@@ -157,6 +155,43 @@ pub fn build(
         tasks: tasks.len(),
         text,
     })
+}
+
+/// The most bytes of task table in one array's script. slurmctld refuses a
+/// batch script over `max_script_size` (4 MB by default); a group whose
+/// table would pass this is split into several arrays.
+pub const MAX_TABLE_BYTES: usize = 3 << 20;
+
+/// Split `members` (in order) into runs of at most `max_tasks`, each with
+/// at most `max_bytes` of task table (`bytes(i)`: member `i`'s entry; a
+/// single larger entry is a run of its own).
+pub fn chunks(
+    members: &[usize],
+    max_tasks: usize,
+    max_bytes: usize,
+    bytes: impl Fn(usize) -> usize,
+) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut size = 0;
+    for &i in members {
+        let b = bytes(i);
+        match out.last_mut() {
+            Some(run) if run.len() < max_tasks.max(1) && size + b <= max_bytes => {
+                run.push(i);
+                size += b;
+            }
+            _ => {
+                out.push(vec![i]);
+                size = b;
+            }
+        }
+    }
+    out
+}
+
+/// A task's entry in the table: its index, its body, `;;`.
+pub fn entry(index: usize, task: &Checked) -> String {
+    format!("{index})\n{};;\n", script::body(&task.env, &task.command))
 }
 
 /// `--array=0-<k-1>`, with `%<max>` when at most `max_running` tasks may

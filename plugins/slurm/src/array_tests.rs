@@ -133,6 +133,25 @@ fn a_percent_in_the_workspace_is_literal_in_the_log_pattern() {
 }
 
 #[test]
+fn groups_split_by_tasks_and_bytes() {
+    let sizes = [10, 10, 10, 50, 10, 10];
+    let members: Vec<usize> = (0..6).collect();
+    assert_eq!(
+        chunks(&members, 1000, 1000, |i| sizes[i]),
+        [vec![0, 1, 2, 3, 4, 5]]
+    );
+    assert_eq!(
+        chunks(&members, 4, 1000, |i| sizes[i]),
+        [vec![0, 1, 2, 3], vec![4, 5]]
+    );
+    assert_eq!(
+        chunks(&members, 1000, 30, |i| sizes[i]),
+        [vec![0, 1, 2], vec![3], vec![4, 5]]
+    );
+    assert_eq!(chunks(&[7, 9], 0, 30, |_| 1), [vec![7], vec![9]]);
+}
+
+#[test]
 fn array_options() {
     assert_eq!(array_option(200, None), "--array=0-199");
     assert_eq!(array_option(1000, Some(10)), "--array=0-999%10");

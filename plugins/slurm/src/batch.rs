@@ -2,7 +2,8 @@
 //! `sbatch --array`, and what finds, describes and logs its elements.
 //!
 //! Per batch, in scheduler commands: one `sbatch` per shape (per
-//! [`SETTING_ARRAY_MAX_SIZE`] tasks); a shape with one spec goes the
+//! [`SETTING_ARRAY_MAX_SIZE`] tasks, and per [`array::MAX_TABLE_BYTES`] of
+//! script); a shape with one spec goes the
 //! single-job way ([`crate::backend::submit`]). A spec the checks refuse gets
 //! its own `invalid-request` and is left out; the scheduler refusing an
 //! array (a bad account for that shape) fails that array's elements only.
@@ -165,9 +166,16 @@ pub fn submit_many(host: &mut impl Host, specs: &[JobSpec]) -> Vec<Result<String
         .collect();
     let items: Vec<Option<&Checked>> = checked.iter().map(|c| c.as_ref().ok()).collect();
     for group in array::group(&items) {
-        for chunk in group.chunks(settings.max_size as usize) {
-            if let [i] = chunk {
-                results[*i] = backend::submit(host, &specs[*i]);
+        let entry_bytes = |i: usize| items[i].map_or(0, |c| array::entry(99_999, c).len());
+        let runs = array::chunks(
+            &group,
+            settings.max_size as usize,
+            array::MAX_TABLE_BYTES,
+            entry_bytes,
+        );
+        for chunk in &runs {
+            if let [i] = chunk[..] {
+                results[i] = backend::submit(host, &specs[i]);
                 continue;
             }
             let tasks: Vec<&Checked> = chunk.iter().filter_map(|&i| items[i]).collect();
@@ -183,7 +191,7 @@ pub fn submit_many(host: &mut impl Host, specs: &[JobSpec]) -> Vec<Result<String
                     }
                 }
                 Err(e) => {
-                    for &i in chunk {
+                    for &i in chunk.iter() {
                         results[i] = Err(e.clone());
                     }
                 }
