@@ -1,10 +1,12 @@
 //! The backend's operations over a [`Host`]: submit, status, cancel, logs.
 //!
 //! Costs per call, in scheduler commands: `submit` one `sbatch`;
+//! `submit-many` one `sbatch` per shape ([`crate::batch`]);
 //! `statuses` for any number of ids one `squeue` (one per
 //! [`SQUEUE_CHUNK`] ids) and at most one `sacct` (one per [`SACCT_CHUNK`]),
 //! and no `sacct` at all when every job is still pending or running;
-//! `cancel` one `scancel`; `logs` none.
+//! `cancel` one `scancel`; `logs` none; `find-job` at most one `squeue`
+//! and one `sacct`, none for an array element whose id the store holds.
 
 use hpc_plugin_sdk::host::process::{RunOutput, RunRequest};
 use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec};

@@ -24,9 +24,13 @@
 //! interface; read-write access to the workspace folders.
 //!
 //! Modules: [`script`] (the sbatch script, with [`quote`] and
-//! [`resources`]), [`sacct`] and [`status`] (queries and their meaning),
-//! [`command`] (errors), [`record`] (the per-job record), [`backend`]
-//! (the operations, over the [`host::Host`] seam).
+//! [`resources`]), [`array`] (specs of one shape as one job array: the shape
+//! key and the array script's per-task table), [`batch`] (`submit-many`,
+//! and the records that find, describe and log array elements), [`sacct`]
+//! and [`status`] (queries and their meaning), [`command`] (errors and job
+//! ids, `12345` and `12345_7`), [`find`] (idempotency keys and batch tags in
+//! comments), [`record`] (the per-job record), [`backend`] (the operations,
+//! over the [`host::Host`] seam).
 
 pub mod array;
 pub mod backend;
