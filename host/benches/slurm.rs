@@ -239,6 +239,25 @@ fn print_rows(rows: Vec<(String, String, String)>) {
     }
 }
 
+/// Wait (up to 10 minutes) until slurmctld holds at most `10,000 - need`
+/// job records, so the next round's submits are not refused.
+fn wait_for_room(need: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let out = run(Command::new("squeue").args(["-h", "-r", "-t", "all", "-o", "%i"]));
+        let held = out.lines().count();
+        if held + need <= 10_000 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slurmctld still holds {held} jobs"
+        );
+        eprintln!("slurmctld holds {held} jobs; waiting for room for {need}");
+        std::thread::sleep(Duration::from_secs(15));
+    }
+}
+
 /// Cancel jobs this bench made, by id (an array id cancels its elements).
 fn cancel(ids: &[String]) {
     for chunk in ids.chunks(500) {
@@ -288,9 +307,13 @@ fn arrays(
             .map(|s| s.lines().count())
             .unwrap_or(0)
     };
-    let rounds = 3;
     let mut rows = Vec::new();
-    for k in [200usize, 1000] {
+    // Every job (an array element too) counts against slurmctld's
+    // `MaxJobCount` (10,000 here) until `MinJobAge` (300 s) after it ended,
+    // cancelled or not: 3 rounds of 200 and one of 1,000, with a wait for
+    // room before each size.
+    for (k, rounds) in [(200usize, 3), (1000, 1)] {
+        wait_for_room(4 * k * rounds + 1000);
         let batch = |keyed: Option<&str>| {
             let specs: Vec<serde_json::Value> = (0..k)
                 .map(|i| {
