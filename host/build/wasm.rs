@@ -11,6 +11,11 @@ pub const TARGET: &str = "wasm32-wasip2";
 /// Build `crates` of the workspace at `workspace` for the wasm target, into
 /// `target_dir`; returns the folder holding their `.wasm` files.
 pub fn build(workspace: &Path, target_dir: &Path, crates: &[&str]) -> PathBuf {
+    // One folder per checkout: cargo judges a workspace crate fresh by the
+    // files its dep-info names, which are the checkout's that built it, so a
+    // build cache copied from (or shared with) another checkout would hand
+    // that checkout's plugins to this one.
+    let target_dir = &target_dir.join(checkout_tag(workspace));
     let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace)
         .arg("build")
@@ -53,6 +58,15 @@ pub fn build(workspace: &Path, target_dir: &Path, crates: &[&str]) -> PathBuf {
         workspace.join("Cargo.lock").display()
     );
     target_dir.join(TARGET).join("release")
+}
+
+/// A short name for a checkout, from its path.
+fn checkout_tag(workspace: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same path gives the same tag every build.
+    let mut h = std::hash::DefaultHasher::new();
+    workspace.hash(&mut h);
+    format!("checkout-{:016x}", h.finish())
 }
 
 /// The `.wasm` of a crate, after registering its sources (from cargo's

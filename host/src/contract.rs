@@ -25,14 +25,15 @@ fn speaks() -> String {
 }
 
 /// Which contract a plugin's `hpc-backend` export speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordered oldest first: `contract < Contract::V0_3` is "older than 0.3".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Contract {
-    /// `ccat:hpc@0.3.x`: `submit-many`.
-    V0_3,
-    /// `ccat:hpc@0.2.x`: idempotency keys and `find-job`.
-    V0_2,
     /// `ccat:hpc@0.1.x`: loads, without the idempotency guarantee.
     V0_1,
+    /// `ccat:hpc@0.2.x`: idempotency keys and `find-job`.
+    V0_2,
+    /// `ccat:hpc@0.3.x`: `submit-many`.
+    V0_3,
 }
 
 impl Contract {

@@ -446,16 +446,18 @@ async fn found_while_recovering(
 pub type Submitted = Result<(String, bool), HostError>;
 
 /// Submit many specs, each keyed one at most once for its key, with as few
-/// store round trips and plugin calls as the batch allows: every fresh key
-/// is claimed in one round trip, every spec this call may make goes to one
-/// `submit-many` call of the plugin (per [`crate::plugin::SUBMIT_CHUNK`]),
-/// and every id is recorded in one round trip. A key claimed before (a
+/// store round trips and plugin calls as the batch allows. Per chunk of
+/// [`crate::plugin::SUBMIT_CHUNK`] specs (one `submit-many` call: a claim's
+/// deadline is one call's time limit), every fresh key is claimed in one
+/// round trip, every spec this call may make goes to the plugin in one
+/// call, and every id is recorded in one round trip. A key claimed before (a
 /// repeat, or a submit at work elsewhere) goes the way of [`submit`]: its
-/// job's id, without a new job.
+/// job's id, without a new job. A plugin older than contract 0.3.0 gets one
+/// [`submit`] per spec (each claimed on its own, as a single submit is).
 ///
 /// Per spec, in order: its result. A spec with an invalid key gets its own
 /// error and the others go on; two specs with one key are refused whole
-/// (which of them the key names would be a guess).
+/// (which of them the key names would be a guess), before any is made.
 pub async fn submit_many(plugin: &Plugin, specs: &[JobSpec]) -> Result<Vec<Submitted>, HostError> {
     let mut seen = std::collections::HashSet::new();
     for key in specs.iter().filter_map(|s| s.idempotency_key.as_deref()) {
@@ -466,6 +468,29 @@ pub async fn submit_many(plugin: &Plugin, specs: &[JobSpec]) -> Result<Vec<Submi
             )));
         }
     }
+    let mut all = Vec::with_capacity(specs.len());
+    if plugin.contract() < Contract::V0_3 {
+        for spec in specs {
+            all.push(match &spec.idempotency_key {
+                None => plugin.submit_once(spec).await.map(|id| (id, true)),
+                Some(key) => submit(plugin, spec, key).await,
+            });
+        }
+        return Ok(all);
+    }
+    for chunk in specs.chunks(crate::plugin::SUBMIT_CHUNK) {
+        match submit_chunk(plugin, chunk).await {
+            Ok(r) => all.extend(r),
+            // Nothing of this chunk was made (its keys could not be
+            // claimed); the chunks before keep their jobs.
+            Err(e) => all.extend(chunk.iter().map(|_| Err(e.duplicate()))),
+        }
+    }
+    Ok(all)
+}
+
+/// [`submit_many`] for at most one plugin call's specs.
+async fn submit_chunk(plugin: &Plugin, specs: &[JobSpec]) -> Result<Vec<Submitted>, HostError> {
     let store = plugin.store();
     let wall_time = plugin.policy().limits.wall_time;
     let mut results: Vec<Option<Submitted>> = specs.iter().map(|_| None).collect();
@@ -502,9 +527,26 @@ pub async fn submit_many(plugin: &Plugin, specs: &[JobSpec]) -> Result<Vec<Submi
         if won { held.push(claim) } else { taken.push(claim.0) }
     }
     // A store that lost its keys: the scheduler may hold a fresh key's job.
-    if !held.is_empty()
-        && let Some(since) = recovering_since(plugin).await?
-    {
+    let recovering = match held.is_empty() {
+        true => None,
+        false => match recovering_since(plugin).await {
+            Ok(since) => since,
+            Err(e) => {
+                // Nothing was made: free the claims.
+                let free = held
+                    .iter()
+                    .map(|(_, slot, _, bytes)| crate::store::Swap {
+                        key: slot.clone(),
+                        expected: Some(bytes.clone()),
+                        new: None,
+                    })
+                    .collect();
+                let _ = store.swap_many(free).await;
+                return Err(e);
+            }
+        },
+    };
+    if let Some(since) = recovering {
         let mut still = Vec::new();
         for (i, slot, mine, bytes) in held {
             let key = specs[i].idempotency_key.as_deref().unwrap_or_default();

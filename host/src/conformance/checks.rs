@@ -32,6 +32,16 @@ fn without_find_job(k: &Kit) -> Option<String> {
     })
 }
 
+fn without_submit_many(k: &Kit) -> Option<String> {
+    (k.plugin.contract() < Contract::V0_3).then(|| {
+        format!(
+            "the plugin is built against ccat:hpc@{}, which has no `submit-many`: the host \
+             submits its batches one spec at a time",
+            k.plugin.contract().version()
+        )
+    })
+}
+
 macro_rules! checks {
     ($($name:literal, $promise:literal, $skip:expr, $f:ident;)*) => {
         /// Every check, in the order reports list them.
@@ -57,6 +67,7 @@ checks! {
     "keyed-submit", "a keyed submit repeated makes one job; `find-job` finds it, also one whose id was never recorded; an unknown key finds none", without_find_job, keyed_submit;
     "monotone", "a job's states never go backwards (pending, running, ended; an end never changes)", always, monotone;
     "invalid-request", "an invalid spec (an empty command) is `invalid-request`", always, invalid_request;
+    "submit-many", "`submit-many` answers each spec in order: every job its own id, end and logs (a keyed one found by `find-job`), an invalid spec its own `invalid-request`", without_submit_many, submit_many;
 }
 
 fn expect(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
@@ -368,4 +379,76 @@ async fn invalid_request(k: &Kit<'_>) -> Result<(), String> {
         }
         Err(e) => Err(format!("a spec with an empty command: {}", kind(&e))),
     }
+}
+
+async fn submit_many(k: &Kit<'_>) -> Result<(), String> {
+    let since = crate::jobs::now() - 5.0;
+    let key = format!("hpc-kit-many-{}", uuid::Uuid::new_v4().simple());
+    let mut keyed = k.spec(&["/bin/sh", "-c", "echo hpc-kit-many-3"]);
+    keyed.idempotency_key = Some(key.clone());
+    let specs = [
+        k.spec(&["/bin/sh", "-c", "echo hpc-kit-many-0"]),
+        k.spec(&[]),
+        k.spec(&["/bin/sh", "-c", "echo hpc-kit-many-2; exit 3"]),
+        keyed,
+    ];
+    let r = k.plugin.submit_many_once(&specs).await;
+    for id in r.iter().flatten() {
+        k.started(id);
+    }
+    expect(r.len() == specs.len(), || {
+        format!("answered {} results for {} specs", r.len(), specs.len())
+    })?;
+    match &r[1] {
+        Err(HostError::Backend {
+            error: BackendError::InvalidRequest(_),
+            ..
+        }) => {}
+        Ok(id) => return Err(format!("spec 1 (an empty command) was accepted as `{id}`")),
+        Err(e) => return Err(format!("spec 1 (an empty command): {}", kind(e))),
+    }
+    let mut ids = Vec::new();
+    for i in [0, 2, 3] {
+        match &r[i] {
+            Ok(id) => ids.push(id.clone()),
+            Err(e) => return Err(format!("spec {i} was refused: {e}")),
+        }
+    }
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    expect(distinct.len() == ids.len(), || {
+        format!("three specs got ids {ids:?}")
+    })?;
+    let want = [(JobStatus::Completed, 0), (JobStatus::Failed, 3), (JobStatus::Completed, 0)];
+    for ((id, (status, code)), marker) in ids.iter().zip(want).zip([0, 2, 3]) {
+        let i = k.ended(id).await?;
+        expect(i.status == status && i.exit_code == Some(code), || {
+            format!("spec {marker} (`{id}`) ended {}", show(&i))
+        })?;
+        let l = k
+            .plugin
+            .get_logs(id)
+            .await
+            .map_err(|e| format!("get-logs of `{id}` failed: {e}"))?;
+        let all = format!("{}{}", l.stdout, l.stderr);
+        let others: Vec<String> = [0, 2, 3]
+            .iter()
+            .filter(|&&m| m != marker)
+            .map(|m| format!("hpc-kit-many-{m}"))
+            .collect();
+        expect(
+            all.contains(&format!("hpc-kit-many-{marker}"))
+                && !others.iter().any(|o| all.contains(o.as_str())),
+            || format!("the logs of spec {marker} (`{id}`) are not its own: {l:?}"),
+        )?;
+    }
+    let found = k
+        .plugin
+        .find_job(&key, since)
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(found.as_deref() == Some(ids[2].as_str()), || {
+        format!("find-job of spec 3's key answered {found:?}, not `{}`", ids[2])
+    })
 }

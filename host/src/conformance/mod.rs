@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! $ hpc-host plugins test local
-//! plugin `local` (ccat:hpc@0.2.0)
+//! plugin `local` (ccat:hpc@0.3.0)
 //!   pass  describe          0.00 s
 //!   pass  completes         0.31 s
 //!   ...

@@ -125,7 +125,7 @@ mod tests {
     fn junit_escapes_and_counts() {
         let r = Report {
             plugin: "p<1>".into(),
-            contract: "ccat:hpc@0.2.0".into(),
+            contract: "ccat:hpc@0.3.0".into(),
             results: vec![
                 CheckResult {
                     name: "a",

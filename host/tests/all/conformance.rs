@@ -21,6 +21,7 @@ const CHECKS: &[&str] = &[
     "keyed-submit",
     "monotone",
     "invalid-request",
+    "submit-many",
 ];
 
 /// Run the kit with JSON output; the exit code and the report.
@@ -77,20 +78,20 @@ fn kit_local_passes_with_table_json_and_junit() {
         ],
     );
     assert_all_pass(code, &report);
-    assert_eq!(report["contract"], "ccat:hpc@0.2.0");
+    assert_eq!(report["contract"], "ccat:hpc@0.3.0");
     // A short run: the slowest check waits for the 2 s time limit.
     let seconds = report["seconds"].as_f64().unwrap();
     assert!(seconds < 20.0, "the kit took {seconds} s");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
-        xml.contains("tests=\"12\" failures=\"0\" errors=\"0\" skipped=\"0\""),
+        xml.contains("tests=\"13\" failures=\"0\" errors=\"0\" skipped=\"0\""),
         "{xml}"
     );
-    assert_eq!(xml.matches("<testcase ").count(), 12, "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 13, "{xml}");
     // The table, for people: one line per check and the counts.
     let table = env.expect(0, &["plugins", "test", "local", "--check", "exit-code"]);
     assert!(
-        table.starts_with("plugin `local` (ccat:hpc@0.2.0)\n"),
+        table.starts_with("plugin `local` (ccat:hpc@0.3.0)\n"),
         "{table}"
     );
     assert!(table.contains("  pass  exit-code "), "{table}");
@@ -161,6 +162,7 @@ fn kit_fails_each_check_on_a_plugin_that_breaks_its_promise() {
         ("find-none", "keyed-submit"),
         ("backwards", "monotone"),
         ("invalid-internal", "invalid-request"),
+        ("many-reversed", "submit-many"),
     ];
     // Every check has its broken plugin.
     let mut covered: Vec<&str> = cases.iter().map(|(_, c)| *c).collect();
@@ -200,13 +202,21 @@ fn kit_skips_only_what_the_plugin_says_it_cannot_do() {
     // with the reason, and a skip is not a failure.
     let env = TestEnv::new();
     env.install_plugin("contract-0-1", "old");
-    let (code, report) = kit(&env, &["old", "--check", "keyed-submit"]);
+    let (code, report) = kit(
+        &env,
+        &["old", "--check", "keyed-submit", "--check", "submit-many"],
+    );
     assert_eq!(
         outcomes(&report),
-        [("keyed-submit".to_owned(), "skip".to_owned())]
+        [
+            ("keyed-submit".to_owned(), "skip".to_owned()),
+            ("submit-many".to_owned(), "skip".to_owned())
+        ]
     );
-    let why = report["checks"][0]["message"].as_str().unwrap();
-    assert!(why.contains("ccat:hpc@0.1.0"), "{why}");
+    for c in 0..2 {
+        let why = report["checks"][c]["message"].as_str().unwrap();
+        assert!(why.contains("ccat:hpc@0.1.0"), "{why}");
+    }
     assert_eq!(code, 0, "{report:#}");
     // By file as well as by name; the table says why.
     let file = env.plugins_dir().join("old.wasm");

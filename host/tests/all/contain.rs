@@ -81,7 +81,7 @@ fn a_plugin_built_against_another_contract_is_refused() {
     env.install_plugin("wrong-version", "future");
     let err = env.fail(3, &["--backend", "future", "status", "x"]);
     assert!(
-        err.contains("ccat:hpc@0.3.0") && err.contains("speaks ccat:hpc@0.2.0"),
+        err.contains("ccat:hpc@9.0.0") && err.contains("speaks ccat:hpc@0.3.0"),
         "{err}"
     );
 }
@@ -165,7 +165,7 @@ fn plugins_inspect_shows_imports_exports_and_policy() {
         ],
     ))
     .unwrap();
-    assert_eq!(v["contract"], "0.2.0");
+    assert_eq!(v["contract"], "0.3.0");
     let imports = v["imports"].to_string();
     assert!(
         imports.contains("ccat:hpc/process@0.1.0") && imports.contains("ccat:hpc/kv@0.1.0"),

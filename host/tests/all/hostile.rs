@@ -6,7 +6,7 @@ use hpc_host::bindings::BackendError;
 use hpc_host::settings::{Overrides, Settings};
 use hpc_host::{Host, HostError};
 
-fn hostile_env() -> (TestEnv, std::path::PathBuf, std::path::PathBuf) {
+pub fn hostile_env() -> (TestEnv, std::path::PathBuf, std::path::PathBuf) {
     let mut env = TestEnv::new();
     env.install_plugin("hostile", "hostile");
     let granted = env.home.join("granted");

@@ -6,6 +6,7 @@
 //! starts Redis and runs them with `--include-ignored`, where a missing server
 //! is a failure.
 
+mod batch;
 mod common;
 mod conformance;
 mod contain;

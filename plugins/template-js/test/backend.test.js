@@ -174,3 +174,16 @@ test('BackendFailure carries the contract error as payload', () => {
   const f = new BackendFailure('not-found', 'x');
   assert.deepEqual(f.payload, { tag: 'not-found', val: 'x' });
 });
+
+test('submitMany answers each spec and refuses only the bad one', async () => {
+  const h = new FakeHost();
+  const [a, bad, b] = await backend.submitMany(h, [spec(['echo', 'a']), spec([]), spec(['echo', 'b'], { key: 'k-b' })]);
+  assert.equal(a.tag, 'ok');
+  assert.equal(b.tag, 'ok');
+  assert.notEqual(a.val, b.val);
+  assert.deepEqual(bad, { tag: 'err', val: bad.val });
+  assert.equal(bad.val.tag, 'invalid-request');
+  assert.deepEqual(h.jobs.get(a.val).req.argv, ['echo', 'a']);
+  assert.deepEqual(h.jobs.get(b.val).req.argv, ['echo', 'b']);
+  assert.equal(await backend.findJob(h, 'k-b', 0), b.val);
+});

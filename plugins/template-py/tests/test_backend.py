@@ -187,3 +187,13 @@ def test_a_job_the_store_lost_is_found_again() -> None:
 def test_describe_names_the_settings_it_reads() -> None:
     info = backend.describe()
     assert info.name == backend.NAME and info.settings == ["HPC_APPTAINER"]
+
+
+def test_submit_many_answers_each_spec_and_refuses_only_the_bad_one() -> None:
+    h = FakeHost()
+    [a, bad, b] = backend.submit_many(h, [spec("echo", "a"), spec(), spec("echo", "b", key="k-b")])
+    assert isinstance(a, Ok) and isinstance(b, Ok) and a.value != b.value
+    assert isinstance(bad, Err) and isinstance(bad.value, BackendError_InvalidRequest)
+    assert h.jobs[a.value].req.argv == ["echo", "a"]
+    assert h.jobs[b.value].req.argv == ["echo", "b"]
+    assert backend.find_job(h, "k-b", 0.0) == b.value

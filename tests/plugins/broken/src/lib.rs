@@ -18,6 +18,7 @@
 //! | `backwards`           | an ended job is now and then `running` again     |
 //! | `invalid-internal`    | an empty command is `internal`, not `invalid-request` |
 //! | `describe-lies`       | `describe` names no version, and no name         |
+//! | `many-reversed`       | `submit-many` answers its specs in reverse order |
 
 use hpc_plugin_local::Local;
 use hpc_plugin_sdk::backend::Backend;
@@ -49,6 +50,14 @@ impl Backend for Broken {
             _ => {}
         }
         <Local as Backend>::submit(h, &spec)
+    }
+
+    fn submit_many(h: &mut impl Host, specs: &[JobSpec]) -> Vec<Result<String, BackendError>> {
+        let mut all: Vec<_> = specs.iter().map(|spec| Self::submit(h, spec)).collect();
+        if mode(h) == "many-reversed" {
+            all.reverse();
+        }
+        all
     }
 
     fn find_job(h: &mut impl Host, key: &str, since: f64) -> Result<Option<String>, BackendError> {
