@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! scripts/slurm-testcluster.sh && cargo bench -p hpc-host --bench slurm
+//! cargo bench -p hpc-host --bench slurm -- --arrays   # only the batch rows
 //! ```
 
 use std::process::{Command, Stdio};
@@ -65,6 +66,13 @@ fn main() {
     run(&mut host(&["plugins", "compile", "slurm"]));
     let workdir = home.join("raw");
     std::fs::create_dir_all(&workdir).unwrap();
+    if std::env::args().any(|a| a == "--arrays") {
+        let rows = arrays(&home, &workdir, &host);
+        run(Command::new("redis-cli").args(["-n", REDIS_DB, "flushdb"]));
+        let _ = std::fs::remove_dir_all(&home);
+        print_rows(rows);
+        return;
+    }
 
     let raw_sbatch = || {
         let mut c = Command::new("sbatch");
@@ -217,10 +225,221 @@ fn main() {
         ),
     ));
 
+    rows.extend(arrays(&home, &workdir, &host));
+
     run(Command::new("redis-cli").args(["-n", REDIS_DB, "flushdb"]));
     let _ = std::fs::remove_dir_all(&home);
+    print_rows(rows);
+}
+
+fn print_rows(rows: Vec<(String, String, String)>) {
     println!("| measurement | value | note |\n|---|---|---|");
     for (a, b, c) in rows {
         println!("| {a} | {b} | {c} |");
     }
+}
+
+/// Wait (up to 10 minutes) until slurmctld holds at most `10,000 - need`
+/// job records, so the next round's submits are not refused.
+fn wait_for_room(need: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let out = run(Command::new("squeue").args(["-h", "-r", "-t", "all", "-o", "%i"]));
+        let held = out.lines().count();
+        if held + need <= 10_000 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slurmctld still holds {held} jobs"
+        );
+        eprintln!("slurmctld holds {held} jobs; waiting for room for {need}");
+        std::thread::sleep(Duration::from_secs(15));
+    }
+}
+
+/// Cancel jobs this bench made, by id (an array id cancels its elements).
+fn cancel(ids: &[String]) {
+    for chunk in ids.chunks(500) {
+        let _ = Command::new("scancel").args(chunk).status();
+    }
+}
+
+/// Array ids (the part before `_`) and plain ids of `submit`'s output.
+fn cancel_ids(out: &str) -> Vec<String> {
+    let mut ids: Vec<String> = out
+        .lines()
+        .map(|l| l.trim().split('_').next().unwrap_or("").to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    ids.dedup();
+    ids
+}
+
+/// Many jobs of one shape: `hpc-host submit --spec batch.json` (unkeyed and
+/// keyed) vs a raw `sbatch` loop vs one raw `sbatch --array`; time and
+/// scheduler RPCs (sbatch calls, counted by a wrapper for hpc-host). Every
+/// job starts in an hour (`--begin`), so nothing runs and the queue is the
+/// same for each; each round's jobs are cancelled by id after it.
+fn arrays(
+    home: &std::path::Path,
+    workdir: &std::path::Path,
+    host: &dyn Fn(&[&str]) -> Command,
+) -> Vec<(String, String, String)> {
+    let calls = home.join("sbatch.calls");
+    let wrapper = home.join("sbatch-counting");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho call >> '{}'\nexec /usr/bin/sbatch \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let programs = format!(
+        "{{ sbatch = \"{}\", scancel = \"/usr/bin/scancel\", squeue = \"/usr/bin/squeue\", sacct = \"/usr/bin/sacct\" }}",
+        wrapper.display()
+    );
+    let sbatch_calls = || {
+        std::fs::read_to_string(&calls)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let mut rows = Vec::new();
+    // Every job (an array element too) counts against slurmctld's
+    // `MaxJobCount` (10,000 here) until `MinJobAge` (300 s) after it ended,
+    // cancelled or not: 3 rounds of 200 and one of 1,000, with a wait for
+    // room before each size.
+    for (k, rounds) in [(200usize, 3), (1000, 1)] {
+        wait_for_room(4 * k * rounds + 1000);
+        let batch = |keyed: Option<&str>| {
+            let specs: Vec<serde_json::Value> = (0..k)
+                .map(|i| {
+                    let mut s = serde_json::json!({
+                        "execution_command": ["true"],
+                        "job_name": "bench-array",
+                        "resource_requirements": {"cpu": 1, "memory_gb": 0.1, "begin": "now+1hour"},
+                        "environment_variables": {"TASK": i.to_string()},
+                    });
+                    if let Some(tag) = keyed {
+                        s["idempotency_key"] = serde_json::json!(format!("{tag}/{i}"));
+                    }
+                    s
+                })
+                .collect();
+            let file = home.join("batch.json");
+            std::fs::write(&file, serde_json::Value::Array(specs).to_string()).unwrap();
+            file
+        };
+        let (mut ours, mut keyed, mut raw_loop, mut raw_array) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ours_rpc, mut keyed_rpc) = (0, 0);
+        for round in 0..rounds {
+            let file = batch(None);
+            let before = sbatch_calls();
+            let mut c = host(&["submit", "--spec", file.to_str().unwrap()]);
+            c.env("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
+            let (t, out) = timed(&mut c);
+            assert_eq!(out.lines().count(), k, "{out}");
+            ours.push(t);
+            ours_rpc = sbatch_calls() - before;
+            cancel(&cancel_ids(&out));
+
+            let file = batch(Some(&format!(
+                "bench-array-{}-{k}-{round}",
+                std::process::id()
+            )));
+            let before = sbatch_calls();
+            let mut c = host(&["submit", "--spec", file.to_str().unwrap()]);
+            c.env("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
+            let (t, out) = timed(&mut c);
+            assert_eq!(out.lines().count(), k, "{out}");
+            keyed.push(t);
+            keyed_rpc = sbatch_calls() - before;
+            cancel(&cancel_ids(&out));
+
+            let t = Instant::now();
+            let mut ids = Vec::new();
+            for _ in 0..k {
+                let out = run(Command::new("sbatch")
+                    .args([
+                        "--parsable",
+                        "-p",
+                        "debug",
+                        "-o",
+                        "/dev/null",
+                        "--begin=now+1hour",
+                        "--mem=100M",
+                        "--wrap",
+                        "true",
+                    ])
+                    .current_dir(workdir));
+                ids.push(out.trim().to_owned());
+            }
+            raw_loop.push(t.elapsed());
+            cancel(&ids);
+
+            let (t, out) = timed(
+                Command::new("sbatch")
+                    .args([
+                        "--parsable",
+                        "-p",
+                        "debug",
+                        "-o",
+                        "/dev/null",
+                        "--begin=now+1hour",
+                        "--mem=100M",
+                        &format!("--array=0-{}", k - 1),
+                        "--wrap",
+                        "true",
+                    ])
+                    .current_dir(workdir),
+            );
+            raw_array.push(t);
+            cancel(&[out.trim().to_owned()]);
+        }
+        let (ours, keyed, raw_loop, raw_array) = (
+            median(ours),
+            median(keyed),
+            median(raw_loop),
+            median(raw_array),
+        );
+        let ratio = |d: Duration, base: Duration| d.as_secs_f64() / base.as_secs_f64();
+        rows.push((
+            format!(
+                "{k} jobs of one shape: `hpc-host submit --spec batch.json` (median of {rounds})"
+            ),
+            ms(ours),
+            format!(
+                "{ours_rpc} sbatch; {:.2}x one raw array, {:.3}x the raw loop",
+                ratio(ours, raw_array),
+                ratio(ours, raw_loop)
+            ),
+        ));
+        rows.push((
+            format!("the same, every spec with its idempotency key (median of {rounds})"),
+            ms(keyed),
+            format!(
+                "{keyed_rpc} sbatch; {:.2}x one raw array, {:.3}x the raw loop",
+                ratio(keyed, raw_array),
+                ratio(keyed, raw_loop)
+            ),
+        ));
+        rows.push((
+            format!("{k} raw `sbatch --parsable --wrap true` in a loop (median of {rounds})"),
+            ms(raw_loop),
+            format!("{k} sbatch"),
+        ));
+        rows.push((
+            format!(
+                "one raw `sbatch --array=0-{} --wrap true` (median of {rounds})",
+                k - 1
+            ),
+            ms(raw_array),
+            "1 sbatch".into(),
+        ));
+    }
+    rows
 }

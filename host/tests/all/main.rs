@@ -22,4 +22,5 @@ mod local;
 mod redis_store;
 mod requests;
 mod slurm;
+mod slurm_array;
 mod trust;

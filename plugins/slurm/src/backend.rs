@@ -1,15 +1,18 @@
 //! The backend's operations over a [`Host`]: submit, status, cancel, logs.
 //!
 //! Costs per call, in scheduler commands: `submit` one `sbatch`;
+//! `submit-many` one `sbatch` per shape ([`crate::batch`]);
 //! `statuses` for any number of ids one `squeue` (one per
 //! [`SQUEUE_CHUNK`] ids) and at most one `sacct` (one per [`SACCT_CHUNK`]),
 //! and no `sacct` at all when every job is still pending or running;
-//! `cancel` one `scancel`; `logs` none.
+//! `cancel` one `scancel`; `logs` none; `find-job` at most one `squeue`
+//! and one `sacct`, none for an array element whose id the store holds.
 
 use hpc_plugin_sdk::host::process::{RunOutput, RunRequest};
 use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec};
 use std::collections::HashMap;
 
+use crate::batch::{self, Known};
 use crate::command::{self, is_job_id, not_a_job_id};
 use crate::find;
 use crate::host::Host;
@@ -44,7 +47,7 @@ pub const SQUEUE_CHUNK: usize = 5000;
 pub const MAX_LOG_BYTES: u64 = 1 << 20;
 
 /// Attempts at a unique script file name before giving up.
-const NAME_ATTEMPTS: usize = 3;
+pub(crate) const NAME_ATTEMPTS: usize = 3;
 
 /// The command timeout from [`SETTING_TIMEOUT`].
 pub fn timeout_ms(host: &impl Host) -> Result<u32, BackendError> {
@@ -70,7 +73,11 @@ pub fn push_address(host: &impl Host) -> Result<Option<std::net::SocketAddr>, Ba
 }
 
 /// Run a scheduler command with the configured timeout.
-fn run(host: &mut impl Host, program: &str, args: Vec<String>) -> Result<RunOutput, BackendError> {
+pub(crate) fn run(
+    host: &mut impl Host,
+    program: &str,
+    args: Vec<String>,
+) -> Result<RunOutput, BackendError> {
     let req = RunRequest {
         program: program.into(),
         args,
@@ -101,6 +108,14 @@ pub fn submit(host: &mut impl Host, spec: &JobSpec) -> Result<String, BackendErr
     let push = push_address(host)?;
 
     let (plan, unique) = write_script(host, spec, &partition, default_workspace.as_deref(), push)?;
+    // A key's record from an earlier array attempt would send `find-job` to
+    // that array: this attempt is a single job (see [`crate::batch`]).
+    if let Some(key) = &spec.idempotency_key
+        && let Err(e) = host.kv_delete(&batch::key_key(key))
+    {
+        remove_quietly(&plan.script_path);
+        return Err(e.into());
+    }
     let mut rec = JobRecord::new(&plan, host.now_millis() / 1000);
     let pending_key = record::pending_key(&unique);
     let bytes = match rec.to_bytes() {
@@ -186,7 +201,7 @@ fn write_script(
 
 /// Write a new file. Not synced to disk: sbatch reads it at once and sends
 /// its text to slurmctld, which keeps the job's own copy; ours is for people.
-fn create_new(path: &str, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn create_new(path: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -200,7 +215,12 @@ fn remove_quietly(path: &str) {
 }
 
 /// A file error as the caller can act on it.
-fn file_error(action: &str, path: &str, folder: &str, e: &std::io::Error) -> BackendError {
+pub(crate) fn file_error(
+    action: &str,
+    path: &str,
+    folder: &str,
+    e: &std::io::Error,
+) -> BackendError {
     use std::io::ErrorKind;
     let msg = format!("could not {action} `{path}`: {e}");
     match e.kind() {
@@ -214,29 +234,51 @@ fn file_error(action: &str, path: &str, folder: &str, e: &std::io::Error) -> Bac
     }
 }
 
-/// The job whose comment carries idempotency key `key` ([`crate::find`]):
-/// one `squeue`, and one `sacct` when the controller no longer holds it.
+/// The job of idempotency key `key`: a single job whose comment carries
+/// the key ([`crate::find`]), or an array element the store maps the key to
+/// ([`crate::batch`]). At most one `squeue`, and one `sacct` when the
+/// controller no longer holds the job; none when the store already knows.
 pub fn find_job(
     host: &mut impl Host,
     key: &str,
     since: f64,
 ) -> Result<Option<String>, BackendError> {
+    let array = match batch::known(host, key)? {
+        Known::Found(id) => return Ok(Some(id)),
+        Known::NeverSubmitted => return Ok(None),
+        Known::NotAnArray => None,
+        Known::Search(kr, rec) => Some((kr, rec)),
+    };
+    // In each listing: the array by its batch tag, else a single job by the key.
+    let pick = |text: &str| -> Option<(String, bool)> {
+        if let Some((kr, rec)) = &array
+            && let Some(id) = find::array_in(text, &rec.batch)
+        {
+            return Some((format!("{id}_{}", kr.index), true));
+        }
+        find::find_in(text, key).map(|id| (id, false))
+    };
     let out = run(host, "squeue", find::squeue_args())?;
     if !command::succeeded(&out) {
         return Err(command::query_failure("squeue", &out));
     }
     check_complete("squeue", &out)?;
-    if let Some(id) = find::find_in(&String::from_utf8_lossy(&out.stdout), key) {
-        return Ok(Some(id));
+    let mut hit = pick(&String::from_utf8_lossy(&out.stdout));
+    if hit.is_none() {
+        let now = host.now_millis() as f64 / 1000.0;
+        let back = (now - since).max(0.0).ceil() as u64 + find::SLACK_SECONDS;
+        let out = run(host, "sacct", find::sacct_args(back))?;
+        if !command::succeeded(&out) {
+            return Err(command::query_failure("sacct", &out));
+        }
+        check_complete("sacct", &out)?;
+        hit = pick(&String::from_utf8_lossy(&out.stdout));
     }
-    let now = host.now_millis() as f64 / 1000.0;
-    let back = (now - since).max(0.0).ceil() as u64 + find::SLACK_SECONDS;
-    let out = run(host, "sacct", find::sacct_args(back))?;
-    if !command::succeeded(&out) {
-        return Err(command::query_failure("sacct", &out));
+    if let (Some((id, true)), Some((_, rec))) = (&hit, array) {
+        let array_id = id.split_once('_').map_or(id.as_str(), |(a, _)| a);
+        batch::remember(host, rec, array_id);
     }
-    check_complete("sacct", &out)?;
-    Ok(find::find_in(&String::from_utf8_lossy(&out.stdout), key))
+    Ok(hit.map(|(id, _)| id))
 }
 
 /// The state of each job in `ids`, in order.
@@ -372,6 +414,9 @@ pub fn logs(host: &mut impl Host, id: &str) -> Result<JobLogs, BackendError> {
     if !is_job_id(id) {
         return Err(not_a_job_id(id));
     }
+    if let Some((array_id, index)) = command::split_element(id) {
+        return batch::logs(host, id, array_id, index);
+    }
     let bytes = host.kv_get(&record::job_key(id))?.ok_or_else(|| {
         BackendError::NotFound(format!(
             "no record of job `{id}`: only jobs submitted through this backend have logs"
@@ -386,7 +431,7 @@ pub fn logs(host: &mut impl Host, id: &str) -> Result<JobLogs, BackendError> {
 }
 
 /// The last [`MAX_LOG_BYTES`] of a file, as text.
-fn read_tail(path: &str, folder: &str) -> Result<String, BackendError> {
+pub(crate) fn read_tail(path: &str, folder: &str) -> Result<String, BackendError> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,

@@ -186,7 +186,7 @@ fn one_squeue_and_one_sacct_for_many_jobs() {
         .answer("sacct", ok(SACCT_LIST));
     let r = statuses(&mut h, &ids(&["3", "6", "99999", "abc", "23", "6", "10"])).unwrap();
     assert_eq!(h.calls.len(), 2);
-    assert_eq!(h.calls[0].args[5], "3,6,99999,23,10");
+    assert_eq!(h.calls[0].args[6], "3,6,99999,23,10");
     // Pending job 6 is answered by squeue alone.
     assert_eq!(h.calls[1].args[4], "3,99999,23,10");
     let status = |i: usize| r[i].as_ref().ok().map(|j| j.status);
@@ -263,7 +263,7 @@ fn outages() {
 #[test]
 fn no_calls_for_invalid_ids_and_chunks_past_the_limit() {
     let mut h = Fake::new();
-    let r = statuses(&mut h, &ids(&["x", "", "1_2"])).unwrap();
+    let r = statuses(&mut h, &ids(&["x", "", "1_x"])).unwrap();
     assert!(
         h.calls.is_empty()
             && r.iter()

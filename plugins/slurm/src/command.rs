@@ -128,7 +128,7 @@ pub fn parse_sbatch_id(stdout: &str) -> Result<String, BackendError> {
         .find(|l| !l.is_empty())
         .unwrap_or("");
     let id = first.split(';').next().unwrap_or("");
-    if is_job_id(id) {
+    if is_plain_job_id(id) {
         Ok(id.to_string())
     } else {
         Err(BackendError::Internal(format!(
@@ -143,15 +143,46 @@ pub fn parse_sbatch_id(stdout: &str) -> Result<String, BackendError> {
 ///
 /// squeue 22.05 reads ids as a C `int`: for 2147483648 to 4294967295 it
 /// refuses the whole list (`squeue: error: Invalid job id: N`), so such an
-/// id must never reach it. Array (`12_3`) and heterogeneous (`12+0`) ids
-/// are not accepted either: this backend never submits such jobs.
-pub fn is_job_id(id: &str) -> bool {
+/// id must never reach it.
+pub fn is_plain_job_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 10
         && id.bytes().all(|b| b.is_ascii_digit())
         && id
             .parse::<u64>()
             .is_ok_and(|n| n > 0 && n <= i32::MAX as u64)
+}
+
+/// The largest array task index an element id may carry: SLURM's own
+/// ceiling on `MaxArraySize` is 4000001, so indices end at 4000000.
+pub const MAX_TASK_INDEX: u32 = 4_000_000;
+
+/// Whether `id` is a job id this backend hands out: a plain id
+/// ([`is_plain_job_id`]) or an array element `<array id>_<index>`
+/// (`12345_7`, as squeue and sacct print it), the index in decimal without
+/// leading zeros up to [`MAX_TASK_INDEX`]. Heterogeneous components
+/// (`12+0`) and whole-array forms (`12_[0-3]`) are not accepted: this
+/// backend never submits such jobs.
+pub fn is_job_id(id: &str) -> bool {
+    match id.split_once('_') {
+        None => is_plain_job_id(id),
+        Some((job, index)) => is_plain_job_id(job) && task_index(index).is_some(),
+    }
+}
+
+/// An array task index, as [`is_job_id`] reads it.
+pub fn task_index(s: &str) -> Option<u32> {
+    let digits = !s.is_empty() && s.len() <= 7 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (s.len() > 1 && s.starts_with('0')) {
+        return None;
+    }
+    s.parse::<u32>().ok().filter(|&n| n <= MAX_TASK_INDEX)
+}
+
+/// An array element id split into the array's id and the task index.
+pub fn split_element(id: &str) -> Option<(&str, u32)> {
+    let (job, index) = id.split_once('_')?;
+    Some((job, task_index(index)?)).filter(|_| is_plain_job_id(job))
 }
 
 /// The answer for an id that [`is_job_id`] refuses, without asking SLURM.
@@ -251,9 +282,12 @@ mod tests {
 
     #[test]
     fn job_ids() {
-        for ok in ["1", "42", "2147483647"] {
+        for ok in ["1", "42", "2147483647", "12_3", "12_0", "7_4000000"] {
             assert!(is_job_id(ok), "{ok}");
         }
+        assert!(!is_plain_job_id("12_3"));
+        assert_eq!(split_element("12_3"), Some(("12", 3)));
+        assert_eq!(split_element("12"), None);
         for bad in [
             "",
             "0",
@@ -261,8 +295,15 @@ mod tests {
             "-1",
             "+1",
             "1.0",
-            "12_3",
             "12+0",
+            "12_",
+            "_3",
+            "12_03",
+            "12_-1",
+            "12_[0-3]",
+            "12_4000001",
+            "0_1",
+            "12_3_4",
             "2147483648",
             "4294967295",
             "12345678901",

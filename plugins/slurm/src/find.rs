@@ -9,11 +9,20 @@
 //! ended more than `MinJobAge` (300 s by default) before the lookup is not
 //! found. The host looks a key up only after its submitter died, so that
 //! window is rarely reached.
+//!
+//! An array element's key is not in its comment (a thousand keys would not
+//! fit one): the array's comment ends with `hpc-host-batch=<tag>` instead,
+//! and the plugin's store maps each key to its batch tag and task index
+//! ([`crate::batch`]). [`array_in`] finds the array by its tag the same
+//! two ways.
 
 use hpc_plugin_sdk::ResourceRequirements;
 
 /// The prefix of the comment of a keyed job.
 pub const TAG: &str = "hpc-host-key=";
+
+/// The prefix of the comment of an array submitted by `submit-many`.
+pub const BATCH_TAG: &str = "hpc-host-batch=";
 
 /// How much earlier than the submit's start the accounting query looks
 /// (clock skew between this machine and the controller).
@@ -24,12 +33,22 @@ pub fn tag(key: &str) -> String {
     format!("{TAG}{key}")
 }
 
+/// The comment tag of batch `batch`.
+pub fn batch_tag(batch: &str) -> String {
+    format!("{BATCH_TAG}{batch}")
+}
+
 /// `requirements` with the key's tag at the end of the comment.
 pub fn with_key(requirements: &ResourceRequirements, key: &str) -> ResourceRequirements {
+    with_tag(requirements, &tag(key))
+}
+
+/// `requirements` with `tag` (one word) at the end of the comment.
+pub fn with_tag(requirements: &ResourceRequirements, tag: &str) -> ResourceRequirements {
     let mut r = requirements.clone();
     match r.extra.iter_mut().find(|(name, _)| name == "comment") {
-        Some((_, comment)) => *comment = format!("{comment} {}", tag(key)),
-        None => r.extra.push(("comment".into(), tag(key))),
+        Some((_, comment)) => *comment = format!("{comment} {tag}"),
+        None => r.extra.push(("comment".into(), tag.to_string())),
     }
     r
 }
@@ -37,10 +56,14 @@ pub fn with_key(requirements: &ResourceRequirements, key: &str) -> ResourceRequi
 /// Whether a job's comment carries `key` (a key has no spaces, so the tag is
 /// the comment's last word).
 pub fn carries(comment: &str, key: &str) -> bool {
-    let tag = tag(key);
+    ends_with_word(comment, &tag(key))
+}
+
+/// Whether `tag` is `comment`'s last word.
+fn ends_with_word(comment: &str, tag: &str) -> bool {
     comment == tag
         || comment
-            .strip_suffix(&tag)
+            .strip_suffix(tag)
             .is_some_and(|rest| rest.ends_with(' '))
 }
 
@@ -70,6 +93,19 @@ pub fn find_in(output: &str, key: &str) -> Option<String> {
     output.lines().find_map(|line| {
         let (id, comment) = line.split_once('|')?;
         carries(comment.trim_end(), key).then(|| id.trim().to_owned())
+    })
+}
+
+/// The array id in `id|comment` lines whose comment carries batch `batch`'s
+/// tag: the part of the id before `_` (`12_3`, or `12_[4-9]` for pending
+/// elements folded into one line).
+pub fn array_in(output: &str, batch: &str) -> Option<String> {
+    let tag = batch_tag(batch);
+    output.lines().find_map(|line| {
+        let (id, comment) = line.split_once('|')?;
+        let (array, _) = id.trim().split_once('_')?;
+        (ends_with_word(comment.trim_end(), &tag) && crate::command::is_plain_job_id(array))
+            .then(|| array.to_owned())
     })
 }
 
@@ -117,5 +153,19 @@ mod tests {
         // The tag must be the last word, whole.
         assert_eq!(find_in("14|hpc-host-key=k1 later\n", "k1"), None);
         assert_eq!(find_in("15|xhpc-host-key=k1\n", "k1"), None);
+    }
+
+    #[test]
+    fn an_array_is_found_by_its_batch_tag() {
+        let out = "9|hpc-host-key=b1\n10_[3-9%2]|night hpc-host-batch=b1\n10_1|night hpc-host-batch=b1\n11_0|hpc-host-batch=b10\n";
+        assert_eq!(array_in(out, "b1").as_deref(), Some("10"));
+        assert_eq!(array_in(out, "b10").as_deref(), Some("11"));
+        assert_eq!(array_in(out, "b"), None);
+        // A plain job with the tag is not an array.
+        assert_eq!(array_in("12|hpc-host-batch=b2\n", "b2"), None);
+        assert_eq!(
+            with_tag(&rr(&[("comment", "c")]), &batch_tag("b")).extra,
+            [("comment".into(), "c hpc-host-batch=b".into())]
+        );
     }
 }

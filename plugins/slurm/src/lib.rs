@@ -1,7 +1,9 @@
 //! The SLURM backend for hpc-host, as a WebAssembly component.
 //!
 //! `submit` writes an sbatch script into the job's workspace folder and
-//! submits it with `sbatch --parsable`; `get-status`/`get-statuses` ask
+//! submits it with `sbatch --parsable`; `submit-many` makes specs of one
+//! shape one job array (`sbatch --array`, elements `12345_7`, see
+//! [`array`] and [`batch`]); `get-status`/`get-statuses` ask
 //! `squeue` (live jobs) and `sacct` (finished jobs, metrics) once for any
 //! number of jobs; `cancel` runs `scancel`; `get-logs` reads the job's output
 //! files. Programs run through the host's `process` interface by logical
@@ -15,16 +17,26 @@
 //!   scheduler command; a command that times out is `unavailable`.
 //! - `HPC_PUSH_ADDRESS` (`IP:PORT`): the batch script tells the daemon
 //!   listening there when the job's command has ended ([`push`]).
+//! - `SLURM_ARRAY_MAX_RUNNING`: at most this many tasks of one array run
+//!   at once (`--array=0-N%max`); unset, no such bound.
+//! - `SLURM_ARRAY_MAX_SIZE` (default 1000): the most tasks in one array;
+//!   must fit the site's `MaxArraySize`.
 //!
 //! Host policy: programs `sbatch`, `squeue`, `sacct`, `scancel`; the `kv`
 //! interface; read-write access to the workspace folders.
 //!
 //! Modules: [`script`] (the sbatch script, with [`quote`] and
-//! [`resources`]), [`sacct`] and [`status`] (queries and their meaning),
-//! [`command`] (errors), [`record`] (the per-job record), [`backend`]
-//! (the operations, over the [`host::Host`] seam).
+//! [`resources`]), [`array`] (specs of one shape as one job array: the shape
+//! key and the array script's per-task table), [`batch`] (`submit-many`,
+//! and the records that find, describe and log array elements), [`sacct`]
+//! and [`status`] (queries and their meaning), [`command`] (errors and job
+//! ids, `12345` and `12345_7`), [`find`] (idempotency keys and batch tags in
+//! comments), [`record`] (the per-job record), [`backend`] (the operations,
+//! over the [`host::Host`] seam).
 
+pub mod array;
 pub mod backend;
+pub mod batch;
 pub mod command;
 pub mod find;
 pub mod host;
@@ -46,6 +58,10 @@ pub struct Slurm;
 impl Backend for Slurm {
     fn submit(h: &mut impl Host, spec: &JobSpec) -> Result<String, BackendError> {
         backend::submit(h, spec)
+    }
+
+    fn submit_many(h: &mut impl Host, specs: &[JobSpec]) -> Vec<Result<String, BackendError>> {
+        batch::submit_many(h, specs)
     }
 
     fn find_job(h: &mut impl Host, key: &str, since: f64) -> Result<Option<String>, BackendError> {
@@ -78,6 +94,8 @@ impl Backend for Slurm {
                 backend::SETTING_WORKDIR.into(),
                 backend::SETTING_TIMEOUT.into(),
                 push::SETTING_PUSH.into(),
+                batch::SETTING_ARRAY_MAX_RUNNING.into(),
+                batch::SETTING_ARRAY_MAX_SIZE.into(),
             ],
         }
     }

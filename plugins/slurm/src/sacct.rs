@@ -30,10 +30,12 @@ pub const SACCT_FIELDS: &str = "JobID,State,ExitCode,ElapsedRaw,TotalCPU,MaxRSS,
 
 /// `squeue` arguments for `ids` (comma-joined). `-t all` includes finished
 /// jobs still in the controller's memory (`MinJobAge`); `--all` includes
-/// hidden partitions, which plain squeue leaves out.
+/// hidden partitions, which plain squeue leaves out; `-r` lists an array's
+/// pending elements one per line (`12_3`), never folded (`12_[0-9]`).
 pub fn squeue_args(ids: &[&str]) -> Vec<String> {
     [
         "--all",
+        "-r",
         "-h",
         "-t",
         "all",
@@ -93,8 +95,9 @@ pub struct AcctJob {
     pub reason: String,
 }
 
-/// Parse `squeue -h -o "%i|%T|%r"` output, keyed by job id. Lines for array
-/// or heterogeneous job components (`12_3`, `12+0`) are skipped.
+/// Parse `squeue -h -o "%i|%T|%r"` output, keyed by job id (plain, or an
+/// array element's `12_3`). Lines for heterogeneous job components (`12+0`)
+/// or folded array elements (`12_[0-9]`) are skipped.
 pub fn parse_squeue(stdout: &str) -> Result<HashMap<String, QueueEntry>, String> {
     let mut jobs = HashMap::new();
     for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
@@ -122,7 +125,9 @@ pub fn parse_squeue(stdout: &str) -> Result<HashMap<String, QueueEntry>, String>
 }
 
 /// Parse `sacct -P -n --noconvert -o JobID,State,ExitCode,ElapsedRaw,TotalCPU,MaxRSS,Reason`
-/// output, keyed by job id.
+/// output, keyed by job id. sacct names an array element's rows like a
+/// job's, `12_3` and `12_3.batch`, so each element is a job of its own here;
+/// a pending array's folded row (`12_[0-9]`) is skipped.
 pub fn parse_sacct(stdout: &str) -> Result<HashMap<String, AcctJob>, String> {
     let mut jobs: HashMap<String, AcctJob> = HashMap::new();
     // Steps may in principle come before their job line; keep them aside.

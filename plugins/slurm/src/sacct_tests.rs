@@ -94,7 +94,9 @@ fn short_job_has_no_peak_memory() {
 fn command_lines() {
     assert_eq!(
         squeue_args(&["3", "4"]),
-        ["--all", "-h", "-t", "all", "-j", "3,4", "-o", "%i|%T|%r"]
+        [
+            "--all", "-r", "-h", "-t", "all", "-j", "3,4", "-o", "%i|%T|%r"
+        ]
     );
     assert_eq!(
         sacct_args(&["3"]),
@@ -127,12 +129,12 @@ fn squeue_lines() {
         "NonZeroExitCode"
     );
     assert!(parse_squeue("").unwrap().is_empty());
-    // Array tasks are not ours; a line without fields is an error.
-    assert!(
-        parse_squeue("12_3|RUNNING|None\n12_[4-9]|PENDING|Resources\n")
-            .unwrap()
-            .is_empty()
-    );
+    // Array elements are jobs of their own; a folded line is skipped; a
+    // line without fields is an error.
+    let q =
+        parse_squeue("12_3|RUNNING|None\n12_[4-9]|PENDING|Resources\n12+0|RUNNING|None\n").unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q["12_3"].state, "RUNNING");
     assert!(parse_squeue("garbage\n").is_err());
 }
 
@@ -174,13 +176,15 @@ fn sacct_fallbacks_and_errors() {
         .unwrap();
     assert_eq!(a["5"].total_cpu_seconds, Some(61.5));
     assert_eq!(a["5"].max_rss_bytes, Some(1 << 20));
-    // A reason with `|` stays whole; array and het lines are skipped.
+    // A reason with `|` stays whole; array elements are jobs of their own
+    // (with their steps); folded array and het lines are skipped.
     let a = parse_sacct(
-        "6|PENDING|0:0|0|00:00:00||a|b\n7_1|RUNNING|0:0|1|00:00:00||None\n8+0|RUNNING|0:0|1|||\n",
+        "6|PENDING|0:0|0|00:00:00||a|b\n7_1|COMPLETED|0:0|1|00:00.5||None\n7_1.batch|COMPLETED|0:0|1|00:00.5|3K|\n7_[2-5]|PENDING|0:0|0|00:00:00||None\n8+0|RUNNING|0:0|1|||\n",
     )
     .unwrap();
     assert_eq!(a["6"].reason, "a|b");
-    assert_eq!(a.len(), 1);
+    assert_eq!(a["7_1"].max_rss_bytes, Some(3 << 10));
+    assert_eq!(a.len(), 2);
     assert!(parse_sacct("1|COMPLETED|0:0\n").is_err());
     assert!(parse_sacct("1|COMPLETED|x|1|||None\n").is_err());
     assert!(parse_sacct("1|COMPLETED|0:0|1|soon||None\n").is_err());

@@ -118,8 +118,24 @@ pub struct ScriptPlan {
     pub text: String,
 }
 
-/// Build the script for `spec`; an `Err` is an invalid-request message.
-pub fn build(spec: &JobSpec, inputs: &ScriptInputs<'_>) -> Result<ScriptPlan, String> {
+/// A spec, checked: everything a script needs from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// The folder the job runs in and its files live in.
+    pub workspace: String,
+    /// The job name as sent to SLURM ([`sanitize_job_name`]).
+    pub job_name: String,
+    /// The `#SBATCH` directives from the resource requirements (without the
+    /// `--` lines the backend writes itself), the comment without any tag.
+    pub directives: Vec<String>,
+    /// `export` pairs, checked.
+    pub env: Vec<(String, String)>,
+    /// The words the script executes.
+    pub command: Vec<String>,
+}
+
+/// Check `spec` against the settings; an `Err` is an invalid-request message.
+pub fn check(spec: &JobSpec, inputs: &ScriptInputs<'_>) -> Result<Checked, String> {
     check_directive_value("the `SLURM_PARTITION` setting", inputs.partition)?;
     if inputs.partition.trim().is_empty() {
         return Err("the `SLURM_PARTITION` setting is empty".into());
@@ -136,46 +152,47 @@ pub fn build(spec: &JobSpec, inputs: &ScriptInputs<'_>) -> Result<ScriptPlan, St
     };
     let command = command_words(spec, &workspace)?;
     let env = environment(spec)?;
-    let directives = match &spec.idempotency_key {
-        Some(key) => {
-            resources::directives(&crate::find::with_key(&spec.resource_requirements, key))?
-        }
-        None => resources::directives(&spec.resource_requirements)?,
-    };
-
+    let directives = resources::directives(&spec.resource_requirements)?;
     let job_name = sanitize_job_name(spec.job_name.as_deref().unwrap_or(DEFAULT_JOB_NAME));
+    Ok(Checked {
+        workspace,
+        job_name,
+        directives,
+        env,
+        command,
+    })
+}
+
+/// `<workspace>/hpc-<name>-<unique>`: where a job's files go, without the
+/// extension.
+pub fn file_base(workspace: &str, job_name: &str, unique: &str) -> String {
     let file_part: String = job_name.chars().take(MAX_FILE_NAME_PART).collect();
     let sep = if workspace.ends_with('/') { "" } else { "/" };
-    let base = format!("{workspace}{sep}hpc-{file_part}-{}", inputs.unique);
-    let plan_paths = (
-        format!("{base}.sbatch"),
-        format!("{base}.out"),
-        format!("{base}.err"),
-    );
+    format!("{workspace}{sep}hpc-{file_part}-{unique}")
+}
 
+/// The script's first lines: the shebang and the `#SBATCH` directives the
+/// backend writes (name, partition, folder, logs), then `directives`.
+/// `stdout`/`stderr` are `--output`/`--error` patterns, already escaped.
+pub fn header(
+    job_name: &str,
+    partition: &str,
+    workspace: &str,
+    logs: (&str, &str),
+    directives: &[String],
+) -> String {
     let mut text = String::from("#!/bin/bash\n");
     let mut directive = |d: &str| {
         text.push_str("#SBATCH ");
         text.push_str(d);
         text.push('\n');
     };
-    directive(&format!("--job-name={}", directive_quote(&job_name)));
-    directive(&format!(
-        "--partition={}",
-        directive_quote(inputs.partition)
-    ));
-    directive(&format!("--chdir={}", directive_quote(&workspace)));
-    // `%` starts a file name pattern (`%j`) in --output/--error; `%%` is a
-    // literal `%`.
-    directive(&format!(
-        "--output={}",
-        directive_quote(&plan_paths.1.replace('%', "%%"))
-    ));
-    directive(&format!(
-        "--error={}",
-        directive_quote(&plan_paths.2.replace('%', "%%"))
-    ));
-    for d in &directives {
+    directive(&format!("--job-name={}", directive_quote(job_name)));
+    directive(&format!("--partition={}", directive_quote(partition)));
+    directive(&format!("--chdir={}", directive_quote(workspace)));
+    directive(&format!("--output={}", directive_quote(logs.0)));
+    directive(&format!("--error={}", directive_quote(logs.1)));
+    for d in directives {
         directive(d);
     }
     // sbatch reads directives only up to the first command, so the comment
@@ -185,31 +202,74 @@ pub fn build(spec: &JobSpec, inputs: &ScriptInputs<'_>) -> Result<ScriptPlan, St
         env!("CARGO_PKG_VERSION"),
         "\n"
     ));
-    for (name, value) in &env {
+    text
+}
+
+/// What runs: one `export NAME='value'` line per variable, then `exec --`
+/// and the command's words, each quoted ([`bash_quote`]); with a `push`
+/// address, the trap that sends the job's end and the command in a
+/// subshell instead ([`crate::push`]).
+pub fn body(
+    env: &[(String, String)],
+    command: &[String],
+    push: Option<std::net::SocketAddr>,
+) -> String {
+    let mut text = String::new();
+    for (name, value) in env {
         text.push_str(&format!("export {name}={}\n", bash_quote(value)));
     }
     // `exec` makes the job's exit status the program's and delivers SLURM's
     // signals (scancel, time limit) to it directly; `--` keeps a program name
     // starting with `-` from being read as an option of `exec`.
     let mut words = String::new();
-    for word in &command {
+    for word in command {
         words.push(' ');
         words.push_str(&bash_quote(word));
     }
-    match inputs.push {
-        None => text.push_str(&format!("exec --{words}\n")),
+    match push {
+        None => text.push_str(&format!(
+            "exec --{words}
+"
+        )),
         Some(addr) => {
             text.push_str(&push::trap_lines(addr));
             text.push_str(&push::command_line(&words));
         }
     }
+    text
+}
 
+/// `path` as an `--output`/`--error` value: `%` starts a file name pattern
+/// (`%j`) there; `%%` is a literal `%`.
+pub fn escape_pattern(path: &str) -> String {
+    path.replace('%', "%%")
+}
+
+/// Build the script for `spec`; an `Err` is an invalid-request message.
+pub fn build(spec: &JobSpec, inputs: &ScriptInputs<'_>) -> Result<ScriptPlan, String> {
+    let checked = check(spec, inputs)?;
+    let directives = match &spec.idempotency_key {
+        Some(key) => {
+            resources::directives(&crate::find::with_key(&spec.resource_requirements, key))?
+        }
+        None => checked.directives.clone(),
+    };
+    let base = file_base(&checked.workspace, &checked.job_name, inputs.unique);
+    let (stdout_path, stderr_path) = (format!("{base}.out"), format!("{base}.err"));
+    let mut text = header(
+        &checked.job_name,
+        inputs.partition,
+        &checked.workspace,
+        (&escape_pattern(&stdout_path), &escape_pattern(&stderr_path)),
+        &directives,
+    );
+    text.push_str(&body(&checked.env, &checked.command, inputs.push));
     Ok(ScriptPlan {
-        workspace,
-        script_path: plan_paths.0,
-        stdout_path: plan_paths.1,
-        stderr_path: plan_paths.2,
-        job_name,
+        workspace: checked.workspace,
+        script_path: format!("{base}.sbatch"),
+        stdout_path,
+        stderr_path,
+        job_name: checked.job_name,
         text,
     })
 }

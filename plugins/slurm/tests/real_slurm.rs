@@ -310,3 +310,113 @@ fn now_secs() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// `submit-many` on the real cluster: one array for one shape, each element
+/// a job of its own (status from squeue and from sacct's element rows,
+/// logs, cancel, requeue), found by its key when the store has no id yet,
+/// and a refused array failing only its own elements.
+#[test]
+#[ignore = "needs slurm (sbatch)"]
+fn an_array_on_a_real_cluster() {
+    use hpc_plugin_slurm::batch;
+    let mut host = NativeHost::new();
+    let run = format!("it-array-{}-{}", std::process::id(), now_secs());
+    let since = now_secs() as f64;
+    let hostile = "it's \"q\" $(id) `id`; ;; esac\n0) *";
+    let mut specs: Vec<JobSpec> = (0..4)
+        .map(|i| {
+            let mut s = spec(
+                "array",
+                &[
+                    "/bin/bash",
+                    "-c",
+                    r#"printf '[%s]' "$@"; echo; echo "V=$V"; echo "e$1" >&2"#,
+                    "x",
+                    &i.to_string(),
+                    hostile,
+                ],
+            );
+            s.environment_variables = vec![("V".into(), format!("{hostile}{i}"))];
+            s.idempotency_key = Some(format!("{run}/{i}"));
+            s
+        })
+        .collect();
+    specs[2].execution_command = vec!["sleep".into(), "300".into()];
+    specs[3].execution_command = vec!["sleep".into(), "300".into()];
+    // A shape the scheduler refuses at submit (this cluster does not
+    // enforce accounts, so an impossible cpu count).
+    let mut refused = spec("array", &["true"]);
+    refused.resource_requirements.cpu = Some(4096);
+    specs.push(refused.clone());
+    specs.push(refused);
+
+    let r = batch::submit_many(&mut host, &specs);
+    let ids: Vec<String> = r[..4].iter().map(|r| r.clone().unwrap()).collect();
+    let array = ids[0].split_once('_').unwrap().0.to_string();
+    assert_eq!(
+        ids,
+        (0..4).map(|i| format!("{array}_{i}")).collect::<Vec<_>>()
+    );
+    for e in &r[4..] {
+        assert!(matches!(e, Err(BackendError::InvalidRequest(_))), "{e:?}");
+    }
+
+    for (i, id) in ids[..2].iter().enumerate() {
+        let info = wait_for(&mut host, id, |i| i.status.is_terminal());
+        assert_eq!(info.status, JobStatus::Completed, "{info:?}");
+        let logs = backend::logs(&mut host, id).unwrap();
+        assert_eq!(logs.stdout, format!("[{i}][{hostile}]\nV={hostile}{i}\n"));
+        assert_eq!(logs.stderr, format!("e{i}\n"));
+    }
+    // Requeued, an element is pending again under its id, never final.
+    wait_for(&mut host, &ids[2], |i| i.status == JobStatus::Running);
+    let out = Command::new("scontrol")
+        .args(["requeue", &ids[2]])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for _ in 0..10 {
+        let s = backend::statuses(&mut host, &[ids[2].clone()])
+            .unwrap()
+            .pop()
+            .unwrap()
+            .unwrap();
+        assert!(!s.status.is_terminal(), "{s:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Cancel one element: the others are untouched.
+    backend::cancel(&mut host, &ids[2]).unwrap();
+    let info = wait_for(&mut host, &ids[2], |i| i.status.is_terminal());
+    assert_eq!(info.native_state.as_deref(), Some("CANCELLED"), "{info:?}");
+    let all = backend::statuses(&mut host, &ids).unwrap();
+    assert_eq!(all[0].as_ref().unwrap().status, JobStatus::Completed);
+    assert!(
+        !all[3].as_ref().unwrap().status.is_terminal(),
+        "{:?}",
+        all[3]
+    );
+
+    // find-job: from the store; then with the id forgotten, by the tag.
+    assert_eq!(
+        backend::find_job(&mut host, &format!("{run}/3"), since).unwrap(),
+        Some(ids[3].clone())
+    );
+    let tag = host
+        .kv
+        .keys()
+        .find_map(|k| k.strip_prefix("batch/"))
+        .unwrap()
+        .to_owned();
+    let mut rec: batch::ArrayRecord =
+        serde_json::from_slice(&host.kv[&format!("batch/{tag}")]).unwrap();
+    rec.array_id = None;
+    host.kv
+        .insert(format!("batch/{tag}"), serde_json::to_vec(&rec).unwrap());
+    assert_eq!(
+        backend::find_job(&mut host, &format!("{run}/1"), since).unwrap(),
+        Some(ids[1].clone())
+    );
+    backend::cancel(&mut host, &ids[3]).unwrap();
+    wait_for(&mut host, &ids[3], |i| i.status.is_terminal());
+    std::fs::remove_dir_all(workspace("array")).unwrap();
+}
