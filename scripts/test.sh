@@ -51,6 +51,20 @@ fi
 # A build cache shared between checkouts must not hand one checkout's plugins
 # to another (see host/build.rs).
 export HPC_HOST_CHECKOUT="$PWD"
+# Cargo judges a workspace crate fresh by the mtimes of the files its last
+# build read, by absolute path: in a build cache last used by another
+# checkout (CI's clone, a worktree) that still exists, it would reuse that
+# checkout's build of our own crates (and build scripts). So when the
+# checkout changes, our crates (not the dependencies) are built again.
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+stamp="$target_dir/.hpc-host-checkout"
+if [ -d "$target_dir/release" ] && [ "$(cat "$stamp" 2>/dev/null)" != "$PWD" ]; then
+  log "the build cache was last used by another checkout: cleaning this workspace's crates"
+  members="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(" ".join("-p " + p["name"] for p in json.load(sys.stdin)["packages"]))')"
+  # shellcheck disable=SC2086
+  cargo clean --release $members
+fi
+mkdir -p "$target_dir" && printf '%s\n' "$PWD" >"$stamp"
 
 log "building and testing (release profile: the plugins' compile cache and the benchmarks use it too)"
 # The plugins are wasm32-wasip2 cdylibs built by host/build.rs; their native
@@ -64,7 +78,6 @@ cargo bench --locked -p hpc-host --no-run
 # pinned toolchains, unit-tested against their fake hosts, then loaded under
 # least privilege by the binary the tests above built, and run through the
 # contract's lifecycle (about 2 minutes, most of it the two builds).
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 log "plugin templates (Python, JavaScript): build, unit tests, load under least privilege, lifecycle"
 scripts/test-plugin-templates.sh "$target_dir/release/hpc-host"
 # Lints, as errors (rust-toolchain.toml lists clippy; add it where rustup
