@@ -136,8 +136,11 @@ def test_restarted_run_adopts_running_job(site: Site, tmp_path: Path) -> None:
     (tmp_path / "Snakefile").write_text(textwrap.dedent("""
         rule slow:
             output: "slow.txt"
-            shell: "sleep 8; echo done > {output}"
+            shell: "sleep 30; echo done > {output}"
     """))
+    # The job outlives the restart: killing, unlocking and starting Snakemake
+    # again took over 8 s on a loaded CI machine, and a job that had ended by
+    # then left nothing to adopt.
     client = site.client(backend="local")
     first = snakemake(site, "local", tmp_path, start_new_session=True)
     deadline = time.monotonic() + 60
