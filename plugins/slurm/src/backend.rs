@@ -331,8 +331,8 @@ pub fn statuses(
                 }
                 (_, Some(q)) if !status::needs_accounting(Some(q)) => Ok(status::from_queue(id, q)),
                 // Ended in squeue, not (yet) in the accounting database:
-                // squeue's word, without metrics.
-                (Ok(_), Some(q)) => Ok(status::from_queue(id, q)),
+                // not final until sacct has the exit code and metrics.
+                (Ok(_), Some(q)) => Ok(status::ending(id, q)),
                 (Ok(_), None) => Err(BackendError::NotFound(format!(
                     "slurm does not know job `{id}` (neither `squeue` nor `sacct` lists it)"
                 ))),

@@ -101,6 +101,29 @@ pub fn from_queue(job_id: &str, q: &QueueEntry) -> HpcJobInfo {
     }
 }
 
+/// A job squeue shows ended that the accounting database does not list yet
+/// (slurmdbd records an end a moment after slurmctld, and an array
+/// element's first): not reported final until sacct has the end with its
+/// exit code and metrics, since a final answer is never asked again. squeue
+/// keeps an ended job for `MinJobAge` (300 s by default); an end the
+/// database never records is `not-found` after that.
+pub fn ending(job_id: &str, q: &QueueEntry) -> HpcJobInfo {
+    let m = map_state(&q.state);
+    HpcJobInfo {
+        job_id: job_id.into(),
+        status: JobStatus::Running,
+        exit_code: None,
+        wall_time_seconds: None,
+        cpu_hours: None,
+        peak_memory_gb: None,
+        reason: Some(format!(
+            "ended ({}); waiting for slurm's accounting to record it",
+            m.native
+        )),
+        native_state: Some(m.native),
+    }
+}
+
 /// The info for a job from its accounting record. `queued` is what squeue
 /// says about it, if it lists it.
 pub fn from_acct(job_id: &str, a: &AcctJob, queued: Option<&QueueEntry>) -> HpcJobInfo {

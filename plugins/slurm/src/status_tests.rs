@@ -188,3 +188,14 @@ fn which_jobs_need_sacct() {
     assert!(!needs_accounting(Some(&q["6"])));
     assert!(!needs_accounting(Some(&q["9"])));
 }
+
+#[test]
+fn an_end_accounting_has_not_recorded_yet_is_not_final() {
+    let q = parse_squeue(SQUEUE_ENDED).unwrap();
+    let i = ending("26", &q["26"]);
+    assert_eq!(
+        (i.status, i.exit_code, i.native_state.as_deref()),
+        (JobStatus::Running, None, Some("FAILED"))
+    );
+    assert!(i.reason.unwrap().contains("accounting"));
+}
