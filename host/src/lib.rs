@@ -18,8 +18,6 @@
 pub mod bindings;
 pub mod capabilities;
 pub mod cli;
-pub mod commands;
-pub mod conformance;
 pub mod contract;
 pub mod daemon;
 pub mod digests;
@@ -34,7 +32,6 @@ pub mod policy;
 pub mod reaper;
 pub mod request;
 pub mod sanitize;
-pub mod scaffold;
 pub mod settings;
 pub mod spec;
 pub mod state;

@@ -2,8 +2,9 @@
 //! and turn the outcome into an exit code.
 
 use clap::Parser;
-use hpc_host::cli::Cli;
-use hpc_host::error::ExitStatus;
+use hpc_host::HostError;
+use hpc_host::cli::render::Render;
+use hpc_host::cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -19,31 +20,23 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    if let hpc_host::cli::Command::Serve {
-        detach,
-        identify,
-        auto,
-    } = cli.command
-    {
-        return hpc_host::daemon::server::start(&cli, detach, identify, auto).into();
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitStatus::Backend.into();
+    let mut render = Render::stdio(cli.output);
+    let outcome = if let Command::Serve { .. } = cli.command {
+        hpc_host::cli::serve(&cli, &mut render)
+    } else {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(hpc_host::cli::run(cli, &mut render)),
+            Err(e) => Err(HostError::Internal(anyhow::anyhow!(
+                "cannot start the async runtime: {e}"
+            ))),
         }
     };
-    match runtime.block_on(hpc_host::commands::run(cli)) {
+    match outcome {
         Ok(status) => status.into(),
-        Err(e) => {
-            // Plugin text is in many messages: one line, controls escaped.
-            eprintln!("error: {}", hpc_host::sanitize::escape(&format!("{e:#}")));
-            e.exit_status().into()
-        }
+        Err(e) => render.error(&e).into(),
     }
 }
 

@@ -63,6 +63,21 @@ pub struct Source {
     wasm: std::sync::OnceLock<Cow<'static, [u8]>>,
 }
 
+/// One plugin of `plugins list` (also the daemon's `GET /v1/plugins`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PluginRow {
+    pub name: String,
+    /// `built-in`, or the file's path.
+    pub source: String,
+    pub sha256: String,
+    /// The contract version it exports, `none`, or why it does not compile.
+    pub contract: String,
+    /// Whether its compiled form is in the cache.
+    pub cached: bool,
+    /// Whether it is the backend (`HPC_BACKEND`).
+    pub selected: bool,
+}
+
 impl Host {
     pub fn new(settings: &Settings) -> Result<Host, HostError> {
         let engine = Engine::new(Some(settings.cache_dir.clone()))?;
@@ -86,6 +101,53 @@ impl Host {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Built-in plugins and the `.wasm` files of the plugins folder, by name.
+    pub fn plugin_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = crate::builtin::BUILTIN_PLUGINS
+            .iter()
+            .map(|p| p.name.to_owned())
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(&self.settings.plugins_dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "wasm")
+                    && let Some(stem) = p.file_stem().and_then(|s| s.to_str())
+                {
+                    names.push(stem.to_owned());
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// `plugins list`: every plugin by name, where it comes from, its
+    /// contract version, whether it is compiled, and whether it is the backend.
+    pub fn plugin_rows(&self) -> Result<Vec<PluginRow>, HostError> {
+        let mut rows = Vec::new();
+        for name in self.plugin_names() {
+            let source = self.source(&name)?;
+            let contract = match self.compile(&source).map(|c| self.interfaces(&c).contract) {
+                Ok(Some(v)) => v,
+                Ok(None) => "none".into(),
+                Err(e) => format!("error: {e}"),
+            };
+            rows.push(PluginRow {
+                selected: name == self.settings.backend,
+                source: match &source.origin {
+                    Origin::Builtin => "built-in".to_owned(),
+                    Origin::File(p) => p.display().to_string(),
+                },
+                cached: self.engine.is_cached(&source.sha256),
+                sha256: source.sha256,
+                contract,
+                name,
+            });
+        }
+        Ok(rows)
     }
 
     /// The plugin that `HPC_BACKEND` names.

@@ -18,26 +18,73 @@ use crate::error::HostError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Deserialize)]
+/// A job spec as JSON: what `--spec` files, the daemon's `POST /v1/jobs`
+/// and the Python package send. [`parse_spec`] reads one into a checked
+/// [`JobSpec`]; `From<&JobSpec>` writes one back (the CLI sends the spec
+/// its arguments made to the daemon this way), and the two round-trip.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct SpecJson {
+pub struct SpecJson {
     execution_command: Command,
+    #[serde(skip_serializing_if = "Option::is_none")]
     image_ref: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sif_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     input_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     output_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     workspace_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     manifest_path: Option<String>,
     #[serde(default)]
     resource_requirements: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     environment_variables: BTreeMap<String, Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     job_name: Option<String>,
     /// The caller's name for this submission: see [`crate::ledger`].
+    #[serde(skip_serializing_if = "Option::is_none")]
     idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+impl From<&JobSpec> for SpecJson {
+    fn from(s: &JobSpec) -> SpecJson {
+        let r = &s.resource_requirements;
+        let numbers = [
+            ("cpu", r.cpu.map(serde_json::Value::from)),
+            ("memory_gb", r.memory_gb.map(serde_json::Value::from)),
+            ("time_hours", r.time_hours.map(serde_json::Value::from)),
+            ("gpus", r.gpus.map(serde_json::Value::from)),
+            ("nodes", r.nodes.map(serde_json::Value::from)),
+        ];
+        let resource_requirements = numbers
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+            .chain(r.extra.iter().map(|(k, v)| (k.clone(), v.clone().into())))
+            .collect();
+        SpecJson {
+            execution_command: Command::Argv(s.execution_command.clone()),
+            image_ref: s.image_ref.clone(),
+            sif_path: s.sif_path.clone(),
+            input_dir: s.input_dir.clone(),
+            output_dir: s.output_dir.clone(),
+            workspace_dir: s.workspace_dir.clone(),
+            manifest_path: s.manifest_path.clone(),
+            resource_requirements,
+            environment_variables: s
+                .environment_variables
+                .iter()
+                .map(|(k, v)| (k.clone(), Scalar::Text(v.clone())))
+                .collect(),
+            job_name: s.job_name.clone(),
+            idempotency_key: s.idempotency_key.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 enum Command {
     Argv(Vec<String>),
@@ -45,7 +92,7 @@ enum Command {
 }
 
 /// Environment values may be written as numbers or booleans; they reach the job as text.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 enum Scalar {
     Text(String),
@@ -338,6 +385,18 @@ mod tests {
             s.environment_variables,
             [("A".into(), "1".into()), ("N".into(), "3".into())]
         );
+    }
+
+    #[test]
+    fn a_spec_survives_the_wire() {
+        let text = r#"{"execution_command": ["echo", "a b"], "job_name": "x",
+            "resource_requirements": {"cpu": 4, "memory_gb": 1.5, "account": "ccat"},
+            "environment_variables": {"A": "1"}, "idempotency_key": "exec-42"}"#;
+        let spec = parse_spec(text).unwrap();
+        let again = serde_json::to_string(&SpecJson::from(&spec)).unwrap();
+        let again = parse_spec(&again).unwrap();
+        assert_eq!(format!("{spec:?}"), format!("{again:?}"));
+        assert_eq!(again.idempotency_key.as_deref(), Some("exec-42"));
     }
 
     #[test]

@@ -363,7 +363,7 @@ async fn submission(
 
 async fn plugins(State(d): D) -> Result<Response, ApiError> {
     let c = d.config();
-    let rows = crate::commands::plugin_rows(&c.host)?;
+    let rows = c.host.plugin_rows()?;
     Ok(axum::Json(rows).into_response())
 }
 

@@ -180,31 +180,8 @@ async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
     Ok(listener)
 }
 
-/// `hpc-host serve [--detach]`.
-pub fn start(cli: &crate::cli::Cli, detach: bool, identify: bool, auto: bool) -> ExitStatus {
-    let overrides = Overrides {
-        config: cli.config.clone(),
-        env: cli.env.clone(),
-        backend: cli.backend.clone(),
-    };
-    if identify {
-        return match crate::settings::Settings::load(&overrides) {
-            Ok(s) => {
-                crate::commands::print(
-                    &serde_json::json!({
-                        "socket": s.daemon.socket,
-                        "fingerprint": super::fingerprint(&s),
-                    })
-                    .to_string(),
-                );
-                ExitStatus::Success
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                e.exit_status()
-            }
-        };
-    }
+/// `hpc-host serve [--detach]` (`--identify` is the CLI's: it starts nothing).
+pub fn start(overrides: Overrides, detach: bool, auto: bool) -> ExitStatus {
     if detach {
         return detach_daemon(&overrides);
     }

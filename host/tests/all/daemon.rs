@@ -232,6 +232,95 @@ fn daemon_serves_the_cli_with_the_same_output_and_exit_codes() {
     std::mem::forget(other); // shares `env`'s home
 }
 
+/// Every CLI command, run in-process and through the daemon, prints the same
+/// bytes on stdout and stderr and exits the same, for text and JSON, with
+/// hostile bytes in job output, job ids, keys and error messages: the CLI
+/// has one renderer, and no control character reaches a terminal in text.
+#[test]
+fn daemon_and_in_process_print_the_same_bytes_for_every_command_and_escape_alike() {
+    let env = local_env();
+    never(&env, &["plugins", "compile"]);
+    let _served = Served::start(&env);
+    // A terminal clipboard write (OSC 52) and a cursor move, in what a job
+    // prints, in an id asked about, and in a key.
+    let osc = "\x1b]52;c;aGk=\x07\x1b[2J";
+    let loud = env.submit(&["sh", "-c", &format!("printf 'out{osc}\\n'; printf 'err{osc}\\n' >&2")]);
+    let bad = env.submit(&["sh", "-c", "exit 3"]);
+    env.wait(&loud);
+    env.wait(&bad);
+    let hostile_id = format!("x{osc}");
+    let key = format!("k-{}", uuid::Uuid::new_v4());
+    let batch = env.home.join("batch.json");
+    std::fs::write(
+        &batch,
+        serde_json::json!([
+            {"execution_command": ["true"], "idempotency_key": format!("{key}-a")},
+            {"execution_command": []},
+            {"execution_command": ["true"], "idempotency_key": format!("{key}-b")},
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let batch = batch.to_str().unwrap();
+    // Submits are keyed, so the second path answers the job the first made.
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["submit", "--idempotency-key", &key, "--", "true"],
+        vec!["submit", "--spec", batch],
+        vec!["status", &loud, &bad],
+        vec!["status", &hostile_id],
+        vec!["status", &loud, &hostile_id],
+        vec!["wait", "--timeout", "5", &loud, &bad],
+        vec!["wait", "--timeout", "0", &hostile_id],
+        vec!["logs", &loud],
+        vec!["logs", &hostile_id],
+        vec!["cancel", &hostile_id, &bad],
+        vec!["find", "--idempotency-key", &key],
+        vec!["find", "--idempotency-key", "never-used-key"],
+        vec!["find", "--idempotency-key", "bad key"],
+        vec!["plugins", "list"],
+        vec!["submit", "--cpu", "2"],
+        vec!["--backend", &hostile_id, "status", "x"],
+    ];
+    for output in ["text", "json"] {
+        for command in &commands {
+            let mut args = vec!["--output", output];
+            args.extend(command);
+            let via = env.run(&args);
+            let direct = never(&env, &args);
+            let show = |o: &std::process::Output| {
+                format!(
+                    "exit {:?}\nstdout: {:?}\nstderr: {:?}",
+                    o.status.code(),
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            };
+            assert_eq!(
+                (via.status.code(), &via.stdout, &via.stderr),
+                (direct.status.code(), &direct.stdout, &direct.stderr),
+                "{args:?}\nthrough the daemon: {}\nin-process: {}",
+                show(&via),
+                show(&direct)
+            );
+            // Text (and JSON: serde escapes controls) carries no raw ESC or BEL.
+            for bytes in [&via.stdout, &via.stderr] {
+                assert!(
+                    !bytes.iter().any(|b| *b == 0x1b || *b == 0x07),
+                    "{args:?}: a control character reached the terminal: {}",
+                    show(&via)
+                );
+            }
+        }
+    }
+    // The hostile bytes were there to escape: text shows them as escapes.
+    let logs = env.run(&["logs", &loud]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("out\\x1b]52;c;aGk=\\x07"),
+        "{:?}",
+        String::from_utf8_lossy(&logs.stdout)
+    );
+}
+
 #[test]
 fn daemon_refuses_a_second_daemon_and_takes_over_a_stale_socket() {
     let env = local_env();

@@ -5,8 +5,8 @@
 use super::Report;
 use crate::sanitize::escape;
 
-/// The table: one line per check, then the counts. On stdout.
-pub fn print_table(r: &Report) {
+/// The table: one line per check, then the counts (plugin text escaped).
+pub fn table(r: &Report) -> String {
     let mut out = format!("plugin `{}` ({})\n", escape(&r.plugin), r.contract);
     for c in &r.results {
         out.push_str(&format!(
@@ -28,7 +28,7 @@ pub fn print_table(r: &Report) {
         r.count("skip"),
         r.seconds
     ));
-    crate::commands::print(&out);
+    out
 }
 
 /// The report as one JSON object.

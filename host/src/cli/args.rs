@@ -1,5 +1,8 @@
-//! The command line (clap derive types only).
+//! The command line: clap's derive types, and the spec `submit`'s arguments make.
 
+use crate::bindings::{JobSpec, ResourceRequirements};
+use crate::error::HostError;
+use crate::spec::{self, Specs};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -212,4 +215,85 @@ pub struct SubmitArgs {
     /// The program and its arguments, after `--`; run without a shell.
     #[arg(last = true, value_name = "PROGRAM [ARGS]")]
     pub command: Vec<String>,
+}
+
+impl SubmitArgs {
+    /// What `submit` submits: its `--spec` file (one spec, or a batch), or
+    /// the spec its arguments make. Read and checked before a daemon is
+    /// asked, so a bad spec fails the same way in-process and through it.
+    pub fn specs(self) -> Result<Specs, HostError> {
+        let Some(source) = &self.spec else {
+            return self.spec_of_arguments().map(|s| Specs::One(Box::new(s)));
+        };
+        let text = if source == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| HostError::Input(format!("cannot read the spec from stdin: {e}")))?;
+            s
+        } else {
+            std::fs::read_to_string(source)
+                .map_err(|e| HostError::Input(format!("cannot read spec `{source}`: {e}")))?
+        };
+        match spec::parse_specs(&text)? {
+            Specs::One(mut spec) => {
+                match (&spec.idempotency_key, self.idempotency_key) {
+                    (_, None) => {}
+                    (None, key) => {
+                        spec.idempotency_key = key;
+                        spec::validate(&spec)?;
+                    }
+                    (Some(a), Some(b)) if *a == b => {}
+                    (Some(_), Some(_)) => {
+                        return Err(HostError::Input(
+                            "the spec's `idempotency_key` and `--idempotency-key` differ".into(),
+                        ));
+                    }
+                }
+                Ok(Specs::One(spec))
+            }
+            Specs::Many { .. } if self.idempotency_key.is_some() => Err(HostError::Input(
+                "`--idempotency-key` names one job: in a batch, give each spec its own `idempotency_key`"
+                    .into(),
+            )),
+            many => Ok(many),
+        }
+    }
+
+    /// The spec the arguments make (no `--spec`).
+    fn spec_of_arguments(self) -> Result<JobSpec, HostError> {
+        if self.command.is_empty() {
+            return Err(HostError::Input(
+                "nothing to run: give `--spec FILE` or a command after `--`".into(),
+            ));
+        }
+        let mut env = Vec::new();
+        for kv in self.env_vars {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| HostError::Input(format!("`--env-var {kv}` is not KEY=VALUE")))?;
+            env.push((k.to_owned(), v.to_owned()));
+        }
+        let spec = JobSpec {
+            execution_command: self.command,
+            image_ref: self.image_ref,
+            sif_path: self.sif_path,
+            input_dir: self.input_dir,
+            output_dir: self.output_dir,
+            workspace_dir: self.workspace_dir,
+            manifest_path: self.manifest_path,
+            resource_requirements: ResourceRequirements {
+                cpu: self.cpu,
+                memory_gb: self.memory_gb,
+                time_hours: self.time_hours,
+                gpus: self.gpus,
+                nodes: self.nodes,
+                extra: vec![],
+            },
+            environment_variables: env,
+            job_name: self.job_name,
+            idempotency_key: self.idempotency_key,
+        };
+        spec::validate(&spec)?;
+        Ok(spec)
+    }
 }

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
-pub use report::{junit, print_table, to_json};
+pub use report::{junit, table, to_json};
 
 /// How the kit runs.
 #[derive(Debug, Clone)]
@@ -330,7 +330,7 @@ pub fn show(i: &HpcJobInfo) -> String {
 pub async fn command(
     host: &crate::plugin::Host,
     args: crate::cli::TestArgs,
-    out: crate::cli::Output,
+    r: &mut crate::cli::render::Render,
 ) -> Result<crate::error::ExitStatus, crate::HostError> {
     use crate::HostError;
     let seconds = |what: &str, s: f64| {
@@ -379,9 +379,9 @@ pub async fn command(
         std::fs::write(file, junit(&report))
             .map_err(|e| HostError::Input(format!("cannot write `{}`: {e}", file.display())))?;
     }
-    match out {
-        crate::cli::Output::Json => crate::commands::print(&to_json(&report).to_string()),
-        crate::cli::Output::Text => print_table(&report),
+    match r.output() {
+        crate::cli::Output::Json => r.json(&to_json(&report)),
+        crate::cli::Output::Text => r.text(&table(&report)),
     }
     Ok(if report.passed() {
         crate::error::ExitStatus::Success
