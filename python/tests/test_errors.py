@@ -176,3 +176,27 @@ def test_cli_exit_codes_and_http_statuses_map_as_the_table_says() -> None:
     assert all(c not in {r["exit_code"] for r in kinds} for c in (-9, 101))
     assert isinstance(error_from_cli(-9, ""), Unavailable)
     assert isinstance(error_from_cli(101, "thread 'main' panicked"), Unavailable)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_wait_timeout_says_the_same_from_both_clients(site: Site, transport: str) -> None:
+    import asyncio
+
+    client = site.client(transport=transport)
+    job = client.submit(hpc_host.JobSpec(["sleep", "30"]))
+    try:
+        with pytest.raises(hpc_host.WaitTimeout) as sync:
+            client.wait([job], timeout=0.5)
+
+        async def wait_async() -> None:
+            async with site.aclient(transport=transport) as aclient:
+                await aclient.wait(job, timeout=0.5)
+
+        with pytest.raises(hpc_host.WaitTimeout) as aio:
+            asyncio.run(wait_async())
+        for e in (sync.value, aio.value):
+            assert e.message == "1 of 1 jobs still running after 0.5 s", e.message
+            assert [(j.job_id, j.is_final) for j in e.jobs] == [(job, False)], e.jobs
+            assert e.retryable
+    finally:
+        client.cancel(job)
