@@ -175,8 +175,9 @@ class Attempts:
       twice (``Http.repeatable``: reads, cancel, a submit with idempotency
       keys) goes once more, on another connection, to the daemon that is
       there; if none answers now, it went away mid-call: ``Unavailable``, not
-      a new daemon (the next call starts one). Any other request (a submit
-      without key may have reached the daemon) raises ``Unavailable``.
+      a new daemon (the next call starts one); a ``wait`` sent again waits
+      its whole timeout again. Any other request (a submit without key may
+      have reached the daemon) raises ``Unavailable``.
     - No answer in time: ``Unavailable``.
     """
 
