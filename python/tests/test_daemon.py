@@ -8,10 +8,13 @@ import json
 import multiprocessing
 import os
 import signal
+import socketserver
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -78,11 +81,10 @@ def test_20_threads_and_4_processes_polling_100_slurm_jobs_cost_one_query_per_in
             procs = pool.map_async(
                 _poll_in_process, [(site.socket, site.environ, ids, deadline)] * 4
             )
-            threads = [threading.Thread(target=poll, args=(n,)) for n in range(20)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            with ThreadPoolExecutor(20) as threads:
+                # `.result()`: a thread's error fails the test.
+                for done in [threads.submit(poll, n) for n in range(20)]:
+                    done.result()
             results = procs.get(timeout=phase + 60)
         elapsed = time.time() - start
         sq, sa = calls(site.home, "squeue") - sq0, calls(site.home, "sacct") - sa0
@@ -99,6 +101,66 @@ def test_20_threads_and_4_processes_polling_100_slurm_jobs_cost_one_query_per_in
             backend.cancel(job_id)
     final = backend.wait(ids, timeout=180)
     assert all(i.status == "failed" and i.native_state == "CANCELLED" for i in final)
+
+
+#: Threads sharing one client in the hammer test: more than httpx's 20
+#: kept-alive connections, where httpcore's shared pool closed some in use.
+HAMMER_THREADS = 32
+
+
+@pytest.mark.parametrize("descheduled", [False, True], ids=["plain", "descheduled"])
+def test_one_client_shared_by_many_threads_never_reports_a_live_daemon_gone(
+    site: Site, monkeypatch: pytest.MonkeyPatch, descheduled: bool
+) -> None:
+    """32 threads call one ``Client`` as fast as they can for 6 s: every call
+    answers. Issue 19: with one httpcore pool shared by the threads, a call
+    now and then failed with `went away mid-call: [Errno 9] Bad file
+    descriptor` (httpcore closed a connection it had just handed to another
+    thread; see `_transport.ThreadPools`).
+
+    ``descheduled`` widens that window as a loaded machine does: each thread
+    pauses 1 ms between being handed a connection and using it. (It patches
+    httpcore 1.0's pool; should httpcore rename it, this fails: look again.)
+    Before the fix that failed every run (2 to 4 calls in 10 s, 20 threads).
+    """
+    if descheduled:
+        from httpcore._sync import connection_pool
+
+        handed = connection_pool.PoolRequest.wait_for_connection
+
+        def pause(self: Any, timeout: float | None = None) -> Any:
+            connection = handed(self, timeout)
+            time.sleep(0.001)
+            return connection
+
+        monkeypatch.setattr(connection_pool.PoolRequest, "wait_for_connection", pause)
+    client = site.client()
+    ids = [client.submit(hpc_host.JobSpec(["true"], job_name=f"h{i}")) for i in range(4)]
+    client.wait(ids, timeout=60)
+    pid = client.health()["pid"]
+    deadline = time.monotonic() + 6
+
+    def hammer(n: int) -> int:
+        calls = 0
+        while time.monotonic() < deadline:
+            job_id = ids[(n + calls) % len(ids)]
+            if calls % 3 == 2:
+                many = client.statuses(ids)
+                assert [getattr(i, "job_id", None) for i in many] == ids, many
+            else:
+                info = client.status(job_id)
+                assert (info.job_id, info.status) == (job_id, "completed"), info
+            calls += 1
+        return calls
+
+    with ThreadPoolExecutor(HAMMER_THREADS) as threads:
+        futures = [threads.submit(hammer, n) for n in range(HAMMER_THREADS)]
+        # `.result()` raises a thread's error here: no error may pass unseen.
+        calls = [f.result() for f in futures]
+    assert min(calls) > 0, calls
+    assert client.health()["pid"] == pid and site.daemons() == [pid]
+    print(f"{sum(calls)} calls from {HAMMER_THREADS} threads, no error")
+    client.close()
 
 
 def test_async_client_1000_concurrent_status_calls(site: Site) -> None:
@@ -226,6 +288,90 @@ def test_a_daemon_that_serves_other_settings_is_not_used(site: Site) -> None:
     again = site.client()
     assert again.health()["pid"] == pid and again.transport == "daemon"
     again.close()
+
+
+class OtherDaemon:
+    """A stand-in daemon on the site's socket that serves other settings: it
+    answers ``/v1/health`` with another fingerprint and records every request
+    it gets (the probes a client makes)."""
+
+    def __init__(self, sock: str) -> None:
+        self.requests: list[str] = []
+        requests = self.requests
+
+        class Answer(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                requests.append(self.path)
+                body = json.dumps(
+                    {"status": "ok", "pid": 1, "fingerprint": "other-settings",
+                     "settings_file": "/elsewhere/settings.toml", "env": "other"}
+                ).encode()
+                self.send_response(200 if self.path == "/v1/health" else 500)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def address_string(self) -> str:
+                return "unix"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        os.makedirs(os.path.dirname(sock), mode=0o700, exist_ok=True)
+        self.sock = sock
+        self.server = Server(sock, Answer)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        os.unlink(self.sock)
+
+
+def test_a_daemon_with_other_settings_is_asked_once_until_its_socket_changes(
+    site: Site,
+) -> None:
+    """After a mismatch, calls go through the CLI without asking that daemon
+    again: neither the client (it remembers) nor each CLI run (told
+    `HPC_DAEMON=never`). A new socket file is looked at once; no socket file,
+    and the client starts its own daemon."""
+    other = OtherDaemon(site.socket)
+    client = site.client()
+    unknown = "00000000-0000-4000-8000-000000000000"
+    with pytest.warns(UserWarning, match="not this client's settings"):
+        job = client.submit({"execution_command": "true"})
+    assert client.transport == "cli"
+    assert client.wait(job, timeout=30)[0].status == "completed"
+    for _ in range(3):
+        with pytest.raises(hpc_host.NotFound):
+            client.status(unknown)
+    # 6 calls, 6 CLI runs: one probe, the client's first.
+    assert other.requests == ["/v1/health"], other.requests
+
+    # Another daemon of other settings takes the socket: looked at once more.
+    other.stop()
+    time.sleep(0.05)  # a new file, whatever the clock's grain of its ctime
+    again = OtherDaemon(site.socket)
+    try:
+        with pytest.warns(UserWarning, match="not this client's settings"):
+            client.status(job)
+        client.status(job)
+        assert again.requests == ["/v1/health"], again.requests
+    finally:
+        again.stop()
+
+    # Nobody on the socket: the client starts a daemon with its own settings.
+    assert client.status(job).status == "completed"
+    assert client.transport == "daemon"
+    assert client.health()["pid"] in site.daemons()
+    client.close()
 
 
 def test_known_jobs_are_shared_by_every_client_of_the_daemon(site: Site) -> None:

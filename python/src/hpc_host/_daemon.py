@@ -113,6 +113,31 @@ def matches(opts: Options, h: dict[str, Any]) -> bool:
     return True
 
 
+def discover(opts: Options, sock: str | None) -> tuple[str, dict[str, Any]]:
+    """The daemon's socket (``sock``, else computed) and the health of the
+    daemon on it, started first with ``opts.autostart``; ``Unavailable`` when
+    none answers. Blocks (the async client runs it in a thread)."""
+    sock = sock or socket_path(opts)
+    h = ensure_daemon(opts, sock) if opts.autostart else health(sock)
+    if h is None:
+        raise Unavailable(
+            f"no hpc-host daemon answers on {sock}\n\n"
+            "hint: start one with `hpc-host serve`, or use autostart=True or transport=\"cli\""
+        )
+    return sock, h
+
+
+def file_id(sock: str) -> tuple[int, int, int] | None:
+    """Which socket file is at ``sock`` (``None``: none): a daemon that
+    starts binds a new one, so a client that remembers what it found there
+    sees when to look again, for the price of a ``stat``."""
+    try:
+        st = os.stat(sock)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
 def ensure_daemon(opts: Options, sock: str) -> dict[str, Any]:
     """The health of the daemon on ``sock``, starting one first if nobody answers."""
     h = health(sock)

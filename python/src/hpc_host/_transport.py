@@ -14,6 +14,8 @@ import os
 import socket
 import stat
 import struct
+import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -125,14 +127,74 @@ def transport(sock: str, limits: httpx.Limits | None = None) -> httpx.HTTPTransp
     t = httpx.HTTPTransport(uds=sock, limits=lim)
     # httpx does not take a network backend; its pool (httpcore's public
     # ConnectionPool) does: rebuilt with the same limits and the checks.
-    t._pool = httpcore.ConnectionPool(
-        max_connections=lim.max_connections,
-        max_keepalive_connections=lim.max_keepalive_connections,
-        keepalive_expiry=lim.keepalive_expiry,
-        uds=sock,
-        network_backend=_Backend(),
-    )
+    t._pool = httpcore.ConnectionPool(**_pool_options(sock, lim), network_backend=_Backend())
     return t
+
+
+def _pool_options(sock: str, limits: httpx.Limits) -> dict[str, Any]:
+    """httpcore's pool options for ``limits`` on ``sock``."""
+    return {
+        "max_connections": limits.max_connections,
+        "max_keepalive_connections": limits.max_keepalive_connections,
+        "keepalive_expiry": limits.keepalive_expiry,
+        "uds": sock,
+    }
+
+
+class ThreadPools(httpx.BaseTransport):
+    """One connection pool per thread (and per process) on ``sock``: the
+    transport of a client that threads share.
+
+    httpcore's pool (1.0.9) must not be shared by threads. It hands a request
+    an idle connection under its lock, but the connection stays idle until
+    the request's own thread starts using it; meanwhile another thread's pass
+    over the pool may judge it a surplus or expired idle connection and close
+    it, outside the lock and whatever its state by then (encode/httpcore#1110).
+    The first thread then writes to or reads from a closed socket: ``[Errno 9]
+    Bad file descriptor``, or a read that waits for its timeout. (The surplus
+    rule counts every connection, not the idle ones, against
+    ``max_keepalive_connections``: with httpx's default of 20, 20 threads made
+    it fire whenever the pool briefly held a 21st connection.) A pool that
+    only its own thread ever touches cannot race.
+
+    A thread's pool is closed when the thread ends, or by :meth:`close`. A
+    forked child makes its own (it must not share its parent's sockets).
+    """
+
+    def __init__(self, sock: str, limits: httpx.Limits) -> None:
+        self._sock = sock
+        self._limits = limits
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._closers: list[weakref.finalize[[], _Slot]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._pool().handle_request(request)
+
+    def _pool(self) -> httpx.HTTPTransport:
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is None or slot.pid != os.getpid():
+            slot = self._local.slot = _Slot(transport(self._sock, self._limits))
+            # The thread-local slot goes when its thread ends: close its pool then.
+            closer = weakref.finalize(slot, slot.transport.close)
+            with self._lock:
+                self._closers = [c for c in self._closers if c.alive] + [closer]
+        return slot.transport
+
+    def close(self) -> None:
+        """Close every thread's pool (a thread still in a call gets an error)."""
+        with self._lock:
+            closers, self._closers = self._closers, []
+        for closer in closers:
+            closer()
+
+
+class _Slot:
+    """A thread's pool, and the process it was made in."""
+
+    def __init__(self, transport: httpx.HTTPTransport) -> None:
+        self.transport = transport
+        self.pid = os.getpid()
 
 
 def async_transport(sock: str, limits: httpx.Limits | None = None) -> httpx.AsyncHTTPTransport:
@@ -140,10 +202,6 @@ def async_transport(sock: str, limits: httpx.Limits | None = None) -> httpx.Asyn
     lim = limits or httpx.Limits()
     t = httpx.AsyncHTTPTransport(uds=sock, limits=lim)
     t._pool = httpcore.AsyncConnectionPool(
-        max_connections=lim.max_connections,
-        max_keepalive_connections=lim.max_keepalive_connections,
-        keepalive_expiry=lim.keepalive_expiry,
-        uds=sock,
-        network_backend=_AsyncBackend(),
+        **_pool_options(sock, lim), network_backend=_AsyncBackend()
     )
     return t

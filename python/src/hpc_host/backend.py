@@ -18,7 +18,6 @@ from typing import Any
 from . import _ops
 from ._options import Transport
 from .client import Client
-from .errors import HpcHostError
 from .types import HPCJobInfo, JobSpec
 
 __all__ = ["HpcHostBackend"]
@@ -115,12 +114,7 @@ class HpcHostBackend:
         their ids in order. Raises the first per-spec error after the rest
         were submitted (``Client.submit_many`` returns each instead)."""
         results = self.client.submit_many(specs, idempotency_keys=idempotency_keys)
-        ids: list[str] = []
-        for r in results:
-            if isinstance(r, HpcHostError):
-                raise r
-            ids.append(r)
-        return ids
+        return _ops.all_or_raise(results)
 
     def get_status(self, job_id: str) -> HPCJobInfo:
         """The job's status (``NotFound`` for an id the backend does not know)."""
