@@ -332,9 +332,19 @@ mod tests {
             assert_eq!(ErrorKind::parse(k.as_str()), Some(k));
             let e = k.backend_error("m".into());
             let back = ErrorKind::of_backend(&e);
-            assert_eq!(back, if k == ErrorKind::PluginError { ErrorKind::Internal } else { k });
+            assert_eq!(
+                back,
+                if k == ErrorKind::PluginError {
+                    ErrorKind::Internal
+                } else {
+                    k
+                }
+            );
             // An error the daemon answered is what it was, here too.
-            let remote = HostError::Remote { kind: k, message: "m".into() };
+            let remote = HostError::Remote {
+                kind: k,
+                message: "m".into(),
+            };
             assert_eq!(remote.kind(), k);
             assert_eq!(remote.exit_status(), k.exit_status());
         }
@@ -343,11 +353,27 @@ mod tests {
 
     #[test]
     fn host_errors_have_the_kinds_the_cli_documents() {
-        let denied = HostError::PluginDenied { plugin: "p".into(), message: "m".into() };
-        assert_eq!((denied.kind(), denied.exit_status() as u8), (ErrorKind::Denied, 4));
+        let denied = HostError::PluginDenied {
+            plugin: "p".into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            (denied.kind(), denied.exit_status() as u8),
+            (ErrorKind::Denied, 4)
+        );
         let bad = HostError::Input("x".into());
-        assert_eq!((bad.kind(), bad.exit_status() as u8), (ErrorKind::InvalidRequest, 2));
-        let trap = HostError::PluginTrap { plugin: "p".into(), function: "submit", message: "m".into() };
-        assert_eq!((trap.kind(), trap.exit_status() as u8), (ErrorKind::PluginError, 3));
+        assert_eq!(
+            (bad.kind(), bad.exit_status() as u8),
+            (ErrorKind::InvalidRequest, 2)
+        );
+        let trap = HostError::PluginTrap {
+            plugin: "p".into(),
+            function: "submit",
+            message: "m".into(),
+        };
+        assert_eq!(
+            (trap.kind(), trap.exit_status() as u8),
+            (ErrorKind::PluginError, 3)
+        );
     }
 }

@@ -121,7 +121,12 @@ pub fn check_plugin_file(path: &Path) -> Result<(), String> {
         return Err(format!("`{}` is not a regular file", path.display()));
     }
     check_trusted(path, &meta, false)?;
-    let dir = path.parent().unwrap_or(Path::new("/"));
+    // A bare file name (`--config settings.toml`) is in the current folder.
+    let dir = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    };
     let dmeta =
         std::fs::metadata(dir).map_err(|e| format!("cannot stat `{}`: {e}", dir.display()))?;
     check_trusted(dir, &dmeta, true)
@@ -260,14 +265,22 @@ pub fn check_own_socket(path: &Path) -> Result<bool, String> {
 
 /// Create `path` as an empty 0600 file if missing, and make it and its
 /// SQLite companions (`-wal`, `-shm`) 0600 if they exist.
+///
+/// An existing file is never opened here: closing any descriptor of a file
+/// drops every POSIX lock this process holds on it, and a daemon that
+/// opens its store again (`reload`) holds SQLite's locks on it.
 pub fn make_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new()
+    let created = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .mode(0o600)
-        .open(path)?;
+        .open(path);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);

@@ -41,7 +41,11 @@ pub async fn run(cli: Cli, r: &mut Render) -> Result<ExitStatus, HostError> {
     };
     match Remote::connect(&settings).await? {
         Some(mut daemon) => command.run(&mut daemon, r).await,
-        None => command.run(&mut InProcess::new(Host::new(&settings)?), r).await,
+        None => {
+            command
+                .run(&mut InProcess::new(Host::new(&settings)?), r)
+                .await
+        }
     }
 }
 
@@ -93,11 +97,8 @@ impl JobCommand {
                 let total = ids.len();
                 let show = r.shows_progress();
                 let mut draw = |open, waited| r.progress(open, total, waited);
-                let progress: Option<&mut dyn FnMut(usize, Duration)> = if show {
-                    Some(&mut draw)
-                } else {
-                    None
-                };
+                let progress: Option<&mut dyn FnMut(usize, Duration)> =
+                    if show { Some(&mut draw) } else { None };
                 let waited = jobs::wait(jobs, &ids, timeout, progress).await;
                 r.end_progress();
                 let waited = waited?;

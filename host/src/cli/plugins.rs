@@ -8,9 +8,13 @@ use crate::error::{ExitStatus, HostError};
 use crate::plugin::{Host, Source};
 use std::time::Instant;
 
-pub async fn run(host: &Host, cmd: PluginsCommand, r: &mut Render) -> Result<ExitStatus, HostError> {
+pub async fn run(
+    host: &Host,
+    cmd: PluginsCommand,
+    r: &mut Render,
+) -> Result<ExitStatus, HostError> {
     match cmd {
-        PluginsCommand::List => r.plugins(&host.plugin_rows()?),
+        PluginsCommand::List => Ok(r.plugins(&host.plugin_rows()?)),
         PluginsCommand::Inspect { file } => inspect(host, &file, r).map(|()| ExitStatus::Success),
         PluginsCommand::Compile { name } => {
             let names = match name {
@@ -65,9 +69,9 @@ fn inspect(host: &Host, file: &std::path::Path, r: &mut Render) -> Result<(), Ho
         },
     };
     // What the plugin asks for, and what the settings grant of it.
-    let requested = request.as_ref().map(|r| {
-        serde_json::json!({ "from": r.origin, "trusted": r.trusted, "policy": r.table })
-    });
+    let requested = request
+        .as_ref()
+        .map(|r| serde_json::json!({ "from": r.origin, "trusted": r.trusted, "policy": r.table }));
     let value = serde_json::json!({
         "name": name,
         "file": file.display().to_string(),

@@ -11,10 +11,10 @@
 use super::args::Output;
 use crate::bindings::{HpcJobInfo, JobLogs};
 use crate::error::{ErrorKind, ExitStatus, HostError, kind_and_message};
+use crate::ledger::Submission;
 use crate::plugin::PluginRow;
 use crate::sanitize::{escape, escape_block};
 use crate::spec::{self, ErrorJson, JobInfoJson, SubmittedJson};
-use crate::ledger::Submission;
 use std::io::Write;
 use std::time::Duration;
 
@@ -74,9 +74,10 @@ impl Render {
         self.note(&format!("error: {}", escape(message)));
     }
 
-    /// A command that failed whole: its error and the exit status for it.
+    /// A command that failed whole: its error (with the `hint:` lines the
+    /// host adds below it; other controls escaped) and its exit status.
     pub fn error(&mut self, e: &HostError) -> ExitStatus {
-        self.error_line(&format!("{e:#}"));
+        self.note(&format!("error: {}", escape_block(&format!("{e:#}"))));
         e.exit_status()
     }
 
@@ -237,7 +238,9 @@ impl Render {
             }
             Submission::InProgress => (
                 ErrorKind::Unavailable,
-                format!("a submit with idempotency key `{key}` is still at work; ask again shortly"),
+                format!(
+                    "a submit with idempotency key `{key}` is still at work; ask again shortly"
+                ),
             ),
             Submission::NeverMade => (
                 ErrorKind::NotFound,
@@ -325,7 +328,11 @@ mod tests {
 
     fn render(out: Output) -> (Render, Buf, Buf) {
         let (o, e) = (Buf::default(), Buf::default());
-        (Render::to(out, Box::new(o.clone()), Box::new(e.clone())), o, e)
+        (
+            Render::to(out, Box::new(o.clone()), Box::new(e.clone())),
+            o,
+            e,
+        )
     }
 
     const OSC52: &str = "\x1b]52;c;aGk=\x07";
@@ -350,7 +357,9 @@ mod tests {
         let ids = vec![info.job_id.clone(), "gone".to_owned()];
         let results = vec![
             Ok(info.clone()),
-            Err(crate::bindings::BackendError::NotFound(format!("no {OSC52}"))),
+            Err(crate::bindings::BackendError::NotFound(format!(
+                "no {OSC52}"
+            ))),
         ];
 
         let (mut r, o, e) = render(Output::Text);
@@ -363,7 +372,10 @@ mod tests {
             assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
         }
         assert!(out.contains("\\x1b]52"), "{out}");
-        assert!(!out.contains("line\nforged"), "a reason cannot start a line: {out}");
+        assert!(
+            !out.contains("line\nforged"),
+            "a reason cannot start a line: {out}"
+        );
 
         let (mut r, o, _) = render(Output::Json);
         r.statuses(&ids, &results);

@@ -33,7 +33,8 @@ impl ApiError {
     /// An error of a kind, with the kind's HTTP status and exit code.
     fn of_kind(kind: ErrorKind, message: String) -> ApiError {
         ApiError {
-            status: StatusCode::from_u16(kind.http_status()).expect("the table's statuses are valid"),
+            status: StatusCode::from_u16(kind.http_status())
+                .expect("the table's statuses are valid"),
             kind: kind.as_str(),
             message,
             exit_code: kind.exit_status() as u8,

@@ -244,7 +244,11 @@ fn daemon_and_in_process_print_the_same_bytes_for_every_command_and_escape_alike
     // A terminal clipboard write (OSC 52) and a cursor move, in what a job
     // prints, in an id asked about, and in a key.
     let osc = "\x1b]52;c;aGk=\x07\x1b[2J";
-    let loud = env.submit(&["sh", "-c", &format!("printf 'out{osc}\\n'; printf 'err{osc}\\n' >&2")]);
+    let loud = env.submit(&[
+        "sh",
+        "-c",
+        &format!("printf 'out{osc}\\n'; printf 'err{osc}\\n' >&2"),
+    ]);
     let bad = env.submit(&["sh", "-c", "exit 3"]);
     env.wait(&loud);
     env.wait(&bad);
@@ -319,6 +323,30 @@ fn daemon_and_in_process_print_the_same_bytes_for_every_command_and_escape_alike
         "{:?}",
         String::from_utf8_lossy(&logs.stdout)
     );
+}
+
+/// `reload` opens the embedded store again; another process then opens and
+/// closes it. The daemon keeps its SQLite locks through both (closing any
+/// descriptor of a file drops all of a process's locks on it, so the host
+/// never opens an existing store file but through SQLite), and its next
+/// submit works.
+#[test]
+fn daemon_keeps_its_embedded_store_through_a_reload_and_another_process() {
+    let env = local_env();
+    let _served = Served::start(&env);
+    let first = env.submit(&["true"]);
+    for _ in 0..2 {
+        env.expect(0, &["reload"]);
+        // Another process on the same store: it must not take the WAL away.
+        let out = never(&env, &["--output", "json", "status", &first]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let next = env.submit(&["true"]);
+        assert_eq!(env.wait(&next)["status"], "completed");
+    }
 }
 
 #[test]

@@ -119,7 +119,7 @@ pub fn junit(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::{CheckResult, Outcome};
+    use crate::cli::conformance::{CheckResult, Outcome};
 
     #[test]
     fn junit_escapes_and_counts() {
