@@ -75,7 +75,7 @@ class AsyncClient:
 
         With ``idempotency_key`` (or the spec's), submitting again with the same
         key returns the first job's id instead of making another, whatever
-        crashed in between (see the README, "Exactly-once submit").
+        crashed in between (see docs/cli.md, "Exactly-once submit").
         """
         body = _ops.spec_json(spec, idempotency_key)
         if await self._cli():
