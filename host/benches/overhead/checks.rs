@@ -100,7 +100,7 @@ pub fn run(call: Duration, row: &dyn Fn(&str, String, String)) {
     trust(&row, &note);
 }
 
-/// The trust checks of issue 22 (Trust in the README): what a client pays
+/// The trust checks of issue 22 (Trust in docs/configuration.md): what a client pays
 /// per connection to the daemon and per settings or policy file it reads.
 fn trust(row: &dyn Fn(&str, String, String), note: &dyn Fn(Duration) -> String) {
     use hpc_host::fsperm;

@@ -66,7 +66,7 @@ class Client(ClientCore):
 
         With ``idempotency_key`` (or the spec's), submitting again with the same
         key returns the first job's id instead of making another, whatever
-        crashed in between (see the README, "Exactly-once submit").
+        crashed in between (see docs/cli.md, "Exactly-once submit").
         """
         return self._call(_ops.submit(spec, idempotency_key))
 

@@ -83,12 +83,12 @@ class HpcHostProvider(ExecutionProvider, RepresentationMixin):
     block's script and output (default: the backend's own, e.g. SLURM's
     ``HPC_SLURM_WORKDIR``; a folder given here must be granted by its policy).
 
-    A job gets the backend's minimal environment, not the submitter's (see the
-    README); with ``carry_interpreter`` (the default) the block's script first
-    puts this interpreter's ``bin`` folder in front of ``PATH`` and sets
-    ``VIRTUAL_ENV`` when in a virtual environment, so Parsl's worker command is
-    found without ``worker_init``; ``worker_init`` runs after, and may say
-    otherwise.
+    A job gets the backend's minimal environment, not the submitter's (see
+    docs/python.md, "The environment a job gets"); with ``carry_interpreter``
+    (the default) the block's script first puts this interpreter's ``bin``
+    folder in front of ``PATH`` and sets ``VIRTUAL_ENV`` when in a virtual
+    environment, so Parsl's worker command is found without ``worker_init``;
+    ``worker_init`` runs after, and may say otherwise.
     """
 
     def __init__(
