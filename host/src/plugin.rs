@@ -135,6 +135,8 @@ impl Host {
         Host::with_options(settings, HostOptions::cli())
     }
 
+    /// A host that runs its plugins as `options` say (the daemon's:
+    /// [`HostOptions::daemon`]).
     pub fn with_options(settings: &Settings, options: HostOptions) -> Result<Host, HostError> {
         let engine = Engine::new(Some(settings.cache_dir.clone()), options.pooling)?;
         let mut linker = Linker::new(&engine.engine);
@@ -160,6 +162,7 @@ impl Host {
         &self.settings
     }
 
+    /// How this host runs its plugins.
     pub fn options(&self) -> HostOptions {
         self.options
     }
