@@ -156,9 +156,12 @@ fn describe_pooled_vs_on_demand(rows: &mut Vec<[String; 3]>) {
         .build()
         .unwrap();
     let mut p50 = Vec::new();
-    for pooled in [true, false] {
-        hpc_host::engine::use_pooling_allocator(pooled);
-        let host = hpc_host::Host::new(&settings).unwrap();
+    for pooling in [true, false] {
+        let options = hpc_host::HostOptions {
+            pooling,
+            ..hpc_host::HostOptions::cli()
+        };
+        let host = hpc_host::Host::with_options(&settings, options).unwrap();
         let plugin = host.backend().unwrap();
         let times: Vec<Duration> = (0..2000)
             .map(|_| {
@@ -169,7 +172,6 @@ fn describe_pooled_vs_on_demand(rows: &mut Vec<[String; 3]>) {
             .collect();
         p50.push(median(times));
     }
-    hpc_host::engine::use_pooling_allocator(false);
     row(
         rows,
         "`describe` in-process, pooling allocator (daemon)",

@@ -46,16 +46,6 @@ fn checked(wasm: &[u8]) -> anyhow::Result<&[u8]> {
     Ok(wasm)
 }
 
-/// Whether engines made from now on take instances from wasmtime's pooling
-/// allocator: the daemon makes many calls in one process, where reusing
-/// pre-mapped slots beats mapping memory per call; a one-shot CLI call does not.
-static POOLING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Make later engines use the pooling allocator (the daemon calls this at start).
-pub fn use_pooling_allocator(on: bool) {
-    POOLING.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// The pool: enough slots for many calls in flight at once; a call beyond it
 /// fails as a plugin error rather than taking memory without bound.
 fn pooling_config() -> wasmtime::PoolingAllocationConfig {
@@ -80,12 +70,15 @@ pub struct Engine {
 
 impl Engine {
     /// An engine for plugins; `cache_dir` of `None` compiles every time.
-    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    /// With `pooling`, instances come from wasmtime's pooling allocator: a
+    /// daemon makes many calls in one process, where reusing pre-mapped
+    /// slots beats mapping memory per call; a one-shot CLI call does not.
+    pub fn new(cache_dir: Option<PathBuf>, pooling: bool) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         // A plugin that recurses without bound must trap, not take the host down.
         config.max_wasm_stack(1 << 20);
-        if POOLING.load(std::sync::atomic::Ordering::Relaxed) {
+        if pooling {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
                 pooling_config(),
             ));
@@ -357,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_compile_past_its_bound_is_refused() {
-        let engine = Engine::new(None).unwrap();
+        let engine = Engine::new(None, false).unwrap();
         // The local plugin takes ~0.25 s to compile here: 1 ms cuts it off.
         // The compile thread finishes in the background; the test does not wait.
         let wasm = crate::builtin::find("local").unwrap().wasm;

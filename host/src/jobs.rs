@@ -77,13 +77,21 @@ pub enum State {
 #[derive(Debug, Clone)]
 pub struct Jobs {
     root: PathBuf,
+    /// What forks their supervisors, if not an `exec` each (the daemon).
+    zygote: Option<crate::zygote::Zygote>,
 }
 
 impl Jobs {
     pub fn new(state_dir: &Path, plugin: &str) -> Jobs {
         Jobs {
             root: state_dir.join("jobs").join(plugin),
+            zygote: None,
         }
+    }
+
+    /// These jobs, their supervisors forked by `zygote` when there is one.
+    pub fn with_zygote(self, zygote: Option<crate::zygote::Zygote>) -> Jobs {
+        Jobs { zygote, ..self }
     }
 
     fn dir(&self, id: &str) -> Result<PathBuf, JobError> {
@@ -139,7 +147,9 @@ impl Jobs {
         )
         .map_err(|e| fail("cannot write to", e))?;
 
-        if let Some(started) = crate::zygote::start(&dir).await {
+        if let Some(zygote) = &self.zygote
+            && let Some(started) = zygote.start(&dir).await
+        {
             return started.map_err(JobError::Invalid);
         }
         let out = tokio::process::Command::new(exe)

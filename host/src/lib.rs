@@ -40,7 +40,7 @@ pub mod supervisor;
 pub mod zygote;
 
 pub use error::HostError;
-pub use plugin::{Host, Plugin};
+pub use plugin::{Host, HostOptions, Plugin};
 
 /// The plugins built into this binary.
 pub mod builtin {

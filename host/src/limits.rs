@@ -137,7 +137,7 @@ mod tests {
             );
         }
         wat += "  (func (export \"grow-table\") (param i32) (result i32)\n    (table.grow $t (ref.null func) (local.get 0))))";
-        let engine = crate::engine::Engine::new(None).unwrap().engine;
+        let engine = crate::engine::Engine::new(None, false).unwrap().engine;
         let bytes = wat::parse_str(&wat).unwrap();
         let module = wasmtime::Module::new(&engine, &bytes).unwrap();
         (engine, module)

@@ -16,14 +16,17 @@ use crate::contract::{Contract, Interfaces};
 use crate::engine::Engine;
 use crate::error::HostError;
 use crate::jobs::Jobs;
+use crate::ledger::{Ledger, SUBMIT_CHUNK, Scheduler};
 use crate::policy::Policy;
 use crate::request::Request;
 use crate::settings::{Settings, check_plugin_name};
 use crate::state::{Shared, State};
 use crate::store::Store;
 use std::borrow::Cow;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use wasmtime::UpdateDeadline;
 use wasmtime::component::{Component, Linker};
 
@@ -33,18 +36,81 @@ const CPU_CHECK_TICKS: u64 = 5;
 /// The most ids one `get-statuses` call gets (see [`Plugin::get_statuses`]).
 pub const STATUS_CHUNK: usize = 5_000;
 
-/// The most specs one `submit-many` call gets (see [`Plugin::submit_many`]):
-/// SLURM's default `MaxArraySize` (1001) makes arrays of 0..=1000.
-pub const SUBMIT_CHUNK: usize = 1_000;
+/// How a host runs its plugins: what differs between a one-shot CLI call
+/// and the long-lived daemon. [`Host::with_options`] hands each part to what
+/// it concerns (the engine, the process capability, local jobs, the ledger),
+/// so no process-wide switch decides how a call behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostOptions {
+    /// Who runs the host; [`HostOptions::cli`] and [`HostOptions::daemon`]
+    /// are the defaults of the rest for each.
+    pub mode: Mode,
+    /// Take instances from wasmtime's pooling allocator: many calls in one
+    /// process reuse pre-mapped slots rather than map memory per call; a
+    /// one-shot call has nothing to reuse (see [`Engine::new`]).
+    pub pooling: bool,
+    /// Fork local jobs' supervisors from one pre-started process
+    /// ([`crate::zygote`]) rather than `exec` this binary for each: worth it
+    /// for many submits in one process.
+    pub zygote: bool,
+    /// Programs a plugin runs get `SIGKILL` when the host dies
+    /// (`PR_SET_PDEATHSIG`), so a dead submitter leaves nothing behind that
+    /// could still make its job, and the ledger may take its claim over at
+    /// once. It makes std `fork` rather than `vfork`: cheap for the CLI,
+    /// ~1.4 ms per program for the daemon, whose claims the ledger honours
+    /// until their deadline instead ([`crate::ledger`]).
+    pub programs_die_with_host: bool,
+}
+
+/// Who runs a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One command, one process (`hpc-host submit …`).
+    Cli,
+    /// `hpc-host serve`: many calls in one long-lived process.
+    Daemon,
+}
+
+impl HostOptions {
+    /// A one-shot call: no pool, no zygote, programs die with the host.
+    pub const fn cli() -> HostOptions {
+        HostOptions {
+            mode: Mode::Cli,
+            pooling: false,
+            zygote: false,
+            programs_die_with_host: true,
+        }
+    }
+
+    /// The daemon: pooled instances, a zygote, programs started with `vfork`
+    /// (they may outlive it).
+    pub const fn daemon() -> HostOptions {
+        HostOptions {
+            mode: Mode::Daemon,
+            pooling: true,
+            zygote: true,
+            programs_die_with_host: false,
+        }
+    }
+}
+
+impl Default for HostOptions {
+    fn default() -> HostOptions {
+        HostOptions::cli()
+    }
+}
 
 /// The host: settings, the engine, the linker and the kv store, shared by
 /// every plugin it loads.
 pub struct Host {
     settings: Arc<Settings>,
+    options: HostOptions,
     engine: Engine,
     linker: Linker<State>,
     exe: PathBuf,
     store: Mutex<Option<Store>>,
+    /// Forks local jobs' supervisors, with [`HostOptions::zygote`].
+    zygote: Option<crate::zygote::Zygote>,
 }
 
 /// Where a plugin's bytes come from.
@@ -79,17 +145,29 @@ pub struct PluginRow {
 }
 
 impl Host {
+    /// A host for a one-shot call ([`HostOptions::cli`]).
     pub fn new(settings: &Settings) -> Result<Host, HostError> {
-        let engine = Engine::new(Some(settings.cache_dir.clone()))?;
+        Host::with_options(settings, HostOptions::cli())
+    }
+
+    /// A host that runs its plugins as `options` say (the daemon's:
+    /// [`HostOptions::daemon`]).
+    pub fn with_options(settings: &Settings, options: HostOptions) -> Result<Host, HostError> {
+        let engine = Engine::new(Some(settings.cache_dir.clone()), options.pooling)?;
         let mut linker = Linker::new(&engine.engine);
         capabilities::add_to_linker(&mut linker)?;
         let exe = std::env::current_exe().map_err(|e| {
             HostError::Internal(anyhow::anyhow!("cannot find this program's path: {e}"))
         })?;
+        tracing::debug!(?options, "host options");
         Ok(Host {
             settings: Arc::new(settings.clone()),
+            options,
             engine,
             linker,
+            zygote: options
+                .zygote
+                .then(|| crate::zygote::Zygote::new(exe.clone())),
             exe,
             store: Mutex::new(None),
         })
@@ -97,6 +175,11 @@ impl Host {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// How this host runs its plugins.
+    pub fn options(&self) -> HostOptions {
+        self.options
     }
 
     pub fn engine(&self) -> &Engine {
@@ -240,27 +323,31 @@ impl Host {
                 Pre::V0_1(v0_1::HpcPluginPre::new(pre).map_err(load_error)?)
             }
         };
-        let jobs = Jobs::new(&self.settings.state_dir, &name);
+        let jobs = Jobs::new(&self.settings.state_dir, &name).with_zygote(self.zygote.clone());
         let store = self.store()?;
         let setup = capabilities::Setup {
             store: store.clone(),
             jobs,
             exe: self.exe.clone(),
+            programs_die_with_host: self.options.programs_die_with_host,
         };
         let shared = Shared {
             caps: capabilities::Contexts::new(&policy, &setup),
             policy,
         };
-        let births = crate::ledger::Births::new(
-            &self.settings.state_dir,
-            self.settings.redis_url.as_deref(),
-        );
+        let ledger = Ledger {
+            store,
+            births: crate::ledger::Births::new(
+                &self.settings.state_dir,
+                self.settings.redis_url.as_deref(),
+            ),
+            programs_die_with_host: self.options.programs_die_with_host,
+        };
         Ok(Plugin {
             name,
             pre,
             shared,
-            store,
-            births,
+            ledger,
         })
     }
 
@@ -422,10 +509,8 @@ pub struct Plugin {
     name: String,
     pre: Pre,
     shared: Shared,
-    /// The host's store: the submission ledger ([`crate::ledger`]).
-    store: Store,
-    /// What this machine knows of the store's past (a store that lost its keys).
-    births: crate::ledger::Births,
+    /// Where its keyed submits are recorded ([`crate::ledger`]).
+    ledger: Ledger,
 }
 
 impl Plugin {
@@ -444,14 +529,6 @@ impl Plugin {
             Pre::V0_2(_) => Contract::V0_2,
             Pre::V0_1(_) => Contract::V0_1,
         }
-    }
-
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub(crate) fn births(&self) -> &crate::ledger::Births {
-        &self.births
     }
 
     /// Submit a job. With an idempotency key, at most one job is ever made
@@ -752,5 +829,47 @@ impl Plugin {
                 seconds: limits.wall_time.as_secs(),
             }),
         }
+    }
+}
+
+/// The ledger's view of a plugin: its own calls, each one call with nothing
+/// of the ledger in it (the inherent methods of the same names).
+impl Scheduler for Plugin {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn contract(&self) -> Contract {
+        Plugin::contract(self)
+    }
+
+    fn wall_time(&self) -> Duration {
+        self.shared.policy.limits.wall_time
+    }
+
+    fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    fn submit_once(
+        &self,
+        spec: &JobSpec,
+    ) -> impl Future<Output = Result<String, HostError>> + Send {
+        Plugin::submit_once(self, spec)
+    }
+
+    fn submit_many_once(
+        &self,
+        specs: &[JobSpec],
+    ) -> impl Future<Output = Vec<Result<String, HostError>>> + Send {
+        Plugin::submit_many_once(self, specs)
+    }
+
+    fn find_job(
+        &self,
+        key: &str,
+        since: f64,
+    ) -> impl Future<Output = Result<Option<String>, HostError>> + Send {
+        Plugin::find_job(self, key, since)
     }
 }

@@ -112,7 +112,7 @@ impl Scalar {
 
 /// The most specs one batch may hold (`submit --spec` with a JSON array,
 /// `POST /v1/jobs` with an array); the host hands them to the plugin
-/// [`crate::plugin::SUBMIT_CHUNK`] at a time.
+/// [`crate::ledger::SUBMIT_CHUNK`] at a time.
 pub const MAX_BATCH: usize = 10_000;
 
 /// A spec file: one spec (a JSON object) or a batch (an array of them).

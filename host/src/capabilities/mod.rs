@@ -81,6 +81,9 @@ pub struct Setup {
     pub jobs: Jobs,
     /// This binary (it is also the job supervisor).
     pub exe: PathBuf,
+    /// Programs get `SIGKILL` when the host dies
+    /// ([`HostOptions`](crate::HostOptions::programs_die_with_host)).
+    pub programs_die_with_host: bool,
 }
 
 /// A call's state holds capability `C`'s context (implemented for

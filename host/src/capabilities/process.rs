@@ -117,7 +117,12 @@ impl super::Capability for Process {
     }
 
     fn context(policy: &Arc<Policy>, _: &ProcessGrant, setup: &super::Setup) -> ProcessCtx {
-        ProcessCtx::new(policy.clone(), setup.jobs.clone(), setup.exe.clone())
+        ProcessCtx::new(
+            policy.clone(),
+            setup.jobs.clone(),
+            setup.exe.clone(),
+            setup.programs_die_with_host,
+        )
     }
 
     fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
@@ -135,10 +140,12 @@ pub struct ProcessCtx {
     slots: Arc<Semaphore>,
     /// Programs started in this call (the context is cloned for every call).
     runs: usize,
+    /// Programs get `SIGKILL` when the host dies (`PR_SET_PDEATHSIG`).
+    die_with_host: bool,
 }
 
 impl ProcessCtx {
-    pub fn new(policy: Arc<Policy>, jobs: Jobs, exe: PathBuf) -> Self {
+    pub fn new(policy: Arc<Policy>, jobs: Jobs, exe: PathBuf, die_with_host: bool) -> Self {
         let slots = Arc::new(Semaphore::new(policy.grants.process.processes.max(1)));
         ProcessCtx {
             policy,
@@ -146,6 +153,7 @@ impl ProcessCtx {
             exe,
             slots,
             runs: 0,
+            die_with_host,
         }
     }
 
@@ -236,9 +244,9 @@ impl ProcessCtx {
         // (see `crate::ledger`). Programs start on the runtime's worker
         // threads, which live as long as it. A `pre_exec` makes std `fork`
         // instead of `vfork`: cheap for the small CLI, ~1.4 ms per program
-        // for the daemon, which turns it off ([`die_with_host`]) and whose
-        // claims the ledger honours until their deadline instead.
-        if DIE_WITH_HOST.load(std::sync::atomic::Ordering::Relaxed) {
+        // for the daemon, which turns it off (`HostOptions::daemon()`) and
+        // whose claims the ledger honours until their deadline instead.
+        if self.die_with_host {
             // SAFETY: prctl is async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {
@@ -295,20 +303,6 @@ impl ProcessCtx {
             }
         }
     }
-}
-
-/// Whether programs get `SIGKILL` when the host dies (`PR_SET_PDEATHSIG`).
-static DIE_WITH_HOST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Whether programs started from now on die with the host (the default), or
-/// may outlive it (the daemon: see where [`DIE_WITH_HOST`] is read).
-pub fn die_with_host(on: bool) {
-    DIE_WITH_HOST.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether programs die with the host: a dead submitter's programs are gone.
-pub fn programs_die_with_host() -> bool {
-    DIE_WITH_HOST.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Kills a program's process group when dropped while it still holds one.

@@ -17,7 +17,7 @@ pub mod server;
 pub mod tracker;
 
 use crate::error::HostError;
-use crate::plugin::{Host, Plugin};
+use crate::plugin::{Host, HostOptions, Plugin};
 use crate::settings::{Overrides, Settings, check_plugin_name};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -56,13 +56,17 @@ pub struct DaemonSettings {
     /// listens (a plugin reads it through its request's
     /// `${HPC_PUSH_ADDRESS}`; see [`push`]).
     pub push_address: Option<std::net::SocketAddr>,
+    /// `HPC_DAEMON_POOLING` (default `true`): the daemon's engine takes
+    /// instances from wasmtime's pooling allocator (see
+    /// [`HostOptions::pooling`](crate::plugin::HostOptions::pooling)).
+    pub pooling: bool,
 }
 
 /// Default of `HPC_DAEMON_IDLE_SECONDS`.
 pub const DEFAULT_IDLE_SECONDS: f64 = 900.0;
 
-/// `mode` is the caller's choice, not part of what the daemon serves: it
-/// stays out of the settings' fingerprint.
+/// `mode` is the caller's choice and `pooling` how the daemon runs, not
+/// what it serves: they stay out of the settings' fingerprint.
 impl std::fmt::Debug for DaemonSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DaemonSettings")
@@ -86,7 +90,8 @@ pub const DEFAULT_POLL_SECONDS: f64 = 5.0;
 
 impl DaemonSettings {
     /// Read `HPC_SOCKET`, `HPC_DAEMON`, `HPC_POLL_SECONDS`, `HPC_NODE`,
-    /// `HPC_DAEMON_IDLE_SECONDS` and `HPC_PUSH_ADDRESS` from the merged settings table.
+    /// `HPC_DAEMON_IDLE_SECONDS`, `HPC_PUSH_ADDRESS` and `HPC_DAEMON_POOLING`
+    /// from the merged settings table.
     pub fn from_merged(
         merged: &toml::Table,
         state_dir: &Path,
@@ -156,6 +161,15 @@ impl DaemonSettings {
                 "`HPC_DAEMON_IDLE_SECONDS` must be above 0 and at most a week, not `{idle}`"
             )));
         }
+        let pooling = match merged.get("HPC_DAEMON_POOLING") {
+            None => true,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(other) => {
+                return Err(HostError::Settings(format!(
+                    "`HPC_DAEMON_POOLING` must be `true` or `false`, not `{other}`"
+                )));
+            }
+        };
         Ok(DaemonSettings {
             socket,
             mode,
@@ -166,6 +180,7 @@ impl DaemonSettings {
                 .map(|a| push::parse_address(&a))
                 .transpose()
                 .map_err(HostError::Settings)?,
+            pooling,
         })
     }
 
@@ -220,7 +235,11 @@ impl Config {
     /// Read the settings and build a host; fails on what a reload must refuse.
     pub fn load(overrides: &Overrides) -> Result<Config, HostError> {
         let settings = Settings::load(overrides)?;
-        let host = Host::new(&settings)?;
+        let options = HostOptions {
+            pooling: settings.daemon.pooling,
+            ..HostOptions::daemon()
+        };
+        let host = Host::with_options(&settings, options)?;
         let config = Config {
             fingerprint: fingerprint(&settings),
             settings,

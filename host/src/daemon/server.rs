@@ -16,18 +16,9 @@ const DRAIN: Duration = Duration::from_secs(30);
 
 /// Run the daemon in the foreground until SIGTERM; the process's exit status.
 pub fn main(overrides: Overrides, auto: bool) -> ExitStatus {
-    if std::env::var_os("HPC_HOST_NO_POOLING").is_none() {
-        crate::engine::use_pooling_allocator(true);
-    }
-    // Local jobs' supervisors are forked by one pre-started process rather
-    // than each an `exec` of this binary (see `crate::zygote`).
-    if let Ok(exe) = std::env::current_exe() {
-        crate::zygote::enable(exe);
-    }
-    // Programs start with `vfork` (no PR_SET_PDEATHSIG, which needs a
-    // `fork` of this large process per program); the ledger then honours
-    // this daemon's claims until their deadline if it dies.
-    crate::capabilities::process::die_with_host(false);
+    // How the daemon runs its plugins (pooling, the zygote, programs that
+    // may outlive it) is `HostOptions::daemon()`, which `Config::load` gives
+    // every host it builds.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
