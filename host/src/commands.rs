@@ -387,7 +387,10 @@ async fn plugins(host: &Host, cmd: PluginsCommand, out: Output) -> Result<ExitSt
                 "exports": i.exports,
                 "verdict": verdict,
                 "requested": requested,
-                "policy": policy.ok().map(|p| crate::capabilities::inspect(&p)),
+                "policy": policy.as_ref().ok().map(crate::capabilities::inspect),
+                // The same shape as `policy`: each value, list entry or table
+                // name's layer (`least-privilege`, `request`, `settings`).
+                "provenance": policy.as_ref().ok().map(|p| &p.provenance),
             });
             match out {
                 Output::Json => print(&value.to_string()),
