@@ -173,10 +173,11 @@ impl Request {
     /// [`crate::policy::Policy::limit_values`]) no higher than least
     /// privilege's, the plugin's own `config`, an empty value and a slow
     /// poll need no grant. Any other key must be set in `grant`: a single
-    /// value is then the settings' (left out here), a list or table is kept
-    /// if the settings list every entry it asks for (the settings then add
-    /// theirs), and left out if `replace` names it. A requested key the
-    /// settings do not set, or an entry they do not list, is refused.
+    /// value is then the settings' (kept here only where they agree), a list
+    /// or table is kept if the settings list every entry it asks for (the
+    /// settings then add theirs), and left out if `replace` names it. A
+    /// requested key the settings do not set, or an entry they do not list,
+    /// is refused.
     pub fn granted(
         &self,
         plugin: &str,
@@ -209,7 +210,15 @@ impl Request {
                     self.origin
                 ));
             };
-            if replace.contains(key) || !(value.is_array() || value.is_table()) {
+            if replace.contains(key) {
+                continue;
+            }
+            if !(value.is_array() || value.is_table()) {
+                // A single value is the settings'; the same as asked, it
+                // answers the request (and `plugins inspect` says so).
+                if given == value {
+                    out.insert(key.clone(), value.clone());
+                }
                 continue;
             }
             let unlisted = unlisted(value, given);
@@ -384,6 +393,12 @@ mod tests {
                 .unwrap_err()
                 .contains("plugins.m.kv_max_keys")
         );
+        // A single value is the settings': kept only where they agree.
+        let flag = Request::parse("supervise = true", "f", false, &ph(None)).unwrap();
+        let yes: toml::Table = "supervise = true".parse().unwrap();
+        assert_eq!(flag.granted("f", Some(&yes), &[]).unwrap(), yes);
+        let no: toml::Table = "supervise = false".parse().unwrap();
+        assert!(flag.granted("f", Some(&no), &[]).unwrap().is_empty());
         let big = Request::parse("memory_mb = 4096", "m", false, &ph(None)).unwrap();
         assert!(
             big.granted("m", None, &[])
