@@ -3,7 +3,9 @@
 //!
 //! Every plugin starts from least privilege ([`Policy::least_privilege`]),
 //! gets what its request may have ([`crate::request`]), and then the
-//! `[default.plugins.<name>]` table in settings.toml overrides key by key.
+//! `[default.plugins.<name>]` table in settings.toml adds to it: a list or
+//! table key gains the settings' entries, a single value is the settings',
+//! and a key the table's `replace` names is the settings' as is ([`layers`]).
 //!
 //! A table is flat (`programs`, `memory_mb`, `k8s_namespaces` side by side),
 //! but each key belongs to one section: the host's own ([`HostSection`]:
@@ -14,8 +16,11 @@
 //! `flatten` would do the split, but it does not mix with
 //! `deny_unknown_fields`.)
 
+pub mod layers;
+
 use crate::capabilities::{self, Grants, Sections};
 use crate::request::Request;
+use layers::Layer;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -66,6 +71,10 @@ pub struct Policy {
     /// For each policy key, the settings its request's placeholders named
     /// (`k8s_namespaces` -> `K8S_NAMESPACE`): the hints of a refusal name them.
     pub placeholders: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Which layer (least privilege, request, settings) each part of this
+    /// policy's `plugins inspect` view came from, in the same shape (see
+    /// [`layers::provenance`]); set by [`Policy::resolve`], `null` before.
+    pub provenance: Value,
 }
 
 /// Why a policy cannot be resolved.
@@ -83,6 +92,9 @@ pub enum PolicyError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostSection {
+    /// The keys whose settings value replaces the request's instead of
+    /// adding to it (read by [`layers::replaced`]; settings only).
+    pub replace: Option<Vec<String>>,
     pub dirs: Option<Vec<PathBuf>>,
     pub sha256: Option<String>,
     pub poll_seconds: Option<f64>,
@@ -99,7 +111,7 @@ pub struct HostSection {
 /// ```toml
 /// [default.plugins.slurm]
 /// programs = { sbatch = "/usr/bin/sbatch", squeue = "/usr/bin/squeue" }
-/// dirs = ["/data/ccat/workspaces"]
+/// dirs = ["/data/ccat/workspaces"]    # added to the plugin's own
 /// env = ["SLURM_CONF"]
 /// memory_mb = 64
 /// max_runs_per_call = 16
@@ -210,43 +222,74 @@ impl Policy {
             limits: Limits::default(),
             grants: Grants::least_privilege(plugin),
             placeholders: BTreeMap::new(),
+            provenance: Value::Null,
         }
     }
 
     /// A plugin's policy: least privilege, then what its request may have
-    /// (all of a built-in's; of a site plugin's, what needs no grant), then
-    /// the settings table, key by key.
+    /// (all of a built-in's; of a site plugin's, what needs no grant or what
+    /// the settings grant), then the settings table, which adds to the
+    /// request ([`layers::merge`]).
     pub fn resolve(
         plugin: &str,
         request: Option<&Request>,
         grant: Option<&toml::Table>,
     ) -> Result<Policy, PolicyError> {
-        let mut p = Policy::least_privilege(plugin);
         let invalid = |what: String| {
             move |e: String| PolicyError::Invalid {
                 message: format!("{what}: {e}"),
             }
         };
+        let in_settings = || format!("`plugins.{plugin}` in the settings");
+        // The settings are checked first: what a site request is granted
+        // depends on them.
+        let replace = match grant {
+            Some(t) => {
+                PolicyFile::parse(t).map_err(invalid(in_settings()))?;
+                layers::replaced(plugin, t).map_err(invalid(in_settings()))?
+            }
+            None => Vec::new(),
+        };
+        let least = Policy::least_privilege(plugin);
+        let mut requested = least.clone();
+        let mut asked = toml::Table::new();
         if let Some(r) = request {
-            let asked = r
-                .granted(plugin, grant)
+            asked = r
+                .granted(plugin, grant, &replace)
                 .map_err(|message| PolicyError::NotGranted { message })?;
             let file = PolicyFile::parse(&asked)
                 .map_err(invalid(format!("the policy request `{}`", r.origin)))?;
-            p.apply(file)
+            requested
+                .apply(file)
                 .map_err(|message| PolicyError::Invalid { message })?;
-            p.placeholders = r.placeholders.clone();
+            requested.placeholders = r.placeholders.clone();
         }
-        if let Some(t) = grant {
-            let file = PolicyFile::parse(t)
-                .map_err(invalid(format!("`plugins.{plugin}` in the settings")))?;
-            p.apply(file)
-                .map_err(|message| PolicyError::Invalid { message })?;
+        let mut p = match grant {
+            None => requested.clone(),
+            Some(t) => {
+                // The request was valid on its own: an error here is the settings'.
+                let merged = PolicyFile::parse(&layers::merge(&asked, t, &replace))
+                    .map_err(invalid(in_settings()))?;
+                let mut p = least.clone();
+                p.apply(merged)
+                    .map_err(|message| PolicyError::Invalid { message })?;
+                p.placeholders = requested.placeholders.clone();
+                p
+            }
+        };
+        let mut views = vec![
+            (Layer::LeastPrivilege, capabilities::inspect(&least)),
+            (Layer::Request, capabilities::inspect(&requested)),
+        ];
+        if grant.is_some() {
+            views.push((Layer::Settings, capabilities::inspect(&p)));
         }
+        p.provenance = layers::provenance(&views, &replace);
         Ok(p)
     }
 
-    /// Apply a settings table on top of this policy.
+    /// Set the keys a table names, each to the table's value (lists and
+    /// tables included: [`Policy::resolve`] merges the layers before).
     pub fn apply(&mut self, file: PolicyFile) -> Result<(), String> {
         let name = &self.plugin;
         let host = file.host;
@@ -529,5 +572,174 @@ mod tests {
         let f: PolicyFile = toml::from_str("poll_seconds = 30").unwrap();
         p.apply(f).unwrap();
         assert_eq!(p.poll_seconds, Some(30.0));
+    }
+
+    /// The built-in `name`'s policy under the settings table `settings`.
+    fn with_settings(name: &str, settings: &str) -> Result<Policy, PolicyError> {
+        let ph = crate::request::Placeholders::new(std::path::Path::new("/state"), None, None);
+        let b = crate::builtin::find(name).unwrap();
+        let r = Request::parse(b.policy, "built-in", true, &ph).unwrap();
+        Policy::resolve(name, Some(&r), Some(&settings.parse().unwrap()))
+    }
+
+    #[test]
+    fn settings_lists_add_to_a_builtins_request() {
+        let p = with_settings(
+            "slurm",
+            "dirs = [\"/data/ccat/workspaces\"]\nenv = [\"TZ\", \"HOME\"]\nprogram_env = [\"SBATCH_*\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            p.dirs,
+            [
+                PathBuf::from("/state/slurm"),
+                PathBuf::from("/data/ccat/workspaces")
+            ]
+        );
+        assert_eq!(
+            p.grants.process.env,
+            ["HOME", "USER", "LOGNAME", "LANG", "SLURM_CONF", "TZ"]
+        );
+        assert_eq!(p.grants.process.program_env, ["SBATCH_*"]);
+        // An empty list adds nothing, and takes nothing away.
+        let p = with_settings("slurm", "dirs = []").unwrap();
+        assert_eq!(p.dirs, [PathBuf::from("/state/slurm")]);
+        let p = with_settings("kubernetes", "k8s_kinds = [\"batch/CronJob\"]").unwrap();
+        assert_eq!(p.grants.kube.kinds, ["batch/Job", "Pod", "batch/CronJob"]);
+    }
+
+    #[test]
+    fn settings_tables_add_names_and_win_per_name() {
+        let p = with_settings(
+            "slurm",
+            "programs = { sbatch = \"/opt/slurm/bin/sbatch\", sinfo = \"/usr/bin/sinfo\" }\n[config]\nHPC_SLURM_WORKDIR = \"/data\"\nX = \"1\"",
+        )
+        .unwrap();
+        let programs = &p.grants.process.programs;
+        assert_eq!(
+            programs.keys().collect::<Vec<_>>(),
+            ["sacct", "sbatch", "scancel", "sinfo", "squeue"]
+        );
+        assert_eq!(programs["sbatch"], PathBuf::from("/opt/slurm/bin/sbatch"));
+        assert_eq!(p.grants.config["HPC_SLURM_WORKDIR"], "/data");
+        assert_eq!(p.grants.config["X"], "1");
+    }
+
+    #[test]
+    fn settings_single_values_win() {
+        let p = with_settings(
+            "local",
+            "supervise = false\npoll_seconds = 2\nmemory_mb = 256\nkv_prefix = \"site:local:\"",
+        )
+        .unwrap();
+        assert!(!p.grants.process.supervise);
+        assert_eq!(p.poll_seconds, Some(2.0));
+        assert_eq!(p.limits.memory_bytes, 256 << 20);
+        assert_eq!(p.grants.kv.prefix, "site:local:");
+    }
+
+    #[test]
+    fn replace_removes_only_what_it_names() {
+        let p = with_settings(
+            "slurm",
+            "dirs = [\"/data\"]\nenv = [\"TZ\"]\nprograms = { sbatch = \"/x/sbatch\" }\nreplace = [\"dirs\", \"programs\"]",
+        )
+        .unwrap();
+        assert_eq!(p.dirs, [PathBuf::from("/data")]);
+        assert_eq!(
+            p.grants.process.programs.keys().collect::<Vec<_>>(),
+            ["sbatch"]
+        );
+        assert_eq!(p.grants.process.env.last().map(String::as_str), Some("TZ"));
+        assert_eq!(p.grants.process.env.len(), 6, "not named: added to");
+        let p = with_settings(
+            "kubernetes",
+            "k8s_kinds = [\"batch/Job\"]\nreplace = [\"k8s_kinds\"]",
+        )
+        .unwrap();
+        assert_eq!(p.grants.kube.kinds, ["batch/Job"]);
+        // Replacing with nothing is said with an empty value.
+        let p = with_settings("slurm", "dirs = []\nreplace = [\"dirs\"]").unwrap();
+        assert!(p.dirs.is_empty());
+        for (bad, says) in [
+            ("replace = [\"dirs\"]", "does not set"),
+            ("memory_mb = 1\nreplace = [\"memory_mb\"]", "a single value"),
+            ("replace = \"dirs\"", "replace"),
+        ] {
+            let e = with_settings("slurm", bad).unwrap_err().to_string();
+            assert!(
+                e.contains("plugins.slurm") && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_site_plugin_gains_nothing_unlisted_through_the_merge() {
+        let ph = crate::request::Placeholders::new(std::path::Path::new("/state"), None, None);
+        let r = Request::parse(
+            "dirs = [\"/data/site\"]\nsupervise = true\nmemory_mb = 64",
+            "mysite.policy.toml",
+            false,
+            &ph,
+        )
+        .unwrap();
+        let resolve =
+            |settings: &str| Policy::resolve("mysite", Some(&r), Some(&settings.parse().unwrap()));
+        // A settings value for another key grants nothing of this one.
+        let e = resolve("supervise = true").unwrap_err().to_string();
+        assert!(e.contains("plugins.mysite.dirs"), "{e}");
+        // A list that leaves a requested entry out is refused, not merged in.
+        let e = resolve("supervise = true\ndirs = [\"/other\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`/data/site` in `dirs`"), "{e}");
+        // Listed: granted, and the settings' other entries added.
+        let p = resolve("supervise = true\ndirs = [\"/other\", \"/data/site\"]").unwrap();
+        assert_eq!(
+            p.dirs,
+            [PathBuf::from("/data/site"), PathBuf::from("/other")]
+        );
+        assert_eq!(
+            p.limits.memory_bytes,
+            64 << 20,
+            "below the default: no grant needed"
+        );
+        assert_eq!(p.provenance["dirs"]["/data/site"], "request");
+        assert_eq!(p.provenance["dirs"]["/other"], "settings");
+        // Replaced: exactly the settings' list.
+        let p = resolve("supervise = true\ndirs = [\"/other\"]\nreplace = [\"dirs\"]").unwrap();
+        assert_eq!(p.dirs, [PathBuf::from("/other")]);
+    }
+
+    #[test]
+    fn provenance_follows_the_inspect_view() {
+        let p = with_settings("slurm", "dirs = [\"/extra\"]\nmemory_mb = 64").unwrap();
+        let view = crate::capabilities::inspect(&p);
+        let from = &p.provenance;
+        // Every key of the view has its provenance, in the same shape.
+        for (key, value) in view.as_object().unwrap() {
+            match value {
+                Value::Array(items) => {
+                    assert_eq!(items.len(), from[key].as_object().unwrap().len(), "{key}")
+                }
+                Value::Object(m) => assert_eq!(
+                    m.keys().collect::<Vec<_>>(),
+                    from[key].as_object().unwrap().keys().collect::<Vec<_>>(),
+                    "{key}"
+                ),
+                _ => assert!(from[key].is_string(), "{key}"),
+            }
+        }
+        assert_eq!(from["dirs"]["/state/slurm"], "request");
+        assert_eq!(from["dirs"]["/extra"], "settings");
+        assert_eq!(from["programs"]["sbatch"], "request");
+        assert_eq!(from["poll_seconds"], "request");
+        assert_eq!(from["supervise"], "least-privilege");
+        assert_eq!(from["limits"]["memory_mb"], "settings");
+        assert_eq!(from["limits"]["cpu_seconds"], "least-privilege");
+        assert_eq!(from["config"]["HPC_SLURM_WORKDIR"], "request");
+        // No settings table: least privilege and the request only.
+        assert_eq!(builtin("local").provenance["supervise"], "request");
     }
 }

@@ -8,9 +8,13 @@
 //! can read (and diff) what a plugin asks for without any tool.
 //!
 //! What differs is trust. A built-in's request ships with the host, so it is
-//! the plugin's default policy. A site plugin's request is only a request:
-//! anything beyond the least-privilege default must be granted by the admin's
-//! settings, or the plugin is refused at load with the setting to change.
+//! the plugin's default policy, which the settings add to. A site plugin's
+//! request is only a request: anything beyond the least-privilege default
+//! must be granted by the admin's settings, or the plugin is refused at load
+//! with the setting to change. A settings list grants the requested entries
+//! it names (and adds its others); a requested entry it leaves out refuses
+//! the plugin too, unless the settings' `replace` names that key: nothing a
+//! plugin asks for is dropped without the settings saying so.
 //!
 //! A request names site facts through placeholders: `${HPC_STATE_DIR}`,
 //! `${K8S_NAMESPACE}`, `${SLURM_PARTITION}`, `${HPC_PUSH_ADDRESS}` and
@@ -130,6 +134,11 @@ impl Request {
                 table.insert(key, value);
             }
         }
+        if table.contains_key(crate::policy::layers::REPLACE) {
+            return Err(format!(
+                "the policy request `{origin}`: `replace` belongs in the settings (it names the keys whose settings value replaces the request's); a request says what the plugin needs"
+            ));
+        }
         // The same keys and types as a settings table: checked once, here.
         crate::policy::PolicyFile::parse(&table)
             .map_err(|e| format!("the policy request `{origin}`: {e}"))?;
@@ -159,16 +168,21 @@ impl Request {
     }
 
     /// The table the policy is built from: the whole request if trusted, else
-    /// only what needs no grant. Refuses a site request for more than the
-    /// least-privilege default that `grant` (the settings table) does not set.
+    /// what needs no grant and what `grant` (the settings table) grants.
     /// A limit (the host's or a capability's, see
     /// [`crate::policy::Policy::limit_values`]) no higher than least
     /// privilege's, the plugin's own `config`, an empty value and a slow
-    /// poll need no grant.
+    /// poll need no grant. Any other key must be set in `grant`: a single
+    /// value is then the settings' (kept here only where they agree), a list
+    /// or table is kept if the settings list every entry it asks for (the
+    /// settings then add theirs), and left out if `replace` names it. A
+    /// requested key the settings do not set, or an entry they do not list,
+    /// is refused.
     pub fn granted(
         &self,
         plugin: &str,
         grant: Option<&toml::Table>,
+        replace: &[String],
     ) -> Result<toml::Table, String> {
         if self.trusted {
             return Ok(self.table.clone());
@@ -188,14 +202,62 @@ impl Request {
                 || is_empty(value);
             if free {
                 out.insert(key.clone(), value.clone());
-            } else if !grant.is_some_and(|g| g.contains_key(key)) {
+                continue;
+            }
+            let Some(given) = grant.and_then(|g| g.get(key)) else {
                 return Err(format!(
-                    "it requests `{key} = {value}` ({}), which the settings do not grant\nhint: set `plugins.{plugin}.{key}` in the settings to grant or narrow it",
+                    "it requests `{key} = {value}` ({}), which the settings do not grant\nhint: set `plugins.{plugin}.{key}` in the settings to grant it",
+                    self.origin
+                ));
+            };
+            if replace.contains(key) {
+                continue;
+            }
+            if !(value.is_array() || value.is_table()) {
+                // A single value is the settings'; the same as asked, it
+                // answers the request (and `plugins inspect` says so).
+                if given == value {
+                    out.insert(key.clone(), value.clone());
+                }
+                continue;
+            }
+            let unlisted = unlisted(value, given);
+            if !unlisted.is_empty() {
+                let them = if unlisted.len() == 1 { "it" } else { "them" };
+                return Err(format!(
+                    "it requests {} in `{key}` ({}), which `plugins.{plugin}.{key}` in the settings does not list\nhint: add {them} to `plugins.{plugin}.{key}` to grant {them}, or name `{key}` in `plugins.{plugin}.replace` to run the plugin without {them}",
+                    unlisted.join(", "),
                     self.origin
                 ));
             }
+            out.insert(key.clone(), value.clone());
         }
         Ok(out)
+    }
+}
+
+/// The entries of a requested list (or the names of a requested table) that
+/// the settings' value of the same key does not have, each as `` `text` ``.
+fn unlisted(requested: &toml::Value, given: &toml::Value) -> Vec<String> {
+    let shown = |v: &toml::Value| {
+        format!(
+            "`{}`",
+            v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+        )
+    };
+    match (requested, given) {
+        (toml::Value::Array(asked), toml::Value::Array(listed)) => asked
+            .iter()
+            .filter(|v| !listed.contains(v))
+            .map(shown)
+            .collect(),
+        (toml::Value::Table(asked), toml::Value::Table(listed)) => asked
+            .keys()
+            .filter(|k| !listed.contains_key(*k))
+            .map(|k| format!("`{k}`"))
+            .collect(),
+        // Of another type: the settings' value is refused when parsed.
+        _ => Vec::new(),
     }
 }
 
@@ -304,13 +366,16 @@ mod tests {
             &ph(None),
         )
         .unwrap();
-        let e = r.granted("mysite", None).unwrap_err();
+        let e = r.granted("mysite", None, &[]).unwrap_err();
         assert!(
             e.contains("plugins.mysite.programs") && e.contains("mysite.policy.toml"),
             "{e}"
         );
-        let grant: toml::Table = "programs = {}".parse().unwrap();
-        let t = r.granted("mysite", Some(&grant)).unwrap();
+        // Narrowed away, said so: `replace` names the key.
+        let grant: toml::Table = "programs = {}\nreplace = [\"programs\"]".parse().unwrap();
+        let t = r
+            .granted("mysite", Some(&grant), &["programs".to_owned()])
+            .unwrap();
         assert!(
             !t.contains_key("programs") && t.contains_key("memory_mb") && t.contains_key("config")
         );
@@ -321,18 +386,70 @@ mod tests {
             &ph(None),
         )
         .unwrap();
-        assert_eq!(small.granted("s", None).unwrap().len(), 2);
+        assert_eq!(small.granted("s", None, &[]).unwrap().len(), 2);
         let more = Request::parse("kv_max_keys = 100001", "m", false, &ph(None)).unwrap();
         assert!(
-            more.granted("m", None)
+            more.granted("m", None, &[])
                 .unwrap_err()
                 .contains("plugins.m.kv_max_keys")
         );
+        // A single value is the settings': kept only where they agree.
+        let flag = Request::parse("supervise = true", "f", false, &ph(None)).unwrap();
+        let yes: toml::Table = "supervise = true".parse().unwrap();
+        assert_eq!(flag.granted("f", Some(&yes), &[]).unwrap(), yes);
+        let no: toml::Table = "supervise = false".parse().unwrap();
+        assert!(flag.granted("f", Some(&no), &[]).unwrap().is_empty());
         let big = Request::parse("memory_mb = 4096", "m", false, &ph(None)).unwrap();
         assert!(
-            big.granted("m", None)
+            big.granted("m", None, &[])
                 .unwrap_err()
                 .contains("plugins.m.memory_mb")
         );
+    }
+
+    #[test]
+    fn a_site_list_is_granted_entry_by_entry() {
+        let r = Request::parse(
+            "dirs = [\"/data/a\", \"/data/b\"]\nprograms = { sbatch = \"/usr/bin/sbatch\" }",
+            "mysite.policy.toml",
+            false,
+            &ph(None),
+        )
+        .unwrap();
+        // Every requested entry listed (and more): the request's entries are
+        // kept, for the settings to add to.
+        let grant: toml::Table =
+            "dirs = [\"/data/b\", \"/data/a\", \"/x\"]\nprograms = { sbatch = \"/opt/sbatch\" }"
+                .parse()
+                .unwrap();
+        let t = r.granted("mysite", Some(&grant), &[]).unwrap();
+        assert_eq!(t["dirs"], r.table["dirs"]);
+        assert_eq!(t["programs"], r.table["programs"]);
+        // An entry left out is refused, naming it and both ways to answer.
+        let grant: toml::Table =
+            "dirs = [\"/data/a\", \"/x\"]\nprograms = { sinfo = \"/usr/bin/sinfo\" }"
+                .parse()
+                .unwrap();
+        let e = r.granted("mysite", Some(&grant), &[]).unwrap_err();
+        assert!(
+            e.contains("`/data/b` in `dirs`")
+                && !e.contains("`/data/a`")
+                && e.contains("add it to `plugins.mysite.dirs`")
+                && e.contains("`dirs` in `plugins.mysite.replace`"),
+            "{e}"
+        );
+        let replace = ["dirs".to_owned()];
+        let e = r.granted("mysite", Some(&grant), &replace).unwrap_err();
+        assert!(e.contains("`sbatch` in `programs`"), "{e}");
+        let replace = ["dirs".to_owned(), "programs".to_owned()];
+        let t = r.granted("mysite", Some(&grant), &replace).unwrap();
+        assert!(t.is_empty(), "both answered by the settings alone: {t:?}");
+    }
+
+    #[test]
+    fn a_request_cannot_say_replace() {
+        let e =
+            Request::parse("dirs = []\nreplace = [\"dirs\"]", "r", true, &ph(None)).unwrap_err();
+        assert!(e.contains("`replace` belongs in the settings"), "{e}");
     }
 }

@@ -10,7 +10,7 @@
 //! HPC_STATE_DIR = "/var/lib/hpc-host"
 //!
 //! [default.plugins.slurm]        # a plugin's policy (see `policy`)
-//! dirs = ["/data/ccat"]
+//! dirs = ["/data/ccat"]          # added to the plugin's own folders
 //!
 //! [production]
 //! HPC_BACKEND = "slurm"
@@ -275,7 +275,8 @@ impl Settings {
     }
 
     /// The policy of a plugin: least privilege, what its request may have,
-    /// then its settings table.
+    /// then its settings table, which adds to the request (see
+    /// [`crate::policy::layers`]).
     pub fn policy_with(
         &self,
         plugin: &str,
@@ -839,13 +840,12 @@ mod tests {
             .unwrap()
             .policy("slurm")
             .unwrap();
-        assert_eq!(
-            p.grants.process.programs.len(),
-            1,
-            "{:?}",
-            p.grants.process.programs
-        );
-        assert_eq!(p.grants.process.programs["sbatch"], Path::new("/x"));
+        // The file's `squeue = "/b"` is gone with its table; the request's
+        // programs stay (settings add to them), `sbatch` at the variable's path.
+        let programs = &p.grants.process.programs;
+        assert_eq!(programs.len(), 4, "{programs:?}");
+        assert_eq!(programs["sbatch"], Path::new("/x"));
+        assert_ne!(programs["squeue"], Path::new("/b"));
         assert_eq!(
             p.limits.memory_bytes,
             32 << 20,

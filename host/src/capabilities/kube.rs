@@ -113,6 +113,15 @@ impl super::Capability for Kube {
     fn inspect(g: &KubeGrant, out: &mut serde_json::Map<String, serde_json::Value>) {
         out.insert("k8s_namespaces".into(), serde_json::json!(g.namespaces));
         out.insert("k8s_kinds".into(), serde_json::json!(g.kinds));
+        out.insert("k8s_pod_security".into(), serde_json::json!(g.pod_security));
+        out.insert(
+            "k8s_service_accounts".into(),
+            serde_json::json!(g.service_accounts),
+        );
+        out.insert(
+            "k8s_automount_token".into(),
+            serde_json::json!(g.automount_token),
+        );
     }
 
     fn context(policy: &Arc<Policy>, _: &KubeGrant, _: &super::Setup) -> KubeCtx {

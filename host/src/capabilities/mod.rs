@@ -62,7 +62,9 @@ pub trait Capability: 'static {
     fn granted(_grant: &Self::Grant) -> bool {
         true
     }
-    /// Its keys in `plugins inspect`'s view of a policy.
+    /// Its keys in `plugins inspect`'s view of a policy, each under its
+    /// policy key, so that the view shows every key and the provenance of
+    /// each (see [`crate::policy::layers::provenance`]) lines up with it.
     fn inspect(grant: &Self::Grant, out: &mut Map<String, Value>);
     /// Its numeric limits (key -> value), shown under `limits` and compared
     /// with least privilege: a site plugin may ask for no more without a grant.

@@ -108,6 +108,7 @@ impl super::Capability for Process {
     fn inspect(g: &ProcessGrant, out: &mut serde_json::Map<String, serde_json::Value>) {
         out.insert("programs".into(), serde_json::json!(g.programs));
         out.insert("env".into(), serde_json::json!(g.env));
+        out.insert("program_env".into(), serde_json::json!(g.program_env));
         out.insert("supervise".into(), serde_json::json!(g.supervise));
     }
 

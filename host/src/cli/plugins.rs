@@ -80,7 +80,10 @@ fn inspect(host: &Host, file: &std::path::Path, r: &mut Render) -> Result<(), Ho
         "exports": i.exports,
         "verdict": verdict,
         "requested": requested,
-        "policy": policy.ok().map(|p| crate::capabilities::inspect(&p)),
+        "policy": policy.as_ref().ok().map(crate::capabilities::inspect),
+        // The same shape as `policy`: each value, list entry or table
+        // name's layer (`least-privilege`, `request`, `settings`).
+        "provenance": policy.as_ref().ok().map(|p| &p.provenance),
     });
     match r.output() {
         Output::Json => r.json(&value),

@@ -49,6 +49,11 @@ fn kube_namespace_or_kind_not_granted_is_denied() {
         "CCAT_WORKFLOW_MANAGER_PLUGINS__KUBERNETES__K8S_KINDS",
         "[\"batch/Job\"]",
     );
+    // A settings list adds to the request's kinds: removing `Pod` is said.
+    t.env.set(
+        "CCAT_WORKFLOW_MANAGER_PLUGINS__KUBERNETES__REPLACE",
+        "[\"k8s_kinds\"]",
+    );
     let id = t.submit(&[], &["true"]);
     let err = t.env.fail(4, &["status", &id]);
     assert!(err.contains("may not use kind `Pod`"), "{err}");
