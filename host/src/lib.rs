@@ -36,6 +36,7 @@ pub mod request;
 pub mod sanitize;
 pub mod scaffold;
 pub mod settings;
+pub mod slots;
 pub mod spec;
 pub mod state;
 pub mod store;
