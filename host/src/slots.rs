@@ -2,19 +2,26 @@
 //! `max_running_jobs` slots, each an exclusive `flock` on one file.
 //!
 //! A job's supervisor takes a slot before it starts the job and holds it
-//! until it exits. The kernel drops a lock when its holder dies, so a killed
-//! supervisor never leaks a slot, and every process of the user on the
-//! machine (the daemon, one-shot CLIs, a second daemon) shares the bound
-//! through the files, with no process in charge of it.
+//! until the job (and what it left behind) has ended. The kernel drops a
+//! lock when its holder dies, so a killed supervisor never leaks a slot, and
+//! every process of the user on the machine (the daemon, one-shot CLIs, a
+//! second daemon) shares the bound through the files, with no process in
+//! charge of it.
 //!
-//! A job that finds every slot taken waits in line: an exclusive lock on one
-//! queue file. Its holder, the head of the line, tries the slots every few
-//! milliseconds until one is free, then lets go of the queue, and the next
-//! waiter becomes the head. Only the head polls; the rest sleep in the
-//! kernel, which grants a contended `flock` in the order it was asked for
-//! (since Linux 4.20 each blocked request waits on the one before it). A job
-//! that arrives while others wait joins the end of the line instead of
-//! trying the slots, so jobs start in about the order they were submitted.
+//! A job that finds every slot taken, or other jobs waiting, joins the end
+//! of a line: a ticket file of its own, numbered after the last, which it
+//! holds locked while it waits. Each waiter sleeps in the kernel on the lock
+//! of the ticket before its own, so jobs start in the order they lined up,
+//! whoever frees a slot and however they arrive (a lock freed and taken
+//! again by a newcomer, as one queue lock would allow, cannot happen). The
+//! first in line, the head, tries the slots whenever a holder says it freed
+//! one (a byte written to the `wake` FIFO) and every [`FALLBACK_POLL`]
+//! (a holder that was killed says nothing).
+//!
+//! Layout of the folder: slot locks `0` to `N-1`; `line-N/<ticket>`, one file
+//! per waiting job; `line-N.lock`, held while a job takes its ticket; `wake`.
+//! Jobs under another `N` (the policy changed while jobs waited) share the
+//! slots but wait in a line of their own.
 //!
 //! ```no_run
 //! # fn demo() -> std::io::Result<()> {
@@ -25,7 +32,7 @@
 //!     // Tell the submitter the job is accepted, then wait.
 //!     Taken::Wait(place) => match slots.wait(place, || false)? {
 //!         Some(slot) => slot,
-//!         None => return Ok(()), // cancelled while waiting
+//!         None => return Ok(()), // told to stop waiting
 //!     },
 //! };
 //! // ... run the job; dropping `slot` (or exiting) frees it.
@@ -34,40 +41,35 @@
 
 use serde::{Deserialize, Serialize};
 use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The most `max_running_jobs` may be. The head of the line opens and tries
-/// every slot file on each poll: at this many, a poll costs a few
-/// milliseconds of the head's CPU time, and no machine the host runs on runs
-/// more jobs at once usefully.
+/// The most `max_running_jobs` may be: the head of the line opens and tries
+/// every slot file on each try, a few milliseconds at this many.
 pub const MAX_SLOTS: usize = 1024;
 
-/// The first pause of the head of the line between two tries of the slots.
-const FIRST_POLL: Duration = Duration::from_millis(2);
-/// The longest pause: a freed slot is taken at most this late (and a job
-/// cancelled while its supervisor is the head ends at most this late), while
-/// the head wakes only 20 times a second however long it waits.
-const LAST_POLL: Duration = Duration::from_millis(50);
+/// How often the head of the line tries the slots when no holder says it
+/// freed one: a slot whose holder was killed is taken at most this late.
+pub const FALLBACK_POLL: Duration = Duration::from_millis(200);
 
-/// The slots of one bound: files `0` to `count - 1` in `dir`, and the line
-/// of waiting jobs, `queue-<count>`. Jobs under a different count (the
-/// policy changed while jobs ran) share the slots they have in common but
-/// wait in lines of their own, so neither blocks the other's head.
+/// The slots of one bound: `count` lock files in `dir`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slots {
     pub dir: PathBuf,
     pub count: NonZeroUsize,
 }
 
-/// A slot taken: the job may run while this lives (or while its process does).
+/// A slot taken: the job may run while this lives (or while its process
+/// does). Dropping it frees the slot and wakes the head of the line.
 #[derive(Debug)]
 pub struct Slot {
-    _lock: File,
+    lock: File,
     index: usize,
+    wake: PathBuf,
 }
 
 impl Slot {
@@ -77,12 +79,38 @@ impl Slot {
     }
 }
 
-/// A place in the line for a slot, to pass to [`Slots::wait`].
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Unlocked before the byte is written, so the head that hears it
+        // finds the slot free.
+        let _ = lock(&self.lock, libc::LOCK_UN);
+        // No reader (nobody waits): ENXIO; a full pipe: the head has bytes
+        // to hear already. Either way there is nothing more to do.
+        if let Ok(mut fifo) = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&self.wake)
+        {
+            let _ = fifo.write(b"x");
+        }
+    }
+}
+
+/// A place in the line, to pass to [`Slots::wait`]: its ticket file, held
+/// locked; dropping it leaves the line.
 #[derive(Debug)]
 pub struct Place {
-    queue: File,
-    /// This process holds the queue's lock: it is the head already.
-    head: bool,
+    ticket: u64,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        // Removed before its lock goes, so the waiter behind, woken by the
+        // unlock, no longer finds it.
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// What [`Slots::take`] found.
@@ -90,7 +118,7 @@ pub struct Place {
 pub enum Taken {
     /// A free slot, and no job was waiting for one.
     Now(Slot),
-    /// Every slot is taken, or jobs wait already: wait in line.
+    /// Every slot is taken, or jobs wait already: a place at the end of the line.
     Wait(Place),
 }
 
@@ -99,87 +127,177 @@ impl Slots {
         Slots { dir, count }
     }
 
+    fn line(&self) -> PathBuf {
+        self.dir.join(format!("line-{}", self.count))
+    }
+
     /// A free slot now, unless every slot is taken or other jobs wait for
-    /// one; then a place at the end of the line. Never blocks.
+    /// one; then a place at the end of the line. Blocks only while another
+    /// job takes its ticket.
     pub fn take(&self) -> std::io::Result<Taken> {
+        let line = self.line();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&self.dir)?;
-        let queue = open(&self.dir.join(format!("queue-{}", self.count)))?;
-        if !lock(&queue, libc::LOCK_EX | libc::LOCK_NB)? {
-            return Ok(Taken::Wait(Place { queue, head: false }));
+            .create(&line)?;
+        let turnstile = open(&self.dir.join(format!("line-{}.lock", self.count)), false)?;
+        while let Err(e) = lock(&turnstile, libc::LOCK_EX) {
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
-        Ok(match self.try_free()? {
-            Some(slot) => Taken::Now(slot),
-            None => Taken::Wait(Place { queue, head: true }),
-        })
+        let last = tickets(&line)?.into_iter().max();
+        if last.is_none()
+            && let Some(slot) = self.try_free()?
+        {
+            return Ok(Taken::Now(slot));
+        }
+        let ticket = last.map_or(0, |t| t + 1);
+        let path = line.join(ticket.to_string());
+        let file = open(&path, true)?;
+        // Nobody else has it open yet: only later tickets look at it, and
+        // they are taken after the turnstile is let go.
+        lock(&file, libc::LOCK_EX | libc::LOCK_NB)?;
+        Ok(Taken::Wait(Place {
+            ticket,
+            path,
+            _lock: file,
+        }))
     }
 
     /// Wait in line until a slot is free: `None` if `stop` says so first.
-    /// `stop` is asked before each sleep and after each wake-up: as the head
-    /// at least every [`LAST_POLL`], behind it whenever a signal with a
-    /// handler interrupts the wait (see [`crate::supervisor`]).
+    /// `stop` is asked before every sleep and after every wake-up, which a
+    /// signal with a handler (not restarting) causes at any time; see
+    /// [`crate::supervisor`].
     pub fn wait(&self, place: Place, stop: impl Fn() -> bool) -> std::io::Result<Option<Slot>> {
-        if !place.head {
-            loop {
-                if stop() {
-                    return Ok(None);
+        let line = self.line();
+        // Until no ticket is before ours: sleep on the nearest one's lock.
+        loop {
+            if stop() {
+                return Ok(None);
+            }
+            let Some(before) = tickets(&line)?
+                .into_iter()
+                .filter(|&t| t < place.ticket)
+                .max()
+            else {
+                break;
+            };
+            let path = line.join(before.to_string());
+            let file = match open(&path, false) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            match lock(&file, libc::LOCK_EX) {
+                // Its waiter is gone. One that died left its ticket behind.
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&path);
                 }
-                match lock(&place.queue, libc::LOCK_EX) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
-        let mut pause = FIRST_POLL;
+        // The head. Listening before the first try, no freed slot goes unheard.
+        let wake = self.listen();
         loop {
             if let Some(slot) = self.try_free()? {
-                // Dropping `place` lets the next job in line be the head.
                 return Ok(Some(slot));
             }
             if stop() {
                 return Ok(None);
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(LAST_POLL);
+            match &wake {
+                Some(fifo) => hear(fifo, FALLBACK_POLL),
+                None => std::thread::sleep(FALLBACK_POLL),
+            }
         }
     }
 
     /// The first slot whose lock is free, taken.
     fn try_free(&self) -> std::io::Result<Option<Slot>> {
         for index in 0..self.count.get() {
-            let file = open(&self.dir.join(index.to_string()))?;
+            let file = open(&self.dir.join(index.to_string()), false)?;
             if lock(&file, libc::LOCK_EX | libc::LOCK_NB)? {
-                return Ok(Some(Slot { _lock: file, index }));
+                return Ok(Some(Slot {
+                    lock: file,
+                    index,
+                    wake: self.dir.join("wake"),
+                }));
             }
         }
         Ok(None)
     }
+
+    /// The `wake` FIFO opened to hear freed slots (read and write, so that
+    /// it never reads as closed by its last writer): `None` when it cannot
+    /// be made, or is not a FIFO; the head then only polls.
+    fn listen(&self) -> Option<File> {
+        let path = self.dir.join("wake");
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: a NUL-terminated path; an existing FIFO is fine.
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        let fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .ok()?;
+        fifo.metadata()
+            .is_ok_and(|m| m.file_type().is_fifo())
+            .then_some(fifo)
+    }
 }
 
-/// Open (or create) a lock file of this user's. Write access is what NFS
-/// asks for an exclusive lock.
-fn open(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
+/// Sleep until a byte arrives on `fifo`, a signal interrupts, or `limit`
+/// passes; then empty it.
+fn hear(fifo: &File, limit: Duration) {
+    let mut pfd = libc::pollfd {
+        fd: fifo.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; EINTR and a timeout are both just "try again".
+    unsafe { libc::poll(&mut pfd, 1, limit.as_millis() as libc::c_int) };
+    let mut buf = [0u8; 64];
+    while matches!((&*fifo).read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// The tickets in a line (names that are not numbers are not tickets).
+fn tickets(line: &Path) -> std::io::Result<Vec<u64>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(line)? {
+        if let Some(t) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
+            found.push(t);
+        }
+    }
+    Ok(found)
+}
+
+/// Open (or make: `new` must) a lock file of this user's. Write access is
+/// what NFS asks for an exclusive lock.
+fn open(path: &Path, new: bool) -> std::io::Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true)
         .write(true)
-        .create(true)
-        .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(path)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW);
+    if new {
+        o.create_new(true);
+    } else {
+        o.create(true).truncate(false);
+    }
+    o.open(path)
 }
 
 /// `flock(how)`: `Ok(false)` when a non-blocking lock is held elsewhere.
-pub(crate) fn lock(file: &File, how: libc::c_int) -> std::io::Result<bool> {
+fn lock(file: &File, how: libc::c_int) -> std::io::Result<bool> {
     // SAFETY: plain syscall on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
         return Ok(true);
     }
     let e = std::io::Error::last_os_error();
-    if e.kind() == std::io::ErrorKind::WouldBlock {
+    if e.kind() == ErrorKind::WouldBlock {
         Ok(false)
     } else {
         Err(e)
@@ -191,6 +309,9 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    // flock locks belong to open files, so two opens in one process
+    // contend as two processes would: threads stand in for supervisors.
+
     fn slots(count: usize) -> (Slots, PathBuf) {
         let dir = std::env::temp_dir().join(format!("hpc-host-slots-{}", uuid::Uuid::new_v4()));
         let s = Slots::new(dir.join("node"), count.try_into().unwrap());
@@ -200,7 +321,7 @@ mod tests {
     fn now(t: std::io::Result<Taken>) -> Slot {
         match t.unwrap() {
             Taken::Now(slot) => slot,
-            Taken::Wait(_) => panic!("no slot free"),
+            Taken::Wait(p) => panic!("no slot free: ticket {}", p.ticket),
         }
     }
 
@@ -211,8 +332,23 @@ mod tests {
         }
     }
 
-    // flock locks belong to open files, so two opens in one process
-    // contend as two processes would: threads stand in for supervisors.
+    /// Start waiting on another thread; it sends `n` when it has its slot,
+    /// holds it `hold`, and frees it.
+    fn waiter(
+        s: &Slots,
+        place: Place,
+        n: usize,
+        tx: &mpsc::Sender<usize>,
+        hold: Duration,
+    ) -> std::thread::JoinHandle<()> {
+        let (s, tx) = (s.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let slot = s.wait(place, || false).unwrap().unwrap();
+            tx.send(n).unwrap();
+            std::thread::sleep(hold);
+            drop(slot);
+        })
+    }
 
     #[test]
     fn at_most_count_slots_are_taken_and_a_freed_one_is_taken_again() {
@@ -221,8 +357,7 @@ mod tests {
         let b = now(s.take());
         assert_eq!((a.index(), b.index()), (0, 1));
         let p = place(s.take());
-        assert!(p.head, "nobody waited: the first waiter is the head");
-        assert!(matches!(s.take(), Ok(Taken::Wait(Place { head: false, .. }))));
+        assert_eq!(place(s.take()).ticket, p.ticket + 1);
         drop(p);
         drop(a);
         assert_eq!(now(s.take()).index(), 0);
@@ -230,29 +365,28 @@ mod tests {
     }
 
     #[test]
-    fn waiters_get_slots_in_the_order_they_lined_up() {
+    fn waiters_get_slots_in_the_order_they_lined_up_and_no_newcomer_goes_first() {
         let (s, dir) = slots(1);
         let held = now(s.take());
         let (tx, rx) = mpsc::channel();
-        let mut waiters = Vec::new();
-        for n in 0..3 {
-            let place = place(s.take());
-            let (s, tx) = (s.clone(), tx.clone());
-            waiters.push(std::thread::spawn(move || {
-                let slot = s.wait(place, || false).unwrap().unwrap();
-                tx.send(n).unwrap();
-                std::thread::sleep(Duration::from_millis(30));
-                drop(slot);
-            }));
-            // Each waiter is in the kernel's line before the next lines up.
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(rx.try_recv().is_err(), "a waiter ran while the slot was held");
+        let hold = Duration::from_millis(30);
+        let waiters: Vec<_> = (0..3)
+            .map(|n| waiter(&s, place(s.take()), n, &tx, hold))
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            rx.try_recv().is_err(),
+            "a waiter ran while the slot was held"
+        );
         drop(held);
-        let order: Vec<i32> = (0..3)
+        // The slot is free or the first waiter's: a newcomer lines up either way.
+        let late = place(s.take());
+        let mut waiters = waiters;
+        waiters.push(waiter(&s, late, 3, &tx, hold));
+        let order: Vec<usize> = (0..4)
             .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
             .collect();
-        assert_eq!(order, [0, 1, 2]);
+        assert_eq!(order, [0, 1, 2, 3]);
         for w in waiters {
             w.join().unwrap();
         }
@@ -260,35 +394,53 @@ mod tests {
     }
 
     #[test]
-    fn the_head_stops_waiting_when_told() {
+    fn a_waiter_that_stops_leaves_the_line() {
         let (s, dir) = slots(1);
-        let _held = now(s.take());
-        let p = place(s.take());
+        let held = now(s.take());
+        let first = place(s.take());
+        let second = place(s.take());
         let asked = std::cell::Cell::new(0);
         let got = s
-            .wait(p, || {
+            .wait(first, || {
                 asked.set(asked.get() + 1);
-                asked.get() > 3
+                asked.get() > 2
             })
             .unwrap();
         assert!(got.is_none());
-        // It left the line: the next job is the head at once.
-        assert!(place(s.take()).head);
+        // The one behind it is the head now: it takes the slot once freed.
+        drop(held);
+        assert!(s.wait(second, || false).unwrap().is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_ticket_of_a_waiter_that_died_is_passed_over() {
+        let (s, dir) = slots(1);
+        // A ticket nobody holds, as a killed supervisor leaves it.
+        std::fs::create_dir_all(s.line()).unwrap();
+        std::fs::write(s.line().join("0"), b"").unwrap();
+        let p = place(s.take());
+        assert_eq!(p.ticket, 1);
+        let slot = s.wait(p, || false).unwrap().unwrap();
+        assert_eq!(slot.index(), 0);
+        assert_eq!(tickets(&s.line()).unwrap(), Vec::<u64>::new());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_slot_is_held_while_its_holder_lives_and_freed_when_it_dies() {
-        // The slot's open file passed to a child process as its stdin: the
-        // lock is the child's too, and goes when the child is killed.
+        // A child process holds slot 0's lock (its stdin is the locked
+        // file, ours is closed): a supervisor holding a slot. Killed, the
+        // kernel frees the slot.
         let (s, dir) = slots(1);
-        let slot = now(s.take());
+        std::fs::create_dir_all(&s.dir).unwrap();
+        let file = open(&s.dir.join("0"), false).unwrap();
+        assert!(lock(&file, libc::LOCK_EX | libc::LOCK_NB).unwrap());
         let mut child = std::process::Command::new("sleep")
             .arg("60")
-            .stdin(slot._lock.try_clone().unwrap())
+            .stdin(file)
             .spawn()
             .unwrap();
-        drop(slot);
         drop(place(s.take()));
         child.kill().unwrap();
         child.wait().unwrap();

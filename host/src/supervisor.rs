@@ -234,8 +234,8 @@ fn supervise(dir: &Path, ready: OwnedFd, lock: std::fs::File) -> Result<(), Stri
             Ok(())
         });
     }
-    // Held until this process exits: the job runs in it.
-    let _slot = match &request.slots {
+    // Held while the job runs (and, if this process is killed, until it dies).
+    let slot = match &request.slots {
         None => None,
         Some(slots) => match take_slot(dir, slots, &request, &mut start) {
             Ok(Some(slot)) => Some(slot),
@@ -297,6 +297,9 @@ fn supervise(dir: &Path, ready: OwnedFd, lock: std::fs::File) -> Result<(), Stri
     if leftovers > 0 {
         eprintln!("supervisor: killed {leftovers} processes the job left behind");
     }
+    // Nothing of the job runs any more: the next job may start while the
+    // result is written (and synced).
+    drop(slot);
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     record_end(
         dir,
@@ -349,7 +352,8 @@ fn take_slot(
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(WAKE_SIGNAL, &action, std::ptr::null_mut());
     }
-    record_start(dir, None).map_err(|e| start.refuse(format!("cannot write supervisor.json: {e}")))?;
+    record_start(dir, None)
+        .map_err(|e| start.refuse(format!("cannot write supervisor.json: {e}")))?;
     start.accept();
     let slot = slots
         .wait(place, || cancel_requested(dir))

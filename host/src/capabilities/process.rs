@@ -401,10 +401,7 @@ impl process::Host for ProcessCtx {
             env,
             working_dir: req.working_dir.map(PathBuf::from),
             time_limit_seconds: req.time_limit_seconds,
-            slots: Some(
-                self.jobs
-                    .slots(self.policy.grants.process.running_jobs),
-            ),
+            slots: Some(self.jobs.slots(self.policy.grants.process.running_jobs)),
         };
         Ok(self
             .jobs

@@ -314,15 +314,21 @@ fn most_at_once(spans: &[(f64, f64)]) -> usize {
 
 /// Six 1 s jobs in one batch under a bound of 2: while the first run, the
 /// others are `pending` saying why; all six complete; never more than two
-/// ran at once (by the times the jobs themselves wrote); the first two
-/// submitted started first and the third next (it heads the line).
+/// ran at once (by the times the jobs themselves wrote), and they started
+/// in the order submitted.
 fn six_jobs_run_two_at_a_time(env: &TestEnv) {
     let times = env.home.join("times");
     std::fs::create_dir_all(&times).unwrap();
     let specs = Value::Array((0..6).map(|i| timed(&times, i)).collect());
     let out = env.expect(
         0,
-        &["--output", "json", "submit", "--spec", &batch_file(env, &specs)],
+        &[
+            "--output",
+            "json",
+            "submit",
+            "--spec",
+            &batch_file(env, &specs),
+        ],
     );
     let answer: Vec<Value> = serde_json::from_str(&out).unwrap();
     let ids: Vec<&str> = answer
@@ -374,11 +380,16 @@ fn six_jobs_run_two_at_a_time(env: &TestEnv) {
     };
     let spans: Vec<(f64, f64)> = (0..6).map(|i| (read(i, "start"), read(i, "end"))).collect();
     assert_eq!(most_at_once(&spans), 2, "{spans:?}");
-    let mut order: Vec<usize> = (0..6).collect();
-    order.sort_by(|&a, &b| spans[a].0.total_cmp(&spans[b].0));
-    let mut first = [order[0], order[1]];
-    first.sort();
-    assert_eq!((first, order[2]), ([0, 1], 2), "start order {order:?}");
+    // In the order submitted: a later job never started before an earlier
+    // one, but for the jitter of starting a shell in two slots at once.
+    for later in 0..6 {
+        for earlier in 0..later {
+            assert!(
+                spans[later].0 > spans[earlier].0 - 0.05,
+                "job {later} started before job {earlier}: {spans:?}"
+            );
+        }
+    }
 }
 
 #[test]

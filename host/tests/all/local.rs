@@ -354,7 +354,9 @@ fn sif_path_runs_the_command_under_apptainer_exec_with_binds() {
 
 /// Kill a local job's supervisor with SIGKILL.
 fn kill_supervisor(env: &TestEnv, id: &str) {
-    let pid = env.supervisor_record(id)["supervisor_pid"].as_i64().unwrap();
+    let pid = env.supervisor_record(id)["supervisor_pid"]
+        .as_i64()
+        .unwrap();
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
 }
 

@@ -180,13 +180,15 @@ fn a_job_waiting_for_a_slot_is_pending_with_the_reason_then_running() {
     let rec = JobRecord::decode(&h.kv[&format!("job/{id}")]).unwrap();
     assert_eq!(rec.submitted_at, 0.0);
 
-    h.jobs.insert(id.clone(), JobState::Running(1_700_000_000.0));
+    h.jobs
+        .insert(id.clone(), JobState::Running(1_700_000_000.0));
     let s = status(&mut h, &id).unwrap();
     assert_eq!((s.status, s.reason), (JobStatus::Running, None));
 
     // Cancelled while it waited: ended, cancelled, like a running job.
     let waiting = Local::submit(&mut h, &spec(&["true"])).unwrap();
-    h.jobs.insert(waiting.clone(), JobState::Running(NOT_STARTED));
+    h.jobs
+        .insert(waiting.clone(), JobState::Running(NOT_STARTED));
     Local::cancel(&mut h, &waiting).unwrap();
     let s = status(&mut h, &waiting).unwrap();
     assert_eq!(
