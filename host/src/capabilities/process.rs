@@ -65,7 +65,7 @@ pub struct ProcessGrant {
     /// handful, so a flood is cut off long before it costs the machine.
     pub runs_per_call: usize,
     /// Supervised jobs of the plugin that run at once on this machine; the
-    /// rest wait for a slot, in about the order they were submitted.
+    /// rest wait for a slot, in the order they were submitted.
     pub running_jobs: NonZeroUsize,
 }
 
