@@ -6,15 +6,20 @@
 //!
 //! Layout of `<state>/jobs/<plugin>/<id>/`: `request.json`, `supervisor.json`
 //! (pids, process start time, boot id), `result.json`, `cancel` (a marker),
-//! `stdout.log`, `stderr.log`, `supervisor.log`.
+//! `stdout.log`, `stderr.log`, `supervisor.log`. Beside the jobs,
+//! `.slots/<host>/` holds the locks of the bound on running jobs
+//! ([`crate::slots`]).
 //!
 //! A job is running while its supervisor is: same pid, same start time, not a
 //! zombie, same boot. A supervisor that vanished without a result means the
 //! job is lost, never running forever; its job got SIGKILL with it
-//! (`PR_SET_PDEATHSIG`).
+//! (`PR_SET_PDEATHSIG`). A supervisor whose record has no job pid yet is
+//! waiting for a slot: the job is accepted but has not started.
 
+use crate::slots::Slots;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::num::NonZeroUsize;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +28,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// The `PATH` of a job: the system's own folders, nothing of the caller's.
 pub const JOB_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// What `process.job-states` answers as the start time (`running(since)`)
+/// of a job that waits for a slot: it is accepted and will run, but has not
+/// started. The 0.1.0 `job-state` has no case of its own for it, and the
+/// interface is frozen; a start in the future is what reads right to a
+/// plugin that does not know this (running, for no time yet: its
+/// `max(now - since, 0)` is 0). The SDK names it `NOT_STARTED` too, and the
+/// local plugin reports such a job `pending`.
+pub const NOT_STARTED: f64 = f64::INFINITY;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -42,15 +56,21 @@ pub struct Request {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
     pub time_limit_seconds: Option<u64>,
+    /// The bound on running jobs the job counts against: it starts once it
+    /// holds one of these slots. (`None` in requests of hosts before the bound.)
+    #[serde(default)]
+    pub slots: Option<Slots>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct SupervisorRecord {
     pub(crate) supervisor_pid: i32,
     pub(crate) supervisor_start_ticks: u64,
-    pub(crate) job_pid: i32,
+    /// The job's process (and process group): `None` while it waits for a slot.
+    pub(crate) job_pid: Option<i32>,
     pub(crate) boot_id: String,
-    pub(crate) started_at: f64,
+    /// When the job started (Unix seconds): `None` while it waits for a slot.
+    pub(crate) started_at: Option<f64>,
 }
 
 /// How a job ended, as `wait4` told the supervisor.
@@ -68,9 +88,20 @@ pub struct Usage {
 /// What the host can say about a job.
 #[derive(Debug, Clone)]
 pub enum State {
-    Running { since: f64 },
+    /// Accepted, waiting for a slot of the bound on running jobs.
+    Waiting,
+    Running {
+        since: f64,
+    },
     Exited(Usage),
     Lost(String),
+}
+
+impl State {
+    /// Not ended: running, or waiting to run.
+    pub fn is_live(&self) -> bool {
+        matches!(self, State::Waiting | State::Running { .. })
+    }
 }
 
 /// The jobs of one plugin.
@@ -106,6 +137,29 @@ impl Jobs {
             )));
         }
         Ok(self.root.join(id))
+    }
+
+    /// The slots of a bound of `count` running jobs on this machine. Named
+    /// by the host, since the state folder may be in a home that several
+    /// login nodes share (NFS locks reach across machines): each machine
+    /// gets its own bound.
+    pub fn slots(&self, count: NonZeroUsize) -> Slots {
+        let host: String = crate::request::hostname()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        let host = match host.trim_start_matches('.') {
+            "" => "this-machine",
+            h => h,
+        };
+        Slots::new(self.root.join(".slots").join(host), count)
     }
 
     /// The folder of a job, for tests and diagnostics.
@@ -194,42 +248,75 @@ impl Jobs {
         };
         if boot_id() != sup.boot_id {
             return Ok(State::Lost(
-                "the machine rebooted while the job was running".into(),
+                "the machine rebooted before the job ended".into(),
             ));
         }
         if process_alive(sup.supervisor_pid, sup.supervisor_start_ticks) {
-            return Ok(State::Running {
-                since: sup.started_at,
+            return Ok(match (sup.job_pid, sup.started_at) {
+                (Some(_), Some(since)) => State::Running { since },
+                _ => State::Waiting,
             });
         }
         // The supervisor may have written its result between the two reads.
         if let Some(usage) = read_json::<Usage>(&dir.join("result.json"))? {
             return Ok(State::Exited(usage));
         }
-        Ok(State::Lost(format!(
-            "the job's supervisor (pid {}) died without recording how the job ended (killed, or out of memory)",
-            sup.supervisor_pid
-        )))
+        Ok(State::Lost(match sup.job_pid {
+            Some(_) => format!(
+                "the job's supervisor (pid {}) died without recording how the job ended (killed, or out of memory)",
+                sup.supervisor_pid
+            ),
+            None => format!(
+                "the job's supervisor (pid {}) died while the job waited for a free slot: the job never started",
+                sup.supervisor_pid
+            ),
+        }))
     }
 
-    /// Stop a running job's process group: SIGTERM, then SIGKILL after a grace period.
+    /// Stop a job: a running job's process group gets SIGTERM, then SIGKILL
+    /// after a grace period; a job waiting for a slot ends without starting.
+    /// `false` if it had already ended.
     pub async fn kill(&self, id: &str) -> Result<bool, JobError> {
-        if !matches!(self.state(id)?, State::Running { .. }) {
+        if !self.state(id)?.is_live() {
             return Ok(false);
         }
         let dir = self.dir(id)?;
-        let sup: SupervisorRecord = read_json(&dir.join("supervisor.json"))?
-            .ok_or_else(|| JobError::Failed("supervisor record vanished".into()))?;
         std::fs::write(dir.join("cancel"), b"")
             .map_err(|e| JobError::Failed(format!("cannot mark the job cancelled: {e}")))?;
         for signal in [libc::SIGTERM, libc::SIGKILL] {
-            // SAFETY: plain syscall; the group is the job's own (its leader's pid),
-            // which cannot be reused while the supervisor has not reaped it.
-            unsafe { libc::killpg(sup.job_pid, signal) };
+            let mut sent = false;
             let deadline = tokio::time::Instant::now() + CANCEL_GRACE;
             while tokio::time::Instant::now() < deadline {
-                if !matches!(self.state(id)?, State::Running { .. }) {
+                if !self.state(id)?.is_live() {
                     return Ok(true);
+                }
+                let sup: SupervisorRecord = read_json(&dir.join("supervisor.json"))?
+                    .ok_or_else(|| JobError::Failed("supervisor record vanished".into()))?;
+                match sup.job_pid {
+                    Some(job) if !sent => {
+                        // SAFETY: plain syscall; the group is the job's own (its
+                        // leader's pid), which cannot be reused while the
+                        // supervisor has not reaped it.
+                        unsafe { libc::killpg(job, signal) };
+                        sent = true;
+                    }
+                    Some(_) => {}
+                    // Waiting: the supervisor ends the job unstarted when a
+                    // wake-up finds the marker. Again every round, since one
+                    // that came just before it went to sleep is lost; at the
+                    // last, the supervisor itself (the job is then lost).
+                    None => {
+                        let wake = if signal == libc::SIGKILL && !sent {
+                            sent = true;
+                            libc::SIGKILL
+                        } else {
+                            crate::supervisor::WAKE_SIGNAL
+                        };
+                        if process_alive(sup.supervisor_pid, sup.supervisor_start_ticks) {
+                            // SAFETY: plain syscall on the live supervisor just checked.
+                            unsafe { libc::kill(sup.supervisor_pid, wake) };
+                        }
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

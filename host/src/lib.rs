@@ -33,6 +33,7 @@ pub mod reaper;
 pub mod request;
 pub mod sanitize;
 pub mod settings;
+pub mod slots;
 pub mod spec;
 pub mod state;
 pub mod store;

@@ -563,6 +563,26 @@ mod tests {
     }
 
     #[test]
+    fn max_running_jobs_defaults_to_the_cpus_at_least_8_and_is_bounded() {
+        let cpus = std::thread::available_parallelism().unwrap().get().max(8);
+        let mut p = builtin("local");
+        assert_eq!(p.grants.process.running_jobs.get(), cpus);
+        assert_eq!(p.limit_values()["max_running_jobs"], cpus);
+        let f: PolicyFile = toml::from_str("max_running_jobs = 2").unwrap();
+        p.apply(f).unwrap();
+        assert_eq!(p.grants.process.running_jobs.get(), 2);
+        for bad in ["0", "1025"] {
+            let f: PolicyFile = toml::from_str(&format!("max_running_jobs = {bad}")).unwrap();
+            let e = p.apply(f).unwrap_err();
+            assert!(
+                e.contains("`plugins.local.max_running_jobs` must be between 1 and 1024"),
+                "{e}"
+            );
+        }
+        assert!(toml::from_str::<PolicyFile>("max_running_jobs = -1").is_err());
+    }
+
+    #[test]
     fn poll_seconds_are_bounded() {
         let mut p = builtin("slurm");
         for bad in ["0", "0.001", "-1", "nan", "1e9"] {

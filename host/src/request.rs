@@ -399,6 +399,17 @@ mod tests {
         assert_eq!(flag.granted("f", Some(&yes), &[]).unwrap(), yes);
         let no: toml::Table = "supervise = false".parse().unwrap();
         assert!(flag.granted("f", Some(&no), &[]).unwrap().is_empty());
+        // Fewer running jobs than the machine's default bound narrow it; more need a grant.
+        let one = Request::parse("max_running_jobs = 1", "o", false, &ph(None)).unwrap();
+        assert_eq!(one.granted("o", None, &[]).unwrap().len(), 1);
+        let many = Request::parse("max_running_jobs = 1024", "m", false, &ph(None)).unwrap();
+        if std::thread::available_parallelism().unwrap().get() < 1024 {
+            assert!(
+                many.granted("m", None, &[])
+                    .unwrap_err()
+                    .contains("plugins.m.max_running_jobs")
+            );
+        }
         let big = Request::parse("memory_mb = 4096", "m", false, &ph(None)).unwrap();
         assert!(
             big.granted("m", None, &[])

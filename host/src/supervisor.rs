@@ -14,6 +14,7 @@ use crate::jobs::{
     CANCEL_GRACE, Request, SupervisorRecord, Usage, boot_id, now, proc_stat, read_json,
     write_atomically,
 };
+use crate::slots::{Slot, Slots, Taken};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -147,21 +148,51 @@ fn lock_start(dir: &Path) -> Result<std::fs::File, String> {
     }
 }
 
+/// The caller's side of a start in progress: the pipe it reads its answer
+/// from and the job folder's start lock, both let go once the job is
+/// accepted (running, or recorded as waiting for a slot).
+struct Start {
+    ready: Option<std::fs::File>,
+    lock: Option<std::fs::File>,
+}
+
+impl Start {
+    /// Refuse the start, telling the caller why (if it still listens): the message.
+    fn refuse(&mut self, why: String) -> String {
+        if let Some(ready) = &mut self.ready {
+            let _ = ready.write_all(why.as_bytes());
+        }
+        why
+    }
+
+    /// The job is accepted and recorded: another start may look now (and
+    /// find it), and the caller hears `ok`.
+    fn accept(&mut self) {
+        self.lock = None;
+        if let Some(mut ready) = self.ready.take() {
+            let _ = ready.write_all(b"ok");
+        }
+    }
+
+    fn accepted(&self) -> bool {
+        self.ready.is_none()
+    }
+}
+
 fn supervise(dir: &Path, ready: OwnedFd, lock: std::fs::File) -> Result<(), String> {
-    let mut ready = std::fs::File::from(ready);
-    let mut refuse = |msg: String| {
-        let _ = ready.write_all(msg.as_bytes());
-        msg
+    let mut start = Start {
+        ready: Some(std::fs::File::from(ready)),
+        lock: Some(lock),
     };
     // From here on the caller does not wait for us: let go of its pipes
     // (stdin and stdout to /dev/null, stderr to a file).
     let log = create_private(&dir.join("supervisor.log"))
-        .map_err(|e| refuse(format!("cannot create supervisor.log: {e}")))?;
+        .map_err(|e| start.refuse(format!("cannot create supervisor.log: {e}")))?;
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
-        .map_err(|e| refuse(format!("/dev/null: {e}")))?;
+        .map_err(|e| start.refuse(format!("/dev/null: {e}")))?;
     // SAFETY: plain syscalls on descriptors we own.
     unsafe {
         libc::dup2(null.as_raw_fd(), 0);
@@ -171,24 +202,24 @@ fn supervise(dir: &Path, ready: OwnedFd, lock: std::fs::File) -> Result<(), Stri
     let request: Request = read_json(&dir.join("request.json"))
         .map_err(|e| e.to_string())
         .and_then(|r| r.ok_or_else(|| "request.json is missing".to_owned()))
-        .map_err(&mut refuse)?;
+        .map_err(|e| start.refuse(e))?;
     let open = |name: &str| {
         create_private(&dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
     };
-    let stdout = open("stdout.log").map_err(&mut refuse)?;
-    let stderr = open("stderr.log").map_err(&mut refuse)?;
+    let stdout = open("stdout.log").map_err(|e| start.refuse(e))?;
+    let stderr = open("stderr.log").map_err(|e| start.refuse(e))?;
 
     let mut cmd = std::process::Command::new(&request.argv[0]);
     cmd.args(&request.argv[1..])
         .env_clear()
         .envs(request.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(request.working_dir.as_deref().unwrap_or(dir))
+        .current_dir(working_dir(&request, dir))
         .stdin(std::process::Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
     // Descendants that leave the job's group or session stay ours to end.
     crate::reaper::become_subreaper()
-        .map_err(|e| refuse(format!("cannot become a subreaper: {e}")))?;
+        .map_err(|e| start.refuse(format!("cannot become a subreaper: {e}")))?;
     let supervisor_pid = std::process::id() as i32;
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -203,29 +234,35 @@ fn supervise(dir: &Path, ready: OwnedFd, lock: std::fs::File) -> Result<(), Stri
             Ok(())
         });
     }
+    // Held while the job runs (and, if this process is killed, until it dies).
+    let slot = match &request.slots {
+        None => None,
+        Some(slots) => match take_slot(dir, slots, &request, &mut start) {
+            Ok(Some(slot)) => Some(slot),
+            Ok(None) => return end_unstarted(dir, None),
+            // Accepted, then the wait failed: the submit has returned.
+            Err(why) if start.accepted() => return end_unstarted(dir, Some(why)),
+            Err(why) => return Err(why),
+        },
+    };
     let started = std::time::Instant::now();
     let started_at = now();
-    let child = cmd
-        .spawn()
-        .map_err(|e| refuse(format!("cannot start `{}`: {e}", request.argv[0])))?;
-    let job_pid = child.id() as i32;
-    let record = SupervisorRecord {
-        supervisor_pid,
-        supervisor_start_ticks: proc_stat(supervisor_pid).map(|(_, t)| t).unwrap_or(0),
-        job_pid,
-        boot_id: boot_id(),
-        started_at,
+    let child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let why = format!("cannot start `{}`: {e}", request.argv[0]);
+            // Accepted while it waited for a slot: the submit has returned.
+            return if start.accepted() {
+                end_unstarted(dir, Some(why))
+            } else {
+                Err(start.refuse(why))
+            };
+        }
     };
-    write_atomically(
-        &dir.join("supervisor.json"),
-        &serde_json::to_vec(&record).expect("serialisable"),
-        false,
-    )
-    .map_err(|e| refuse(format!("cannot write supervisor.json: {e}")))?;
-    // The start is recorded: another start may look now (and find it).
-    drop(lock);
-    let _ = ready.write_all(b"ok");
-    drop(ready);
+    let job_pid = child.id() as i32;
+    record_start(dir, Some((job_pid, started_at)))
+        .map_err(|e| start.refuse(format!("cannot write supervisor.json: {e}")))?;
+    start.accept();
 
     let timed_out = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(limit) = request.time_limit_seconds {
@@ -260,25 +297,184 @@ fn supervise(dir: &Path, ready: OwnedFd, lock: std::fs::File) -> Result<(), Stri
     if leftovers > 0 {
         eprintln!("supervisor: killed {leftovers} processes the job left behind");
     }
+    // Nothing of the job runs any more: the next job may start while the
+    // result is written (and synced).
+    drop(slot);
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let usage = Usage {
-        exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
-        wall_time_seconds: wall,
-        cpu_seconds: tv(rusage.ru_utime) + tv(rusage.ru_stime),
-        // Linux reports ru_maxrss in KiB.
-        peak_rss_bytes: (rusage.ru_maxrss.max(0) as u64) * 1024,
-        cancelled: dir.join("cancel").exists(),
-        timed_out: timed_out.load(std::sync::atomic::Ordering::SeqCst),
+    record_end(
+        dir,
+        &Usage {
+            exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+            signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+            wall_time_seconds: wall,
+            cpu_seconds: tv(rusage.ru_utime) + tv(rusage.ru_stime),
+            // Linux reports ru_maxrss in KiB.
+            peak_rss_bytes: (rusage.ru_maxrss.max(0) as u64) * 1024,
+            cancelled: cancel_requested(dir),
+            timed_out: timed_out.load(std::sync::atomic::Ordering::SeqCst),
+        },
+    )
+}
+
+/// The signal `kill-job` sends a supervisor whose job waits for a slot: it
+/// only interrupts the wait, which then finds the job's `cancel` marker.
+/// (Handled, not ignored, so that the job's own disposition stays the
+/// default: an ignored signal would stay ignored across `exec`.)
+pub(crate) const WAKE_SIGNAL: libc::c_int = libc::SIGUSR1;
+
+/// A slot of the job's bound ([`crate::slots`]): at once if one is free and
+/// no job waits, else after accepting the job (recorded as waiting, `ok` to
+/// the caller) and waiting in line. `None`: cancelled while it waited.
+fn take_slot(
+    dir: &Path,
+    slots: &Slots,
+    request: &Request,
+    start: &mut Start,
+) -> Result<Option<Slot>, String> {
+    let no_slot = |e: std::io::Error| {
+        format!(
+            "cannot take a slot of the running-jobs bound in `{}`: {e}",
+            slots.dir.display()
+        )
+    };
+    let place = match slots.take().map_err(no_slot).map_err(|e| start.refuse(e))? {
+        Taken::Now(slot) => return Ok(Some(slot)),
+        Taken::Wait(place) => place,
+    };
+    // A command that cannot start fails its submit now, not after the wait.
+    startable(request, dir).map_err(|e| start.refuse(e))?;
+    extern "C" fn wake(_: libc::c_int) {}
+    // SAFETY: installs a handler that does nothing, without SA_RESTART, so
+    // that the signal interrupts a blocking `flock`.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = wake as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(WAKE_SIGNAL, &action, std::ptr::null_mut());
+    }
+    record_start(dir, None)
+        .map_err(|e| start.refuse(format!("cannot write supervisor.json: {e}")))?;
+    start.accept();
+    let slot = slots
+        .wait(place, || cancel_requested(dir))
+        .map_err(no_slot)?;
+    // A cancel may have come after the last look.
+    Ok(slot.filter(|_| !cancel_requested(dir)))
+}
+
+/// Whether `kill-job` asked for the job's end (its `cancel` marker).
+fn cancel_requested(dir: &Path) -> bool {
+    dir.join("cancel").exists()
+}
+
+fn working_dir<'a>(request: &'a Request, dir: &'a Path) -> &'a Path {
+    request.working_dir.as_deref().unwrap_or(dir)
+}
+
+/// Why the job's command could not start, as `exec` would find it: no such
+/// program (in the job's `PATH`), not executable, or no working folder.
+/// Asked before a job is accepted to wait, so that a typo still fails its
+/// submit at once.
+fn startable(request: &Request, dir: &Path) -> Result<(), String> {
+    let cannot = |e: std::io::Error| format!("cannot start `{}`: {e}", request.argv[0]);
+    let cwd = working_dir(request, dir);
+    if !cwd.is_dir() {
+        return Err(cannot(std::io::Error::from_raw_os_error(libc::ENOENT)));
+    }
+    let program = Path::new(&request.argv[0]);
+    let candidates: Vec<std::path::PathBuf> = if request.argv[0].contains('/') {
+        vec![cwd.join(program)]
+    } else {
+        // The last `PATH` wins, as in the job's environment.
+        let path = request
+            .env
+            .iter()
+            .rfind(|(k, _)| k == "PATH")
+            .map_or(crate::jobs::JOB_PATH, |(_, v)| v.as_str());
+        path.split(':').map(|d| cwd.join(d).join(program)).collect()
+    };
+    let mut why = std::io::Error::from_raw_os_error(libc::ENOENT);
+    for candidate in candidates {
+        match executable(&candidate) {
+            Ok(()) => return Ok(()),
+            // A match that cannot run is what exec would report.
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => why = e,
+            Err(_) => {}
+        }
+    }
+    Err(cannot(why))
+}
+
+fn executable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if path.is_dir() {
+        return Err(std::io::Error::from_raw_os_error(libc::EACCES));
+    }
+    Ok(())
+}
+
+/// Record that the job runs (its pid and start time), or, with `None`, that
+/// it is accepted and waits for a slot.
+fn record_start(dir: &Path, job: Option<(i32, f64)>) -> std::io::Result<()> {
+    let pid = std::process::id() as i32;
+    let record = SupervisorRecord {
+        supervisor_pid: pid,
+        supervisor_start_ticks: proc_stat(pid).map(|(_, t)| t).unwrap_or(0),
+        job_pid: job.map(|(pid, _)| pid),
+        boot_id: boot_id(),
+        started_at: job.map(|(_, at)| at),
     };
     write_atomically(
+        &dir.join("supervisor.json"),
+        &serde_json::to_vec(&record).expect("serialisable"),
+        false,
+    )
+}
+
+/// Record how the job ended, and tell the daemon.
+fn record_end(dir: &Path, usage: &Usage) -> Result<(), String> {
+    write_atomically(
         &dir.join("result.json"),
-        &serde_json::to_vec(&usage).expect("serialisable"),
+        &serde_json::to_vec(usage).expect("serialisable"),
         true,
     )
     .map_err(|e| format!("cannot write result.json: {e}"))?;
     crate::jobs::announce_end(dir);
     Ok(())
+}
+
+/// End a job that was accepted but never ran: cancelled while it waited for
+/// a slot (`None`), or it could not start after the wait (why, also written
+/// to the job's stderr, with exit code 127 as a shell gives a missing
+/// command).
+fn end_unstarted(dir: &Path, failed: Option<String>) -> Result<(), String> {
+    if let Some(why) = &failed {
+        eprintln!("supervisor: {why}");
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("stderr.log"))
+        {
+            let _ = writeln!(f, "hpc-host: {why}");
+        }
+    }
+    record_end(
+        dir,
+        &Usage {
+            exit_code: failed.is_some().then_some(127),
+            signal: None,
+            wall_time_seconds: 0.0,
+            cpu_seconds: 0.0,
+            peak_rss_bytes: 0,
+            cancelled: cancel_requested(dir),
+            timed_out: false,
+        },
+    )
 }
 
 /// A new (or emptied) file readable by this user only, whatever the umask.

@@ -4,7 +4,10 @@
 //! Programs are named logically (`sbatch`) and mapped to the policy's absolute
 //! path; a name that is not granted, or that looks like a path, is denied.
 //! Nothing goes through a shell. Each run has a timeout, a cap on the output
-//! kept, and a slot among the policy's concurrent processes.
+//! kept, and a slot among the policy's concurrent processes. Supervised jobs
+//! count against `max_running_jobs` on the machine ([`crate::slots`]): one
+//! that finds no free slot is accepted and waits, `running(NOT_STARTED)` to
+//! `job-states` (see [`jobs::NOT_STARTED`]).
 
 use super::Has;
 use crate::bindings::process::{
@@ -12,9 +15,11 @@ use crate::bindings::process::{
 };
 use crate::jobs::{self, JobError, Jobs};
 use crate::policy::Policy;
+use crate::slots::MAX_SLOTS;
 use crate::state::State;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -39,6 +44,7 @@ pub struct ProcessSection {
     pub supervise: Option<bool>,
     pub max_processes: Option<usize>,
     pub max_runs_per_call: Option<usize>,
+    pub max_running_jobs: Option<usize>,
 }
 
 /// What a plugin may run.
@@ -58,6 +64,29 @@ pub struct ProcessGrant {
     /// Programs the plugin may start in one call: a status query needs a
     /// handful, so a flood is cut off long before it costs the machine.
     pub runs_per_call: usize,
+    /// Supervised jobs of the plugin that run at once on this machine; the
+    /// rest wait for a slot, in the order they were submitted.
+    pub running_jobs: NonZeroUsize,
+}
+
+/// The fewest jobs the default bound lets run at once, whatever the CPUs.
+const MIN_DEFAULT_RUNNING_JOBS: NonZeroUsize = NonZeroUsize::new(8).expect("8 is not 0");
+
+/// The default bound on running jobs: the CPUs this process may use
+/// (affinity and cgroup quota included, GNU parallel's default), and at
+/// least [`MIN_DEFAULT_RUNNING_JOBS`]. A batch of 500 local jobs does not
+/// fork-bomb a login node, while as many jobs as there are cores still run
+/// side by side — and on a small machine (a 2-core VM, a CI runner) a few
+/// long-running jobs meant to run together (a Dask cluster's workers, a
+/// Parsl block and its tasks) do not wait on each other forever. A site
+/// that wants another bound sets `max_running_jobs`.
+fn default_running_jobs() -> NonZeroUsize {
+    static DEFAULT: std::sync::OnceLock<NonZeroUsize> = std::sync::OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .unwrap_or(NonZeroUsize::MIN)
+            .max(MIN_DEFAULT_RUNNING_JOBS)
+    })
 }
 
 impl super::Capability for Process {
@@ -75,6 +104,7 @@ impl super::Capability for Process {
             supervise: false,
             processes: 8,
             runs_per_call: 64,
+            running_jobs: default_running_jobs(),
         }
     }
 
@@ -98,6 +128,15 @@ impl super::Capability for Process {
             max_processes => processes,
             max_runs_per_call => runs_per_call,
         }
+        if let Some(n) = s.max_running_jobs {
+            g.running_jobs = NonZeroUsize::new(n)
+                .filter(|n| n.get() <= MAX_SLOTS)
+                .ok_or_else(|| {
+                    format!(
+                        "`plugins.{plugin}.max_running_jobs` must be between 1 and {MAX_SLOTS}, not `{n}`"
+                    )
+                })?;
+        }
         Ok(())
     }
 
@@ -115,6 +154,7 @@ impl super::Capability for Process {
     fn limits(g: &ProcessGrant, out: &mut serde_json::Map<String, serde_json::Value>) {
         out.insert("max_processes".into(), g.processes.into());
         out.insert("max_runs_per_call".into(), g.runs_per_call.into());
+        out.insert("max_running_jobs".into(), g.running_jobs.get().into());
     }
 
     fn context(policy: &Arc<Policy>, _: &ProcessGrant, setup: &super::Setup) -> ProcessCtx {
@@ -366,6 +406,7 @@ impl process::Host for ProcessCtx {
             env,
             working_dir: req.working_dir.map(PathBuf::from),
             time_limit_seconds: req.time_limit_seconds,
+            slots: Some(self.jobs.slots(self.policy.grants.process.running_jobs)),
         };
         Ok(self
             .jobs
@@ -390,6 +431,7 @@ impl process::Host for ProcessCtx {
             .iter()
             .map(|id| {
                 self.jobs.state(id).map_err(job_error).map(|s| match s {
+                    jobs::State::Waiting => JobState::Running(jobs::NOT_STARTED),
                     jobs::State::Running { since } => JobState::Running(since),
                     jobs::State::Lost(why) => JobState::Lost(why),
                     jobs::State::Exited(u) => JobState::Exited(JobUsage {

@@ -8,6 +8,7 @@
 use crate::common::TestEnv;
 use crate::daemon::Served;
 use serde_json::{Value, json};
+use std::path::Path;
 
 /// Write `specs` as a batch file; its path.
 fn batch_file(env: &TestEnv, specs: &Value) -> String {
@@ -26,12 +27,16 @@ fn keyed(shell: &str, key: &str) -> Value {
     json!({ "execution_command": ["/bin/sh", "-c", shell], "idempotency_key": key })
 }
 
-/// The local jobs made so far (one folder each).
+/// The local jobs made so far (one folder each; `.slots` is not a job's).
 fn job_folders(env: &TestEnv) -> usize {
     std::fs::read_dir(env.state_dir().join("jobs/local"))
         .map(|d| {
-            d.filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
-                .count()
+            d.filter(|e| {
+                e.as_ref().is_ok_and(|e| {
+                    e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.')
+                })
+            })
+            .count()
         })
         .unwrap_or(0)
 }
@@ -278,4 +283,148 @@ fn a_plugin_that_answers_a_batch_short_pairs_no_id_with_a_spec() {
         );
     }
     assert_eq!(out.status.code(), Some(3));
+}
+
+// ---- the bound on running jobs (`max_running_jobs`) ----
+
+/// A job that sleeps 1 s and records when it started and ended (Unix
+/// seconds) in `<dir>/<i>.start` and `<dir>/<i>.end`.
+fn timed(dir: &Path, i: usize) -> Value {
+    let d = dir.display();
+    spec(&format!(
+        "date +%s.%N > {d}/{i}.start; sleep 1; date +%s.%N > {d}/{i}.end"
+    ))
+}
+
+/// The most of `spans` (start, end) that overlap at any time.
+fn most_at_once(spans: &[(f64, f64)]) -> usize {
+    let mut edges: Vec<(f64, i32)> = spans
+        .iter()
+        .flat_map(|&(start, end)| [(start, 1), (end, -1)])
+        .collect();
+    // At one instant an end comes before a start: they do not overlap.
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut most) = (0, 0);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+/// Six 1 s jobs in one batch under a bound of 2: while the first run, the
+/// others are `pending` saying why; all six complete; never more than two
+/// ran at once (by the times the jobs themselves wrote), and they started
+/// in the order submitted.
+fn six_jobs_run_two_at_a_time(env: &TestEnv) {
+    let times = env.home.join("times");
+    std::fs::create_dir_all(&times).unwrap();
+    let specs = Value::Array((0..6).map(|i| timed(&times, i)).collect());
+    let out = env.expect(
+        0,
+        &[
+            "--output",
+            "json",
+            "submit",
+            "--spec",
+            &batch_file(env, &specs),
+        ],
+    );
+    let answer: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = answer
+        .iter()
+        .map(|a| a["job_id"].as_str().unwrap())
+        .collect();
+
+    // While the first two run, the others are pending and say why. (Through
+    // the daemon a job it has not polled yet is pending too, as `submitted`.)
+    let mut args = vec!["--output", "json", "status"];
+    args.extend(&ids);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now: Vec<Value> = serde_json::from_str(&env.expect(0, &args)).unwrap();
+        let waiting: Vec<&Value> = now
+            .iter()
+            .filter(|s| s["native_state"] == "PENDING")
+            .collect();
+        for w in &waiting {
+            assert!(
+                w["status"] == "pending"
+                    && w["reason"].as_str().is_some_and(|r| {
+                        r.contains("waiting for a free slot") && r.contains("max_running_jobs")
+                    }),
+                "{w}"
+            );
+        }
+        // The third wave cannot start within 2 s.
+        if waiting.len() >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{now:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let mut args = vec!["--output", "json", "wait", "--timeout", "60"];
+    args.extend(&ids);
+    let ended: Vec<Value> = serde_json::from_str(&env.expect(0, &args)).unwrap();
+    for s in &ended {
+        assert_eq!(
+            (s["status"].as_str(), s["exit_code"].as_i64()),
+            (Some("completed"), Some(0)),
+            "{s}"
+        );
+    }
+    let read = |i: usize, what: &str| -> f64 {
+        let text = std::fs::read_to_string(times.join(format!("{i}.{what}"))).unwrap();
+        text.trim().parse().unwrap()
+    };
+    let spans: Vec<(f64, f64)> = (0..6).map(|i| (read(i, "start"), read(i, "end"))).collect();
+    assert_eq!(most_at_once(&spans), 2, "{spans:?}");
+    // In the order submitted: a later job never started before an earlier
+    // one, but for the jitter of starting a shell in two slots at once.
+    for later in 0..6 {
+        for earlier in 0..later {
+            assert!(
+                spans[later].0 > spans[earlier].0 - 0.05,
+                "job {later} started before job {earlier}: {spans:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bound_of_two_runs_a_batch_of_six_two_at_a_time() {
+    let mut env = TestEnv::new();
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never");
+    env.max_running_jobs(2);
+    six_jobs_run_two_at_a_time(&env);
+}
+
+#[test]
+fn a_bound_of_two_holds_for_a_batch_through_the_daemon() {
+    // The daemon forks supervisors from its zygote instead of exec'ing them.
+    let mut env = TestEnv::new();
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "require");
+    env.max_running_jobs(2);
+    let _served = Served::start(&env);
+    six_jobs_run_two_at_a_time(&env);
+}
+
+#[test]
+fn the_bound_is_shared_by_every_process_that_starts_jobs() {
+    // A job started by the daemon holds the only slot: a job submitted
+    // in-process by a CLI waits for it, and starts when it ends.
+    let mut env = TestEnv::new();
+    env.max_running_jobs(1);
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "require");
+    let served = Served::start(&env);
+    let first = env.submit(&["sleep", "60"]);
+    env.wait_until(&first, "running", |s| s["status"] == "running");
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "never");
+    let second = env.submit(&["true"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(env.status(&second)["status"], "pending");
+    env.expect(0, &["cancel", &first]);
+    assert_eq!(env.wait(&second)["status"], "completed");
+    drop(served);
 }

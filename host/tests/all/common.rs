@@ -68,6 +68,14 @@ impl TestEnv {
         self
     }
 
+    /// Let at most `n` local jobs run at once (the `max_running_jobs` policy key).
+    pub fn max_running_jobs(&mut self, n: usize) -> &mut Self {
+        self.set(
+            "CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__MAX_RUNNING_JOBS",
+            &n.to_string(),
+        )
+    }
+
     /// Use the Redis at `url`. The test servers have no password, which the
     /// host accepts only when told to (see `store::check_redis_url`): these
     /// run on a machine of the tests' own.

@@ -107,10 +107,15 @@ fn crash_loop(
     ids
 }
 
-/// Folders of local jobs (one per job the supervisor started).
+/// Folders of local jobs (one per job the supervisor started; `.slots` is
+/// not a job's).
 fn local_job_folders(env: &TestEnv) -> usize {
     std::fs::read_dir(env.state_dir().join("jobs/local"))
-        .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
         .unwrap_or(0)
 }
 

@@ -349,3 +349,110 @@ fn sif_path_runs_the_command_under_apptainer_exec_with_binds() {
     assert!(err.contains("`sif-path` must be an absolute path"), "{err}");
     assert!(!std::path::Path::new(&argv_file).exists());
 }
+
+// ---- the bound on running jobs (`max_running_jobs`; batches in batch.rs) ----
+
+/// Kill a local job's supervisor with SIGKILL.
+fn kill_supervisor(env: &TestEnv, id: &str) {
+    let pid = env.supervisor_record(id)["supervisor_pid"]
+        .as_i64()
+        .unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+#[test]
+fn jobs_waiting_for_a_slot_can_be_cancelled_and_never_start() {
+    let mut env = TestEnv::new();
+    env.max_running_jobs(1);
+    let running = env.submit(&["sleep", "60"]);
+    env.wait_until(&running, "running", |s| s["status"] == "running");
+    // Each leaves a file if it ever runs.
+    let ran = |name: &str| env.home.join(format!("{name}-ran"));
+    let touch = |name: &str| {
+        let path = ran(name).display().to_string();
+        env.submit(&["touch", &path])
+    };
+    // `head` polls for the slot; `queued` and `last` sleep in the line.
+    let (head, queued, last) = (touch("head"), touch("queued"), touch("last"));
+    let s = env.status(&queued);
+    assert_eq!(
+        (s["status"].as_str(), s["native_state"].as_str()),
+        (Some("pending"), Some("PENDING")),
+        "{s}"
+    );
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waiting for a free slot")),
+        "{s}"
+    );
+    assert!(env.supervisor_record(&queued)["job_pid"].is_null());
+    for id in [&queued, &head] {
+        env.expect(0, &["cancel", id]);
+        let s = env.status(id);
+        assert_eq!(
+            (s["status"].as_str(), s["native_state"].as_str()),
+            (Some("failed"), Some("CANCELLED")),
+            "{s}"
+        );
+        // Cancelling it again is no error.
+        env.expect(0, &["cancel", id]);
+    }
+    // The cancelled ones left the line: the last starts once the slot is free.
+    assert_eq!(env.status(&last)["status"], "pending");
+    env.expect(0, &["cancel", &running]);
+    assert_eq!(env.wait(&last)["status"], "completed");
+    assert!(ran("last").exists());
+    assert!(!ran("head").exists() && !ran("queued").exists());
+}
+
+#[test]
+fn a_killed_supervisor_frees_its_slot_and_a_killed_waiter_is_lost() {
+    let mut env = TestEnv::new();
+    env.max_running_jobs(1);
+    let first = env.submit(&["sleep", "60"]);
+    env.wait_until(&first, "running", |s| s["status"] == "running");
+    let waiter = env.submit(&["sleep", "60"]);
+    let next = env.submit(&["sh", "-c", "echo ran"]);
+
+    kill_supervisor(&env, &waiter);
+    let s = env.wait_until(&waiter, "lost", |s| s["status"] != "pending");
+    assert_eq!(
+        (s["status"].as_str(), s["native_state"].as_str()),
+        (Some("failed"), Some("LOST")),
+        "{s}"
+    );
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waited for a free slot")),
+        "{s}"
+    );
+    assert_eq!(env.status(&next)["status"], "pending");
+
+    kill_supervisor(&env, &first);
+    env.wait_until(&first, "lost", |s| s["status"] != "running");
+    let s = env.wait(&next);
+    assert_eq!(s["status"], "completed", "{s}");
+    assert_eq!(
+        String::from_utf8(env.run(&["logs", &next]).stdout).unwrap(),
+        "ran\n"
+    );
+}
+
+#[test]
+fn a_command_that_cannot_start_fails_submit_even_when_it_would_wait() {
+    let mut env = TestEnv::new();
+    env.max_running_jobs(1);
+    let running = env.submit(&["sleep", "60"]);
+    env.wait_until(&running, "running", |s| s["status"] == "running");
+    let err = env.fail(2, &["submit", "--", "/no/such/program"]);
+    assert!(err.contains("cannot start `/no/such/program`"), "{err}");
+    // Looked up in the job's PATH, as exec would.
+    let err = env.fail(2, &["submit", "--", "no-such-program-3141"]);
+    assert!(err.contains("cannot start `no-such-program-3141`"), "{err}");
+    let ok = env.submit(&["sh", "-c", "exit 0"]);
+    assert_eq!(env.status(&ok)["status"], "pending");
+    env.expect(0, &["cancel", &running]);
+    assert_eq!(env.wait(&ok)["status"], "completed");
+}

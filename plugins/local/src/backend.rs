@@ -256,7 +256,7 @@ impl Backend for Local {
         let live: Vec<String> = records
             .iter()
             .flatten()
-            .filter(|r| r.outcome.is_none() && r.running_since.is_none())
+            .filter(|r| r.outcome.is_none() && r.live.is_none())
             .map(|r| r.job_id.clone())
             .collect();
         if !live.is_empty() {
@@ -265,7 +265,7 @@ impl Backend for Local {
             for record in records
                 .iter_mut()
                 .flatten()
-                .filter(|r| r.outcome.is_none() && r.running_since.is_none())
+                .filter(|r| r.outcome.is_none() && r.live.is_none())
             {
                 let state = states.next().unwrap_or_else(|| {
                     Err(ProcessError::Failed(
@@ -273,7 +273,7 @@ impl Backend for Local {
                     ))
                 });
                 match state {
-                    Ok(JobState::Running(since)) => record.running_since = Some(since),
+                    Ok(state @ JobState::Running(_)) => record.finish(state),
                     Ok(state) => {
                         record.finish(state);
                         store_quietly(h, record);

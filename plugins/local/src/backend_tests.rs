@@ -158,6 +158,46 @@ fn status_follows_the_supervisor_and_caches_the_end() {
 }
 
 #[test]
+fn a_job_waiting_for_a_slot_is_pending_with_the_reason_then_running() {
+    use hpc_plugin_sdk::host::NOT_STARTED;
+    let mut h = host();
+    let id = Local::submit(&mut h, &spec(&["true"])).unwrap();
+    h.jobs.insert(id.clone(), JobState::Running(NOT_STARTED));
+    let s = status(&mut h, &id).unwrap();
+    assert_eq!(
+        (s.status, s.native_state.as_deref(), s.reason.as_deref()),
+        (
+            JobStatus::Pending,
+            Some("PENDING"),
+            Some(crate::record::WAITING_REASON)
+        )
+    );
+    assert_eq!(s.wall_time_seconds, None);
+    // A store that lost the record still finds the job, with no start time.
+    h.kv.clear();
+    let s = status(&mut h, &id).unwrap();
+    assert_eq!(s.status, JobStatus::Pending);
+    let rec = JobRecord::decode(&h.kv[&format!("job/{id}")]).unwrap();
+    assert_eq!(rec.submitted_at, 0.0);
+
+    h.jobs
+        .insert(id.clone(), JobState::Running(1_700_000_000.0));
+    let s = status(&mut h, &id).unwrap();
+    assert_eq!((s.status, s.reason), (JobStatus::Running, None));
+
+    // Cancelled while it waited: ended, cancelled, like a running job.
+    let waiting = Local::submit(&mut h, &spec(&["true"])).unwrap();
+    h.jobs
+        .insert(waiting.clone(), JobState::Running(NOT_STARTED));
+    Local::cancel(&mut h, &waiting).unwrap();
+    let s = status(&mut h, &waiting).unwrap();
+    assert_eq!(
+        (s.status, s.native_state.as_deref()),
+        (JobStatus::Failed, Some("CANCELLED"))
+    );
+}
+
+#[test]
 fn unknown_and_malformed_ids_are_not_found_one_by_one() {
     let mut h = host();
     let id = Local::submit(&mut h, &spec(&["true"])).unwrap();

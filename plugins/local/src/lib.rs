@@ -6,7 +6,9 @@
 //! - The host's `process.spawn-job` starts the command under a supervisor that
 //!   outlives the submitting process and records the exit status and rusage.
 //! - Status reads the record and, for jobs not yet known to be over, asks the
-//!   host for the supervisor's word: running, exited (with metrics) or lost.
+//!   host for the supervisor's word: running, exited (with metrics) or lost;
+//!   or not started, waiting for a slot of the host's `max_running_jobs`
+//!   bound (`pending`, with the reason).
 //!   The final state is written back so later calls need no process look-up.
 //! - With `sif_path` the command runs as `apptainer exec --bind <input_dir>
 //!   --bind <output_dir> --bind <workspace_dir> <sif_path> argv...` (argv,

@@ -1,6 +1,7 @@
 //! The job record kept in the kv store, and how a supervisor's word on a job
 //! becomes the seed's `HPCJobInfo`.
 
+use hpc_plugin_sdk::host::not_started;
 use hpc_plugin_sdk::host::process::{JobState, JobUsage};
 use hpc_plugin_sdk::resources::{bytes_to_gb, seconds_to_hours};
 use hpc_plugin_sdk::spec::check_command;
@@ -12,6 +13,10 @@ pub const NODE_SETTING: &str = "HPC_NODE";
 
 /// Longest job name kept; the name is metadata only, never run.
 const MAX_NAME: usize = 255;
+
+/// Why a job the host has accepted has not started.
+pub const WAITING_REASON: &str =
+    "waiting for a free slot: at most `max_running_jobs` local jobs run at once on this machine";
 
 /// What the store holds for one job. The end of a job is filled in once known.
 #[derive(Serialize, Deserialize)]
@@ -25,12 +30,21 @@ pub struct JobRecord {
     #[serde(default)]
     pub node: Option<String>,
     pub outcome: Option<Outcome>,
-    /// From the supervisor, this call only.
+    /// From the supervisor, this call only: a job not ended yet.
     #[serde(skip)]
-    pub running_since: Option<f64>,
+    pub live: Option<Live>,
     /// The host could not say how the job is, this call only.
     #[serde(skip)]
     pub host_error: Option<BackendError>,
+}
+
+/// A job that has not ended, as its supervisor says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Live {
+    /// Accepted, waiting for a slot of the host's bound on running jobs.
+    Waiting,
+    /// Running since this Unix time.
+    Running(f64),
 }
 
 /// How a job ended.
@@ -78,7 +92,7 @@ impl JobRecord {
             submitted_at: now,
             node,
             outcome: None,
-            running_since: None,
+            live: None,
             host_error: None,
         }
     }
@@ -87,7 +101,7 @@ impl JobRecord {
     /// says on this machine (`node`): name and command are not kept there.
     pub fn recovered(job_id: &str, node: Option<String>, state: &JobState) -> Self {
         let started = match state {
-            JobState::Running(since) => *since,
+            JobState::Running(since) if since.is_finite() => *since,
             _ => 0.0,
         };
         JobRecord {
@@ -97,7 +111,7 @@ impl JobRecord {
             submitted_at: started,
             node,
             outcome: None,
-            running_since: None,
+            live: None,
             host_error: None,
         }
     }
@@ -127,7 +141,8 @@ impl JobRecord {
         hpc_plugin_sdk::record::decode(bytes).map_err(BackendError::Internal)
     }
 
-    /// Record the end the supervisor reported (a running state changes nothing).
+    /// Record the end the supervisor reported; a job not ended is noted for
+    /// this call only.
     pub fn finish(&mut self, state: JobState) {
         self.outcome = Some(match state {
             JobState::Exited(usage) => outcome(&usage),
@@ -140,8 +155,12 @@ impl JobRecord {
                 native_state: "LOST".into(),
                 reason: Some(why),
             },
+            JobState::Running(_) if not_started(&state) => {
+                self.live = Some(Live::Waiting);
+                return;
+            }
             JobState::Running(since) => {
-                self.running_since = Some(since);
+                self.live = Some(Live::Running(since));
                 return;
             }
         });
@@ -162,8 +181,14 @@ impl JobRecord {
             native_state: Some("RUNNING".into()),
             reason: None,
         };
-        if let Some(since) = self.running_since {
-            info.wall_time_seconds = Some((now - since).max(0.0));
+        match self.live {
+            Some(Live::Running(since)) => info.wall_time_seconds = Some((now - since).max(0.0)),
+            Some(Live::Waiting) => {
+                info.status = JobStatus::Pending;
+                info.native_state = Some("PENDING".into());
+                info.reason = Some(WAITING_REASON.into());
+            }
+            None => {}
         }
         if let Some(o) = self.outcome {
             info.status = if o.completed {

@@ -18,6 +18,19 @@ use kube::{KubeError, Propagation};
 use kv::KvError;
 use process::{JobRequest, JobState, LogStream, ProcessError, RunOutput, RunRequest};
 
+/// The start time `job-states` answers, as `running(NOT_STARTED)`, for a job
+/// the host has accepted but not started yet: it waits for a free slot of
+/// its policy's `max_running_jobs` (jobs that run at once on the machine).
+/// The 0.1.0 `job-state` has no case of its own for it and is frozen; a start
+/// in the future reads right to a plugin that does not know this (running,
+/// for no time yet). Report such a job `pending`: see [`not_started`].
+pub const NOT_STARTED: f64 = f64::INFINITY;
+
+/// Whether a job's state says it waits for a slot to start ([`NOT_STARTED`]).
+pub fn not_started(state: &JobState) -> bool {
+    matches!(state, JobState::Running(since) if *since == NOT_STARTED)
+}
+
 fn denied<T, E>(what: &str, make: fn(String) -> E) -> Result<T, E> {
     Err(make(format!("this host does not provide `{what}`")))
 }
