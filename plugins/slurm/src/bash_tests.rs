@@ -25,22 +25,27 @@ pub fn helper_argv(tail: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Run the script `text` with bash (saved in `dir`), with no environment but
-/// `PATH` and `vars` (what SLURM sets): the helper's arguments and environment.
+/// `bash` running the script `text` (saved in `dir`) with no environment
+/// but `PATH` and `vars` (what SLURM sets).
+pub fn command(text: &str, dir: &Path, vars: &[(&str, &str)]) -> Command {
+    let path = dir.join("job.sbatch");
+    std::fs::write(&path, text).unwrap();
+    let mut bash = Command::new("bash");
+    bash.arg(&path)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(vars.iter().copied());
+    bash
+}
+
+/// Run the script `text` (see [`command`]): the helper's arguments and
+/// environment.
 pub fn run(
     text: &str,
     dir: &Path,
     vars: &[(&str, &str)],
 ) -> (Vec<String>, BTreeMap<String, String>) {
-    let path = dir.join("job.sbatch");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new("bash")
-        .arg(&path)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .envs(vars.iter().copied())
-        .output()
-        .expect("bash runs");
+    let out = command(text, dir, vars).output().expect("bash runs");
     assert!(
         out.status.success(),
         "the script failed with {vars:?}: {out:?}\n{text}"

@@ -7,7 +7,6 @@ use crate::quote::sbatch_model::sbatch_split;
 use bash::{HELPER, helper_argv, temp_dir};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 #[path = "bash_tests.rs"]
 mod bash;
@@ -322,16 +321,9 @@ fn run_pushed(
     String,
     std::time::Duration,
 ) {
-    let path = dir.join("pushed.sbatch");
-    std::fs::write(&path, &plan.text).unwrap();
+    let mut bash = bash::command(&plan.text, dir, vars);
     let started = std::time::Instant::now();
-    let out = Command::new("bash")
-        .arg(&path)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .envs(vars.iter().copied())
-        .output()
-        .expect("bash runs");
+    let out = bash.output().expect("bash runs");
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
     (
         out.status,
