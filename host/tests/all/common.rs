@@ -228,6 +228,19 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         .block_on(fut)
 }
 
+/// Call `check` every 20 ms until it answers, for at most `timeout` (then
+/// fail with `never`, what did not happen): its answer.
+pub fn poll<T>(timeout: Duration, never: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(answer) = check() {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "{never}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Run `cmd`, which must succeed: its output.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();

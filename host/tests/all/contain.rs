@@ -1,8 +1,9 @@
 //! Broken, hostile or incompatible plugins give clear errors, and the host
 //! goes on answering.
 
-use crate::common::{TestEnv, block_on};
+use crate::common::{TestEnv, block_on, poll, processes_with};
 use hpc_host::HostError;
+use std::time::Duration;
 
 /// The `misbehave` test plugin installed under its name.
 fn misbehave_env() -> TestEnv {
@@ -164,15 +165,10 @@ impl TestEnv {
 }
 
 /// Wait up to 10 s for no process to match `needle`.
-fn gone(needle: &str) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !crate::common::processes_with(needle).is_empty() {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    true
+fn gone(needle: &str, never: &str) {
+    poll(Duration::from_secs(10), never, || {
+        processes_with(needle).is_empty().then_some(())
+    });
 }
 
 #[test]
@@ -181,20 +177,15 @@ fn a_job_child_that_calls_setsid_ends_with_cancel_and_with_the_time_limit() {
     // The daemon leaves the job's process group and session.
     let id = env.submit(&["sh", "-c", "setsid sleep 3141 & sleep 300"]);
     env.wait_until(&id, "running", |s| s["status"] == "running");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while crate::common::processes_with("sleep 3141").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the daemon never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    poll(Duration::from_secs(5), "the daemon never started", || {
+        (!processes_with("sleep 3141").is_empty()).then_some(())
+    });
     env.expect(0, &["cancel", &id]);
     assert_eq!(env.status(&id)["native_state"], "CANCELLED");
     assert!(
-        crate::common::processes_with("sleep 3141").is_empty(),
+        processes_with("sleep 3141").is_empty(),
         "the setsid child outlived cancel: {:?}",
-        crate::common::processes_with("sleep 3141")
+        processes_with("sleep 3141")
     );
 
     // At its time limit (2 s), and a double fork too.
@@ -215,16 +206,18 @@ fn a_job_child_that_calls_setsid_ends_with_cancel_and_with_the_time_limit() {
         .to_owned();
     let s = env.wait(&id);
     assert_eq!(s["native_state"], "TIMEOUT", "{s}");
-    assert!(
-        gone("sleep 3142") && gone("sleep 3143"),
-        "left running after the time limit"
-    );
+    for daemon in ["sleep 3142", "sleep 3143"] {
+        gone(
+            daemon,
+            &format!("`{daemon}` left running after the time limit"),
+        );
+    }
 
     // A job that ends normally takes its daemons with it.
     let id = env.submit(&["sh", "-c", "setsid sleep 3144 & sleep 0.2"]);
     let s = env.wait(&id);
     assert_eq!(s["status"], "completed", "{s}");
-    assert!(crate::common::processes_with("sleep 3144").is_empty());
+    assert!(processes_with("sleep 3144").is_empty());
     // The host answers the next call normally.
     let id = env.submit(&["true"]);
     assert_eq!(env.wait(&id)["status"], "completed");

@@ -2,7 +2,7 @@
 //! faults: one test per escape found by an attack suite (issue 22). The other
 //! user is `nobody` (`setpriv`); the tests run as root in CI, as the attack did.
 
-use crate::common::{BIN, TestEnv, run_ok};
+use crate::common::{BIN, TestEnv, poll, run_ok};
 use crate::daemon::Served;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -73,11 +73,9 @@ while True:
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !path.exists() {
-            assert!(Instant::now() < deadline, "the squatter did not bind");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll(Duration::from_secs(10), "the squatter did not bind", || {
+            path.exists().then_some(())
+        });
         Squatter { child, got }
     }
 
@@ -302,19 +300,20 @@ impl AuthRedis {
             .args(["--user", "hpc", "on", ">pw-of-hpc", "~*", "&*", "+@all"])
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "ping"])
-                .output()
-                .unwrap();
-            // Without a password: NOAUTH, which proves the server is up.
-            if String::from_utf8_lossy(&out.stdout).contains("NOAUTH") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll(
+            Duration::from_secs(10),
+            "redis-server did not start",
+            || {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "ping"])
+                    .output()
+                    .unwrap();
+                // Without a password: NOAUTH, which proves the server is up.
+                String::from_utf8_lossy(&out.stdout)
+                    .contains("NOAUTH")
+                    .then_some(())
+            },
+        );
         AuthRedis { child, port }
     }
 }
@@ -531,17 +530,11 @@ fn a_daemon_a_client_started_ends_when_idle_and_one_started_by_hand_does_not() {
             .unwrap()
     };
     let mut auto = start(true);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = auto.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "an idle `serve --auto` kept running"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = poll(
+        Duration::from_secs(30),
+        "an idle `serve --auto` kept running",
+        || auto.try_wait().unwrap(),
+    );
     assert!(status.success());
     let mut by_hand = start(false);
     std::thread::sleep(Duration::from_secs(4));
@@ -762,14 +755,11 @@ fn a_tls_redis_is_verified_against_the_trust_store() {
         .args(["--requirepass", "tls-pw"])
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the TLS redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll(
+        Duration::from_secs(10),
+        "the TLS redis-server did not start",
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
     env.set(
         "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
         &format!("rediss://:tls-pw@127.0.0.1:{port}/0"),
