@@ -222,7 +222,7 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
                 (Expect::Fails(needles), Err(HostError::Backend { error, .. })) => {
                     let (_, m) = hpc_host::error::kind_and_message(error);
                     assert!(m.len() < 70_000, "{attack}: {} bytes", m.len());
-                    mentions_all(&attack, &m, needles);
+                    mentions_all(&attack, m, needles);
                 }
                 (Expect::Works, Ok(info)) => {
                     if attack.starts_with("setting:") {
