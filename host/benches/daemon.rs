@@ -5,118 +5,15 @@
 //! scripts/slurm-testcluster.sh && cargo bench -p hpc-host --bench daemon
 //! ```
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::wrappers::{calls, slurm_programs};
+use support::{Conn, Env, Row, drain_queue, median, ms, row, sacct_until_final};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hpc-host");
 const TEST_PLUGINS: &str = hpc_test_plugins::DIR;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
-
-/// A keep-alive HTTP/1.1 connection to the daemon.
-struct Conn {
-    w: UnixStream,
-    r: BufReader<UnixStream>,
-}
-
-impl Conn {
-    fn new(socket: &Path) -> Conn {
-        let w = UnixStream::connect(socket).unwrap();
-        Conn {
-            r: BufReader::new(w.try_clone().unwrap()),
-            w,
-        }
-    }
-
-    fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-        write!(
-            self.w,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut line = String::new();
-        self.r.read_line(&mut line).unwrap();
-        let code: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
-        let mut len = 0;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).unwrap();
-            let l = line.trim();
-            if l.is_empty() {
-                break;
-            }
-            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut buf = vec![0; len];
-        self.r.read_exact(&mut buf).unwrap();
-        (code, serde_json::from_slice(&buf).unwrap())
-    }
-}
-
-struct Env {
-    home: PathBuf,
-    vars: Vec<(String, String)>,
-}
-
-impl Env {
-    fn new(tag: &str, vars: &[(&str, &str)]) -> Env {
-        let home = std::env::temp_dir().join(format!(
-            "hpc-host-bench-daemon-{tag}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&home).unwrap();
-        let mut all = vec![
-            ("HOME".to_owned(), home.display().to_string()),
-            ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
-        ];
-        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Env { home, vars: all }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env_clear()
-            .envs(self.vars.iter().map(|(k, v)| (k, v)));
-        c
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.home.join(".local/state/hpc-host/hpc-host.sock")
-    }
-
-    fn serve(&self, extra: &[(&str, &str)]) -> Child {
-        let child = self
-            .cmd(&["serve"])
-            .envs(extra.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        while UnixStream::connect(self.socket()).is_err() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    }
-}
-
-fn stop(mut c: Child) {
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    let _ = c.wait();
-}
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -127,11 +24,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn row(rows: &mut Vec<[String; 3]>, what: &str, value: String, note: String) {
-    eprintln!("{what}: {value} ({note})");
-    rows.push([what.to_owned(), value, note]);
-}
-
 fn main() {
     let local_only = std::env::args().any(|a| a == "--local");
     let mut rows = Vec::new();
@@ -140,14 +32,11 @@ fn main() {
     if !local_only {
         slurm(&mut rows);
     }
-    println!("| measurement | value | note |\n|---|---|---|");
-    for [a, b, c] in rows {
-        println!("| {a} | {b} | {c} |");
-    }
+    support::print_table(rows);
 }
 
 /// `describe` in one process: engines with and without the pooling allocator.
-fn describe_pooled_vs_on_demand(rows: &mut Vec<[String; 3]>) {
+fn describe_pooled_vs_on_demand(rows: &mut Vec<Row>) {
     let home = std::env::temp_dir().join(format!("hpc-host-bench-describe-{}", std::process::id()));
     let vars = vec![("HOME".to_owned(), home.display().to_string())];
     let settings = hpc_host::settings::Settings::resolve(&Default::default(), &vars).unwrap();
@@ -190,19 +79,13 @@ fn describe_pooled_vs_on_demand(rows: &mut Vec<[String; 3]>) {
     let _ = std::fs::remove_dir_all(home);
 }
 
-fn local(rows: &mut Vec<[String; 3]>) {
-    let env = Env::new("local", &[]);
+fn local(rows: &mut Vec<Row>) {
+    let env = Env::new("daemon-local", &[]);
     let daemon = env.serve(&[]);
     let mut c = Conn::new(&env.socket());
     let spec = r#"{"execution_command": ["true"]}"#;
     let t = Instant::now();
-    let ids: Vec<String> = (0..1000)
-        .map(|_| {
-            let (code, v) = c.call("POST", "/v1/jobs", spec);
-            assert_eq!(code, 201, "{v}");
-            v["job_id"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let ids: Vec<String> = (0..1000).map(|_| c.submit(spec)).collect();
     row(
         rows,
         "local: 1,000 submits through the daemon, one connection",
@@ -238,10 +121,13 @@ fn local(rows: &mut Vec<[String; 3]>) {
         ms(t.elapsed()),
         "once; baseline".into(),
     );
-    stop(daemon);
+    drop(daemon);
 
     // RSS while tracking 10,000 jobs (the `misbehave` test plugin answers every id).
-    let env = Env::new("rss", &[("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "misbehave")]);
+    let env = Env::new(
+        "daemon-rss",
+        &[("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "misbehave")],
+    );
     let dir = env.home.join(".local/share/hpc-host/plugins");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(
@@ -273,65 +159,34 @@ fn local(rows: &mut Vec<[String; 3]>) {
             h["jobs_tracked"]
         ),
     );
-    stop(daemon);
+    drop(daemon);
     let _ = std::fs::remove_dir_all(&env.home);
 }
 
-fn counting(home: &Path, program: &str) -> String {
-    let path = home.join(format!("{program}-counting"));
-    let calls = home.join(format!("{program}.calls"));
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\necho call >> '{}'\nexec /usr/bin/{program} \"$@\"\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.display().to_string()
+/// `sbatch --wrap WRAP` run in `workdir`, as a user would: the job's id.
+fn raw_sbatch(workdir: &Path, wrap: &str) -> String {
+    let out = Command::new("sbatch")
+        .args(["--parsable", "-p", "debug", "-D"])
+        .arg(workdir)
+        .args(["--wrap", wrap])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-fn calls(home: &Path, program: &str) -> usize {
-    std::fs::read_to_string(home.join(format!("{program}.calls")))
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
-}
-
-/// Wait until none of this user's jobs is pending or running.
-fn drain_queue() {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let out = Command::new("squeue")
-            .args(["--me", "-h", "-t", "pending,running,completing"])
-            .output()
-            .unwrap();
-        if out.stdout.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the queue did not drain");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn slurm(rows: &mut Vec<[String; 3]>) {
-    let env0 = Env::new("slurm", &[]);
-    let programs = format!(
-        "{{ sbatch = \"/usr/bin/sbatch\", scancel = \"/usr/bin/scancel\", squeue = \"{}\", sacct = \"{}\" }}",
-        counting(&env0.home, "squeue"),
-        counting(&env0.home, "sacct")
-    );
-    let env = Env::new(
-        "slurm",
+fn slurm(rows: &mut Vec<Row>) {
+    let mut env = Env::new(
+        "daemon-slurm",
         &[
             ("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "slurm"),
             ("CCAT_WORKFLOW_MANAGER_SLURM_PARTITION", "debug"),
-            ("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs),
             ("CCAT_WORKFLOW_MANAGER_HPC_POLL_SECONDS__SLURM", "2"),
         ],
     );
-    let home = &env0.home;
+    let programs = slurm_programs(&env.home, "/usr/bin/sbatch", &["squeue", "sacct"]);
+    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
+    let home = &env.home;
     let daemon = env.serve(&[]);
     let mut c = Conn::new(&env.socket());
 
@@ -342,16 +197,10 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
     let (mut raw, mut sock, mut cli) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..30 {
         let t = Instant::now();
-        let out = Command::new("sbatch")
-            .args(["--parsable", "-p", "debug", "-D"])
-            .arg(&workdir)
-            .args(["--wrap", "true"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        raw_sbatch(&workdir, "true");
         raw.push(t.elapsed());
         let t = Instant::now();
-        assert_eq!(c.call("POST", "/v1/jobs", spec).0, 201);
+        c.submit(spec);
         sock.push(t.elapsed());
         let t = Instant::now();
         let out = env.cmd(&["submit", "--", "true"]).output().unwrap();
@@ -389,17 +238,7 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
     drain_queue();
     let (sq0, sa0) = (calls(home, "squeue"), calls(home, "sacct"));
     let ids: Vec<String> = (0..20)
-        .map(|_| {
-            c.call(
-                "POST",
-                "/v1/jobs",
-                r#"{"execution_command": ["sleep", "2"]}"#,
-            )
-            .1["job_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|_| c.submit(r#"{"execution_command": ["sleep", "2"]}"#))
         .collect();
     let t = Instant::now();
     let (code, v) = c.call(
@@ -411,38 +250,9 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
     let via_daemon = t.elapsed();
     let daemon_queries = calls(home, "squeue") - sq0 + calls(home, "sacct") - sa0;
     drain_queue();
-    let raw_ids: Vec<String> = (0..20)
-        .map(|_| {
-            let out = Command::new("sbatch")
-                .args(["--parsable", "-p", "debug", "-D"])
-                .arg(&workdir)
-                .args(["--wrap", "sleep 2"])
-                .output()
-                .unwrap();
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
-        })
-        .collect();
+    let raw_ids: Vec<String> = (0..20).map(|_| raw_sbatch(&workdir, "sleep 2")).collect();
     let t = Instant::now();
-    let mut raw_queries = 0;
-    loop {
-        let out = Command::new("sacct")
-            .args(["-X", "-n", "-P", "-o", "State", "-j", &raw_ids.join(",")])
-            .output()
-            .unwrap();
-        raw_queries += 1;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let states: Vec<&str> = text.lines().collect();
-        if states.len() == 20
-            && states.iter().all(|s| {
-                ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"]
-                    .iter()
-                    .any(|f| s.starts_with(f))
-            })
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let raw_queries = sacct_until_final(&raw_ids);
     let raw_loop = t.elapsed();
     row(
         rows,
@@ -463,17 +273,7 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
 
     // The workflow-manager pattern: 200 jobs, 10 clients, per-job status each cycle.
     let ids: Vec<String> = (0..200)
-        .map(|_| {
-            c.call(
-                "POST",
-                "/v1/jobs",
-                r#"{"execution_command": ["sleep", "600"]}"#,
-            )
-            .1["job_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|_| c.submit(r#"{"execution_command": ["sleep", "600"]}"#))
         .collect();
     let run_for = Duration::from_secs(30);
     for (label, via_daemon) in [("daemon", true), ("CLI only", false)] {
@@ -535,7 +335,6 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
     }
     let out = Command::new("scancel").args(&ids).output();
     let _ = out;
-    stop(daemon);
+    drop(daemon);
     let _ = std::fs::remove_dir_all(&env.home);
-    let _ = std::fs::remove_dir_all(&env0.home);
 }

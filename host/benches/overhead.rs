@@ -6,70 +6,44 @@
 //!
 //! Prints a Markdown table of medians (and ratios) for BENCHMARKS.md.
 
+mod support;
+
 use hpc_host::Host;
 use hpc_host::settings::{Overrides, Settings};
 use hpc_host::store::Store;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_hpc-host");
+use support::{BIN, Env, median, ms};
 
 #[path = "overhead/checks.rs"]
 mod checks;
 #[path = "overhead/quota.rs"]
 mod quota;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
-
-struct Env {
-    home: PathBuf,
-    vars: Vec<(String, String)>,
+/// The CLI's environment for this bench: a fresh HOME, and with `redis` a
+/// Redis store (a kv prefix of this run's own) in place of the embedded one.
+fn bench_env(tag: &str, redis: bool) -> Env {
+    let mut env = Env::new(tag, &[]);
+    if redis {
+        env.set(
+            "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
+            "redis://127.0.0.1:6379/0",
+        );
+        env.set(
+            "CCAT_WORKFLOW_MANAGER_HPC_REDIS_ALLOW_UNAUTHENTICATED",
+            "true",
+        );
+        env.set(
+            "CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__KV_PREFIX",
+            &format!("hpc-host-bench:{}:", std::process::id()),
+        );
+    }
+    env
 }
 
 impl Env {
-    fn new(tag: &str, redis: bool) -> Env {
-        let home =
-            std::env::temp_dir().join(format!("hpc-host-bench-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::create_dir_all(&home).unwrap();
-        let mut vars = vec![
-            ("HOME".to_owned(), home.display().to_string()),
-            ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
-        ];
-        if redis {
-            vars.push((
-                "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL".into(),
-                "redis://127.0.0.1:6379/0".into(),
-            ));
-            vars.push((
-                "CCAT_WORKFLOW_MANAGER_HPC_REDIS_ALLOW_UNAUTHENTICATED".into(),
-                "true".into(),
-            ));
-            vars.push((
-                "CCAT_WORKFLOW_MANAGER_PLUGINS__LOCAL__KV_PREFIX".into(),
-                format!("hpc-host-bench:{}:", std::process::id()),
-            ));
-        }
-        Env { home, vars }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env_clear()
-            .envs(self.vars.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null());
-        c
-    }
-
+    /// Run `hpc-host ARGS`, which must succeed: its stdout.
     fn run(&self, args: &[&str]) -> String {
         let out = self.cmd(args).output().unwrap();
         assert!(
@@ -136,14 +110,13 @@ fn main() {
     if argv.get(1).map(String::as_str) == Some("--rss-probe") {
         rss_probe(&argv[2..]);
     }
-    let rows = std::cell::RefCell::new(Vec::<(String, String, String)>::new());
+    let rows = std::cell::RefCell::new(Vec::new());
     let row = |what: &str, value: String, note: String| {
-        eprintln!("{what}: {value} {note}");
-        rows.borrow_mut().push((what.to_owned(), value, note));
+        support::row(&mut rows.borrow_mut(), what, value, note);
     };
 
     // ---- in-process: one plugin call on a cached, loaded plugin -------------
-    let env = Env::new("inproc", false);
+    let env = bench_env("inproc", false);
     let id = env.run(&["submit", "--", "true"]).trim().to_owned();
     env.run(&["wait", &id]);
     let settings = Settings::resolve(&Overrides::default(), &env.vars).unwrap();
@@ -207,7 +180,7 @@ fn main() {
     quota::run(&rt, call, &row);
 
     // ---- policy checks: a host call refused by policy vs one that runs ---------
-    let hostile = Env::new("policy", false);
+    let mut hostile = bench_env("policy", false);
     let plugins = hostile.home.join(".local/share/hpc-host/plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(
@@ -215,20 +188,20 @@ fn main() {
         plugins.join("hostile.wasm"),
     )
     .unwrap();
-    let mut vars = hostile.vars.clone();
-    vars.push((
-        "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__PROGRAMS".into(),
-        "{ ok = \"/bin/true\" }".into(),
-    ));
-    vars.push((
-        "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__K8S_NAMESPACES".into(),
-        "[\"ccat\"]".into(),
-    ));
+    hostile
+        .set(
+            "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__PROGRAMS",
+            "{ ok = \"/bin/true\" }",
+        )
+        .set(
+            "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__K8S_NAMESPACES",
+            "[\"ccat\"]",
+        );
     let o = Overrides {
         backend: Some("hostile".into()),
         ..Default::default()
     };
-    let hs = Settings::resolve(&o, &vars).unwrap();
+    let hs = Settings::resolve(&o, &hostile.vars).unwrap();
     let hhost = Host::new(&hs).unwrap();
     let hp = hhost.backend().unwrap();
     let (plain, denied, allowed) = rt.block_on(async {
@@ -322,7 +295,7 @@ fn main() {
 
     // ---- 200 submits and one batched status: embedded vs Redis ---------------
     for (tag, redis) in [("embedded", false), ("redis", true)] {
-        let env = Env::new(tag, redis);
+        let env = bench_env(tag, redis);
         env.run(&["plugins", "compile", "local"]);
         let mut ids = Vec::new();
         let mut each = Vec::new();
@@ -353,10 +326,7 @@ fn main() {
     }
     cleanup(&env.home);
 
-    println!("| measurement | value | note |\n|---|---|---|");
-    for (a, b, c) in rows.into_inner() {
-        println!("| {a} | {b} | {c} |");
-    }
+    support::print_table(rows.into_inner());
 }
 
 fn cleanup(p: &Path) {

@@ -6,18 +6,18 @@
 //! cargo bench -p hpc-host --bench slurm -- --arrays   # only the batch rows
 //! ```
 
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::wrappers::{calls, counting, slurm_programs};
+use support::{Env, median, print_table};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hpc-host");
 /// The bench's Redis database (flushed at its start).
 const REDIS_DB: &str = "14";
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
+/// Milliseconds to one decimal: these are scheduler round trips.
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
@@ -38,56 +38,53 @@ fn timed(cmd: &mut Command) -> (Duration, String) {
     (t.elapsed(), out)
 }
 
+/// `sbatch --parsable -p debug -o /dev/null EXTRA --wrap true` in `workdir`.
+fn raw_sbatch(workdir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new("sbatch");
+    c.args(["--parsable", "-p", "debug", "-o", "/dev/null"])
+        .args(extra)
+        .args(["--wrap", "true"])
+        .current_dir(workdir);
+    c
+}
+
+/// `sacct` of `jobs` (ids joined by commas) with the fields `status` reads.
+fn sacct(jobs: &str) -> Command {
+    let mut c = Command::new("sacct");
+    c.args(["-P", "-n", "--noconvert", "-j", jobs])
+        .args(["-o", "JobID,State,ExitCode,ElapsedRaw,TotalCPU,MaxRSS"]);
+    c
+}
+
 fn main() {
-    let home = std::env::temp_dir().join(format!("hpc-host-bench-slurm-{}", std::process::id()));
-    std::fs::create_dir_all(&home).unwrap();
     // The store is a Redis database of the bench's own, so that the rows
     // below can lose it (a store this machine saw come back empty asks the
     // scheduler before a new key's submit, for a day; see `ledger::RECOVERY`).
     run(Command::new("redis-cli").args(["-n", REDIS_DB, "flushdb"]));
-    let host = |args: &[&str]| {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env_clear()
-            .env("HOME", &home)
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "slurm")
-            .env("CCAT_WORKFLOW_MANAGER_SLURM_PARTITION", "debug")
-            .env(
-                "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
-                format!("redis://127.0.0.1:6379/{REDIS_DB}"),
-            )
-            .env(
+    let redis_url = format!("redis://127.0.0.1:6379/{REDIS_DB}");
+    let env = Env::new(
+        "slurm",
+        &[
+            ("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "slurm"),
+            ("CCAT_WORKFLOW_MANAGER_SLURM_PARTITION", "debug"),
+            ("CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL", &redis_url),
+            (
                 "CCAT_WORKFLOW_MANAGER_HPC_REDIS_ALLOW_UNAUTHENTICATED",
                 "true",
-            );
-        c
-    };
+            ),
+        ],
+    );
+    let host = |args: &[&str]| env.cmd(args);
     run(&mut host(&["plugins", "compile", "slurm"]));
-    let workdir = home.join("raw");
+    let workdir = env.home.join("raw");
     std::fs::create_dir_all(&workdir).unwrap();
     if std::env::args().any(|a| a == "--arrays") {
-        let rows = arrays(&home, &workdir, &host);
+        let rows = arrays(&env, &workdir);
         run(Command::new("redis-cli").args(["-n", REDIS_DB, "flushdb"]));
-        let _ = std::fs::remove_dir_all(&home);
-        print_rows(rows);
+        let _ = std::fs::remove_dir_all(&env.home);
+        print_table(rows);
         return;
     }
-
-    let raw_sbatch = || {
-        let mut c = Command::new("sbatch");
-        c.args([
-            "--parsable",
-            "-p",
-            "debug",
-            "-o",
-            "/dev/null",
-            "--wrap",
-            "true",
-        ])
-        .current_dir(&workdir);
-        c
-    };
 
     // ---- submit: hpc-host unkeyed, keyed, a repeated key, raw sbatch; interleaved;
     // then keyed again after the store lost its data
@@ -102,7 +99,7 @@ fn main() {
         // The first makes the job; the second repeats a used key.
         keyed.push(timed(&mut host(&keyed_submit)).0);
         again.push(timed(&mut host(&keyed_submit)).0);
-        raw.push(timed(&mut raw_sbatch()).0);
+        raw.push(timed(&mut raw_sbatch(&workdir, &[])).0);
     }
     // The store loses its data, as a Redis without persistence does on a
     // restart: for a day, a new key's submit asks `find-job` first.
@@ -111,7 +108,7 @@ fn main() {
         let key = format!("bench-{run_tag}-{i}-recovering");
         let submit = ["submit", "--idempotency-key", &key, "--", "true"];
         young.push(timed(&mut host(&submit)).0);
-        raw.push(timed(&mut raw_sbatch()).0);
+        raw.push(timed(&mut raw_sbatch(&workdir, &[])).0);
     }
     let (ours, keyed, young, again, raw) = (
         median(ours),
@@ -159,7 +156,7 @@ fn main() {
 
     // ---- status of 200 finished jobs -------------------------------------------
     let ids: Vec<String> = (0..200)
-        .map(|_| run(&mut raw_sbatch()).trim().to_owned())
+        .map(|_| run(&mut raw_sbatch(&workdir, &[])).trim().to_owned())
         .collect();
     let list = ids.join(",");
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -174,33 +171,10 @@ fn main() {
     let mut args = vec!["--output", "json", "status"];
     args.extend(ids.iter().map(String::as_str));
     let ours = median((0..5).map(|_| timed(&mut host(&args)).0).collect());
-    let one = median(
-        (0..5)
-            .map(|_| {
-                timed(Command::new("sacct").args([
-                    "-P",
-                    "-n",
-                    "--noconvert",
-                    "-j",
-                    &list,
-                    "-o",
-                    "JobID,State,ExitCode,ElapsedRaw,TotalCPU,MaxRSS",
-                ]))
-                .0
-            })
-            .collect(),
-    );
+    let one = median((0..5).map(|_| timed(&mut sacct(&list)).0).collect());
     let t = Instant::now();
     for id in &ids {
-        run(Command::new("sacct").args([
-            "-P",
-            "-n",
-            "--noconvert",
-            "-j",
-            id,
-            "-o",
-            "JobID,State,ExitCode,ElapsedRaw,TotalCPU,MaxRSS",
-        ]));
+        run(&mut sacct(id));
     }
     let singles = t.elapsed();
     rows.push((
@@ -225,18 +199,11 @@ fn main() {
         ),
     ));
 
-    rows.extend(arrays(&home, &workdir, &host));
+    rows.extend(arrays(&env, &workdir));
 
     run(Command::new("redis-cli").args(["-n", REDIS_DB, "flushdb"]));
-    let _ = std::fs::remove_dir_all(&home);
-    print_rows(rows);
-}
-
-fn print_rows(rows: Vec<(String, String, String)>) {
-    println!("| measurement | value | note |\n|---|---|---|");
-    for (a, b, c) in rows {
-        println!("| {a} | {b} | {c} |");
-    }
+    let _ = std::fs::remove_dir_all(&env.home);
+    print_table(rows);
 }
 
 /// Wait (up to 10 minutes) until slurmctld holds at most `10,000 - need`
@@ -281,31 +248,27 @@ fn cancel_ids(out: &str) -> Vec<String> {
 /// scheduler RPCs (sbatch calls, counted by a wrapper for hpc-host). Every
 /// job starts in an hour (`--begin`), so nothing runs and the queue is the
 /// same for each; each round's jobs are cancelled by id after it.
-fn arrays(
-    home: &std::path::Path,
-    workdir: &std::path::Path,
-    host: &dyn Fn(&[&str]) -> Command,
-) -> Vec<(String, String, String)> {
-    let calls = home.join("sbatch.calls");
-    let wrapper = home.join("sbatch-counting");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho call >> '{}'\nexec /usr/bin/sbatch \"$@\"\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let programs = format!(
-        "{{ sbatch = \"{}\", scancel = \"/usr/bin/scancel\", squeue = \"/usr/bin/squeue\", sacct = \"/usr/bin/sacct\" }}",
-        wrapper.display()
-    );
-    let sbatch_calls = || {
-        std::fs::read_to_string(&calls)
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
+fn arrays(env: &Env, workdir: &Path) -> Vec<support::Row> {
+    let home = &env.home;
+    let programs = slurm_programs(home, &counting(home, "sbatch"), &[]);
+    // `hpc-host submit --spec FILE` of `k` jobs with the counting sbatch: its
+    // time and sbatch calls. Its jobs are cancelled after.
+    let submit = |file: &Path, k: usize| {
+        let before = calls(home, "sbatch");
+        let mut c = env.cmd(&["submit", "--spec", file.to_str().unwrap()]);
+        c.env("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
+        let (t, out) = timed(&mut c);
+        assert_eq!(out.lines().count(), k, "{out}");
+        let rpc = calls(home, "sbatch") - before;
+        cancel(&cancel_ids(&out));
+        (t, rpc)
+    };
+    // A raw job as the specs ask for (100 MB, starting in an hour), or an
+    // array of them.
+    let raw_later = |array: Option<&str>| {
+        let mut extra = vec!["--begin=now+1hour", "--mem=100M"];
+        extra.extend(array);
+        raw_sbatch(workdir, &extra)
     };
     let mut rows = Vec::new();
     // Every job (an array element too) counts against slurmctld's
@@ -337,66 +300,24 @@ fn arrays(
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut ours_rpc, mut keyed_rpc) = (0, 0);
         for round in 0..rounds {
-            let file = batch(None);
-            let before = sbatch_calls();
-            let mut c = host(&["submit", "--spec", file.to_str().unwrap()]);
-            c.env("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
-            let (t, out) = timed(&mut c);
-            assert_eq!(out.lines().count(), k, "{out}");
+            let (t, rpc) = submit(&batch(None), k);
             ours.push(t);
-            ours_rpc = sbatch_calls() - before;
-            cancel(&cancel_ids(&out));
-
-            let file = batch(Some(&format!(
-                "bench-array-{}-{k}-{round}",
-                std::process::id()
-            )));
-            let before = sbatch_calls();
-            let mut c = host(&["submit", "--spec", file.to_str().unwrap()]);
-            c.env("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
-            let (t, out) = timed(&mut c);
-            assert_eq!(out.lines().count(), k, "{out}");
+            ours_rpc = rpc;
+            let tag = format!("bench-array-{}-{k}-{round}", std::process::id());
+            let (t, rpc) = submit(&batch(Some(&tag)), k);
             keyed.push(t);
-            keyed_rpc = sbatch_calls() - before;
-            cancel(&cancel_ids(&out));
+            keyed_rpc = rpc;
 
             let t = Instant::now();
             let mut ids = Vec::new();
             for _ in 0..k {
-                let out = run(Command::new("sbatch")
-                    .args([
-                        "--parsable",
-                        "-p",
-                        "debug",
-                        "-o",
-                        "/dev/null",
-                        "--begin=now+1hour",
-                        "--mem=100M",
-                        "--wrap",
-                        "true",
-                    ])
-                    .current_dir(workdir));
-                ids.push(out.trim().to_owned());
+                ids.push(run(&mut raw_later(None)).trim().to_owned());
             }
             raw_loop.push(t.elapsed());
             cancel(&ids);
 
-            let (t, out) = timed(
-                Command::new("sbatch")
-                    .args([
-                        "--parsable",
-                        "-p",
-                        "debug",
-                        "-o",
-                        "/dev/null",
-                        "--begin=now+1hour",
-                        "--mem=100M",
-                        &format!("--array=0-{}", k - 1),
-                        "--wrap",
-                        "true",
-                    ])
-                    .current_dir(workdir),
-            );
+            let array = format!("--array=0-{}", k - 1);
+            let (t, out) = timed(&mut raw_later(Some(&array)));
             raw_array.push(t);
             cancel(&[out.trim().to_owned()]);
         }

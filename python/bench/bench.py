@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import hpc_host
+from benchlib import counts, site_environ, wrappers
 
 
 class CliSnippet:
@@ -61,31 +62,11 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def counting(dir: Path, program: str) -> str:
-    path = dir / f"{program}-counting"
-    path.write_text(f"#!/bin/sh\necho call >> '{dir / program}.calls'\nexec /usr/bin/{program} \"$@\"\n")
-    path.chmod(0o755)
-    return str(path)
-
-
-def calls(dir: Path, program: str) -> int:
-    try:
-        return len((dir / f"{program}.calls").read_text().splitlines())
-    except FileNotFoundError:
-        return 0
-
-
 class Site:
     def __init__(self) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="hh-bench-"))
-        self.socket = str(self.home / "run" / "hpc-host.sock")
-        self.environ = {
-            "HOME": str(self.home),
-            "XDG_RUNTIME_DIR": str(self.home / "run"),
-            "HPC_SOCKET": self.socket,
-            "CCAT_WORKFLOW_MANAGER_HPC_SOCKET": self.socket,
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-        }
+        self.environ = site_environ(self.home)
+        self.socket = self.environ["HPC_SOCKET"]
 
     def env(self) -> dict[str, str]:
         return {**os.environ, **self.environ, "CCAT_WORKFLOW_MANAGER_HPC_DAEMON": "never"}
@@ -159,17 +140,10 @@ def submits(n: int, n_cli: int) -> None:
 def poll(n_jobs: int, seconds: float) -> None:
     site = Site()
     try:
-        programs = (
-            f'{{ sbatch = "/usr/bin/sbatch", scancel = "/usr/bin/scancel", '
-            f'squeue = "{counting(site.home, "squeue")}", sacct = "{counting(site.home, "sacct")}" }}'
-        )
-        site.environ.update(
-            {
-                "CCAT_WORKFLOW_MANAGER_HPC_BACKEND": "slurm",
-                "CCAT_WORKFLOW_MANAGER_SLURM_PARTITION": "debug",
-                "CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS": programs,
-            }
-        )
+        d = site.home / "wrappers"
+        wrappers(d)
+        site.environ.update(site_environ(site.home, d))
+        site.environ["CCAT_WORKFLOW_MANAGER_HPC_BACKEND"] = "slurm"
         b = site.backend()
         later = {"begin": "now+1hour"}
         ids = [b.submit(["true"], resource_requirements=later) for _ in range(n_jobs)]
@@ -178,7 +152,7 @@ def poll(n_jobs: int, seconds: float) -> None:
         print("| path | cycles | get_status calls | squeue/min | sacct/min | mean cycle |")
         print("|---|---|---|---|---|---|")
         for name, get in (("package (daemon)", b.get_status), ("README CLI snippet", cli.get_status)):
-            sq0, sa0 = calls(site.home, "squeue"), calls(site.home, "sacct")
+            c0 = counts(d)
             start = time.monotonic()
             cycles, n, spent = 0, 0, 0.0
             while time.monotonic() - start < seconds:
@@ -190,8 +164,9 @@ def poll(n_jobs: int, seconds: float) -> None:
                 cycles += 1
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - c)))
             minutes = (time.monotonic() - start) / 60
-            sq = (calls(site.home, "squeue") - sq0) / minutes
-            sa = (calls(site.home, "sacct") - sa0) / minutes
+            c1 = counts(d)
+            sq = (c1["squeue"] - c0["squeue"]) / minutes
+            sa = (c1["sacct"] - c0["sacct"]) / minutes
             print(f"| {name} | {cycles} | {n} | {sq:.0f} | {sa:.0f} | {spent/cycles:.2f} s |")
         for job_id in ids:
             b.cancel(job_id)

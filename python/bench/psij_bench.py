@@ -23,25 +23,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-PROGRAMS = ("sbatch", "squeue", "sacct", "scancel")
-
-
-def wrappers(d: Path) -> None:
-    for prog in PROGRAMS:
-        w = d / prog
-        w.write_text(f"#!/bin/sh\necho call >> '{d}/{prog}.calls'\nexec /usr/bin/{prog} \"$@\"\n")
-        w.chmod(0o755)
-
-
-def counts(d: Path) -> dict[str, int]:
-    out = {}
-    for prog in PROGRAMS:
-        try:
-            out[prog] = len((d / f"{prog}.calls").read_text().splitlines())
-        except FileNotFoundError:
-            out[prog] = 0
-    return out
-
+from benchlib import counts, site_environ, stop_daemons, wrappers
 
 def raw(n: int, d: Path) -> tuple[float, float, dict[str, int]]:
     ids = []
@@ -86,25 +68,6 @@ def psij_run(
     return time.monotonic() - t0, time.monotonic() - first, counts(d)
 
 
-def stop_daemons(sock: str) -> None:
-    """Stop the daemon this run started (found by its socket in its environment)."""
-    import signal
-
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"serve" in cmdline and f"HPC_SOCKET={sock}".encode() in environ:
-            try:
-                os.kill(int(entry.name), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     from hpc_host.psij import HpcHostExecutorConfig
@@ -123,17 +86,11 @@ def main() -> None:
 
                 secs, total, c = psij_run(n, d, "slurm", None, SlurmExecutorConfig(work_directory=d / "work"))
             else:
-                sock = str(home / "run" / "hpc-host.sock")
-                programs = "{ " + ", ".join(f'{p} = "{d / p}"' for p in PROGRAMS) + " }"
                 environ = {
-                    "HOME": str(home), "XDG_RUNTIME_DIR": str(home / "run"), "HPC_SOCKET": sock,
-                    "CCAT_WORKFLOW_MANAGER_HPC_SOCKET": sock,
-                    "CCAT_WORKFLOW_MANAGER_SLURM_PARTITION": "debug",
-                    "CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS": programs,
+                    **site_environ(home, d),
                     "CCAT_WORKFLOW_MANAGER_HPC_POLL_SECONDS__SLURM": "1",
-                    "PATH": "/usr/local/bin:/usr/bin:/bin",
                 }
-                cfg = HpcHostExecutorConfig(socket=sock, environ=environ)
+                cfg = HpcHostExecutorConfig(socket=environ["HPC_SOCKET"], environ=environ)
                 transport = os.environ.get("BENCH_TRANSPORT", "daemon")
                 secs, total, c = psij_run(n, d, "hpc-host", f"hpc-host://slurm?transport={transport}", cfg)
                 label += f" ({transport})"

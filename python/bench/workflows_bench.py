@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,49 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PROGRAMS = ("sbatch", "squeue", "sacct", "scancel")
-
-
-def wrappers(d: Path) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    for prog in PROGRAMS:
-        w = d / prog
-        w.write_text(f"#!/bin/sh\necho call >> '{d}/{prog}.calls'\nexec /usr/bin/{prog} \"$@\"\n")
-        w.chmod(0o755)
-        (d / f"{prog}.calls").write_text("")
-
-
-def counts(d: Path) -> dict[str, int]:
-    return {p: len((d / f"{p}.calls").read_text().splitlines()) for p in PROGRAMS}
-
-
-def site(home: Path, d: Path) -> dict[str, str]:
-    sock = str(home / "run" / "hpc-host.sock")
-    programs = "{ " + ", ".join(f'{p} = "{d / p}"' for p in PROGRAMS) + " }"
-    return {
-        "HOME": str(home), "XDG_RUNTIME_DIR": str(home / "run"), "HPC_SOCKET": sock,
-        "CCAT_WORKFLOW_MANAGER_HPC_SOCKET": sock,
-        "CCAT_WORKFLOW_MANAGER_SLURM_PARTITION": "debug",
-        "CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS": programs,
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-    }
-
-
-def stop_daemons(sock: str) -> None:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"serve" in cmdline and f"HPC_SOCKET={sock}".encode() in environ:
-            try:
-                os.kill(int(entry.name), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
+from benchlib import PROGRAMS, counts, site_environ, stop_daemons, wrappers
 
 SNAKEFILE = """
 rule all:
@@ -99,7 +56,7 @@ def snakemake_run(way: str, n: int, root: Path) -> tuple[float, dict[str, int]]:
             "--quiet", "rules"]
     home = work / "home"
     if way == "hpc-host":
-        environ = site(home, d)
+        environ = site_environ(home, d)
         args += ["--executor", "hpc-host", "--hpc-host-backend", "slurm",
                  "--hpc-host-socket", environ["HPC_SOCKET"],
                  "--hpc-host-environ", *(f"{k}={v}" for k, v in environ.items())]
@@ -130,7 +87,7 @@ def dask_run(way: str, root: Path) -> tuple[float, dict[str, int]]:
         if way == "hpc-host":
             from hpc_host.dask import HpcHostCluster
 
-            environ = site(home, d)
+            environ = site_environ(home, d)
             cluster = HpcHostCluster(backend="slurm", socket=environ["HPC_SOCKET"], environ=environ, **kw)
             # The daemon is up before the clock starts (as for a user whose
             # daemon already runs): what is timed is the workers' start.

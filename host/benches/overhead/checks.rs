@@ -9,23 +9,41 @@ use hpc_host::sanitize;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Median time of one `f()` over `n` rounds of `inner` calls each.
-fn per_call(n: usize, inner: u32, mut f: impl FnMut()) -> Duration {
-    let mut v: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..inner {
-                f();
-            }
-            t.elapsed() / inner
-        })
-        .collect();
-    v.sort();
-    v[v.len() / 2]
+/// Rounds of each check's timing.
+const ROUNDS: usize = 200;
+
+/// Each check's row, timed next to the plugin call it guards.
+struct Rows<'a> {
+    row: &'a dyn Fn(&str, String, String),
+    /// The in-process `get-status` median.
+    call: Duration,
 }
 
-fn us(d: Duration) -> String {
-    format!("{:.2} µs", d.as_secs_f64() * 1e6)
+impl Rows<'_> {
+    /// Time one `f()` (the median of [`ROUNDS`] rounds of `inner` calls
+    /// each) and add its row: the time, and its share of a plugin call.
+    fn time(&self, what: &str, inner: u32, mut f: impl FnMut()) {
+        let d = super::median(
+            (0..ROUNDS)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..inner {
+                        f();
+                    }
+                    t.elapsed() / inner
+                })
+                .collect(),
+        );
+        (self.row)(
+            what,
+            format!("{:.2} µs", d.as_secs_f64() * 1e6),
+            format!(
+                "median of {ROUNDS}×{inner}; {:.2}% of an in-process call ({})",
+                100.0 * d.as_secs_f64() / self.call.as_secs_f64(),
+                super::ms(self.call)
+            ),
+        );
+    }
 }
 
 /// Rows for each check; `call` is the in-process `get-status` median.
@@ -38,13 +56,7 @@ pub fn run(call: Duration, row: &dyn Fn(&str, String, String)) {
     };
     let k8s = builtin("kubernetes");
     let slurm = builtin("slurm");
-    let note = |d: Duration| {
-        format!(
-            "median of 200×1000; {:.2}% of an in-process call ({})",
-            100.0 * d.as_secs_f64() / call.as_secs_f64(),
-            super::ms(call)
-        )
-    };
+    let rows = Rows { row, call };
     let info = HpcJobInfo {
         job_id: "4711".into(),
         status: JobStatus::Running,
@@ -55,54 +67,46 @@ pub fn run(call: Duration, row: &dyn Fn(&str, String, String)) {
         native_state: Some("RUNNING".into()),
         reason: Some("None".into()),
     };
-    let d = per_call(200, 1000, || {
-        let i = sanitize::job_info(std::hint::black_box(info.clone()));
-        std::hint::black_box(sanitize::escape(&i.job_id).len());
-        std::hint::black_box(sanitize::escape(i.reason.as_deref().unwrap_or("")).len());
-    });
-    row(
+    rows.time(
         "check: bound + escape one status answer (clone included)",
-        us(d),
-        note(d),
+        1000,
+        || {
+            let i = sanitize::job_info(std::hint::black_box(info.clone()));
+            std::hint::black_box(sanitize::escape(&i.job_id).len());
+            std::hint::black_box(sanitize::escape(i.reason.as_deref().unwrap_or("")).len());
+        },
     );
 
     let env = vec![("OMP_NUM_THREADS".to_owned(), "4".to_owned())];
     let mut allowed = slurm.clone();
     allowed.grants.process.program_env = vec!["OMP_NUM_THREADS".into()];
-    let d = per_call(200, 1000, || {
+    rows.time("check: program env allow-list, one variable", 1000, || {
         std::hint::black_box(
             confine::check_program_env(&allowed, std::hint::black_box(&env)).is_ok(),
         );
     });
-    row(
-        "check: program env allow-list, one variable",
-        us(d),
-        note(d),
-    );
 
     let job = br#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"hpc-1","labels":{"hpc-host/id":"hpc-1"}},"spec":{"backoffLimit":0,"template":{"metadata":{"labels":{"hpc-host/id":"hpc-1"}},"spec":{"restartPolicy":"Never","containers":[{"name":"job","image":"busybox","command":["sh","-c","echo hi"],"resources":{"limits":{"cpu":"1","memory":"1024Mi"}}}]}}}}"#;
-    let d = per_call(200, 1000, || {
-        std::hint::black_box(kube_security::admit(&k8s, job.to_vec()).is_ok());
-    });
-    row(
+    rows.time(
         "check: pod security review of the kubernetes plugin's Job (parse + walk + serialise)",
-        us(d),
-        note(d),
+        1000,
+        || {
+            std::hint::black_box(kube_security::admit(&k8s, job.to_vec()).is_ok());
+        },
     );
-    let d = per_call(200, 1000, || {
+    rows.time("check: kind grant with API group", 1000, || {
         std::hint::black_box(kube_security::kind_granted(
             &k8s.grants.kube.kinds,
             "batch/v1",
             "Job",
         ));
     });
-    row("check: kind grant with API group", us(d), note(d));
-    trust(&row, &note);
+    trust(&rows);
 }
 
 /// The trust checks of issue 22 (Trust in docs/configuration.md): what a client pays
 /// per connection to the daemon and per settings or policy file it reads.
-fn trust(row: &dyn Fn(&str, String, String), note: &dyn Fn(Duration) -> String) {
+fn trust(rows: &Rows) {
     use hpc_host::fsperm;
     use std::os::fd::AsRawFd;
     let dir = std::env::temp_dir().join(format!("hpc-host-bench-trust-{}", std::process::id()));
@@ -111,7 +115,8 @@ fn trust(row: &dyn Fn(&str, String, String), note: &dyn Fn(Duration) -> String) 
     let _ = std::fs::remove_file(&sock);
     let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    let d = per_call(200, 1000, || {
+    let what = "trust: the client's socket checks per connection (lstat + SO_PEERCRED)";
+    rows.time(what, 1000, || {
         std::hint::black_box(fsperm::check_own_socket(&sock).is_ok());
         let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
@@ -127,28 +132,15 @@ fn trust(row: &dyn Fn(&str, String, String), note: &dyn Fn(Duration) -> String) 
         };
         std::hint::black_box(cred.uid);
     });
-    row(
-        "trust: the client's socket checks per connection (lstat + SO_PEERCRED)",
-        us(d),
-        note(d),
-    );
     let file = dir.join("settings.toml");
     std::fs::write(&file, "[default]\n").unwrap();
-    let d = per_call(200, 1000, || {
+    let what = "trust: owner/mode check of a settings file or policy request";
+    rows.time(what, 1000, || {
         std::hint::black_box(fsperm::check_trusted_file(&file).is_ok());
     });
-    row(
-        "trust: owner/mode check of a settings file or policy request",
-        us(d),
-        note(d),
-    );
-    let d = per_call(200, 100, || {
+    let what = "trust: socket folder and its parents (once, at `serve` start)";
+    rows.time(what, 100, || {
         std::hint::black_box(fsperm::check_private_dir(&dir).is_ok());
     });
-    row(
-        "trust: socket folder and its parents (once, at `serve` start)",
-        us(d),
-        note(d),
-    );
     let _ = std::fs::remove_dir_all(&dir);
 }

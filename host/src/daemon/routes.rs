@@ -5,7 +5,8 @@ use super::api::{ApiError, WireJob};
 use super::{Daemon, now};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -75,6 +76,10 @@ async fn timeout(req: Request, next: Next) -> Response {
     }
 }
 
+/// A route's query string: `?backend=NAME` (any route), `&job_ids=A,B` (events).
+///
+/// As an extractor, a query string that does not parse is bad input in the
+/// API's error shape (axum's own rejection would answer plain text).
 #[derive(Deserialize)]
 struct BackendQuery {
     backend: Option<String>,
@@ -91,12 +96,28 @@ impl BackendQuery {
     }
 }
 
-/// A query string that does not parse is bad input, in the error shape.
-fn query(
-    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<BackendQuery, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::invalid(StatusCode::BAD_REQUEST, format!("bad query string: {e}")))
+impl<S: Send + Sync> FromRequestParts<S> for BackendQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(q) = Query::from_request_parts(parts, state).await.map_err(|e| {
+            ApiError::invalid(StatusCode::BAD_REQUEST, format!("bad query string: {e}"))
+        })?;
+        Ok(q)
+    }
+}
+
+/// The backend a request is for: its `?backend=`, lowercased, or else the
+/// settings' default.
+struct Backend(String);
+
+impl FromRequestParts<Arc<Daemon>> for Backend {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, d: &Arc<Daemon>) -> Result<Self, ApiError> {
+        let q = BackendQuery::from_request_parts(parts, d).await?;
+        Ok(Backend(q.backend(d)))
+    }
 }
 
 /// Read a body of at most `BODY_LIMIT` bytes, sent within `BODY_TIMEOUT`.
@@ -161,12 +182,7 @@ async fn health(State(d): D) -> Response {
     .into_response()
 }
 
-async fn submit(
-    State(d): D,
-    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let backend = query(q)?.backend(&d);
+async fn submit(State(d): D, Backend(backend): Backend, body: Body) -> Result<Response, ApiError> {
     let bytes = read_body(body).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::invalid(StatusCode::BAD_REQUEST, "the job spec is not UTF-8"))?;
@@ -212,10 +228,9 @@ fn wire(backend: &str, ids: &[String], answers: Vec<super::tracker::Answer>) -> 
 
 async fn status(
     State(d): D,
-    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    Backend(backend): Backend,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let backend = query(q)?.backend(&d);
     let ids = [id];
     let mut answers = d.statuses(&backend, &ids).await?;
     match answers.remove(0) {
@@ -238,47 +253,39 @@ struct Ids {
     timeout: Option<f64>,
 }
 
-fn check_ids(ids: &[String]) -> Result<(), ApiError> {
-    if ids.is_empty() {
-        return Err(ApiError::invalid(
-            StatusCode::BAD_REQUEST,
-            "`job_ids` is empty",
-        ));
+impl Ids {
+    /// The body of `status` and `wait`: JSON naming at least one job.
+    async fn read(body: Body) -> Result<Ids, ApiError> {
+        let ids: Ids = read_json(body).await?;
+        if ids.job_ids.is_empty() {
+            return Err(ApiError::invalid(
+                StatusCode::BAD_REQUEST,
+                "`job_ids` is empty",
+            ));
+        }
+        Ok(ids)
     }
-    Ok(())
 }
 
 /// The jobs of a backend this daemon knows (submitted through it, or asked
 /// about, since it started), as last observed, by id.
-async fn list(
-    State(d): D,
-    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let backend = query(q)?.backend(&d);
+async fn list(State(d): D, Backend(backend): Backend) -> Result<Response, ApiError> {
     d.config().plugin(&backend)?;
     Ok(axum::Json(d.tracker.known(&backend)).into_response())
 }
 
 async fn statuses(
     State(d): D,
-    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    Backend(backend): Backend,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let backend = query(q)?.backend(&d);
-    let req: Ids = read_json(body).await?;
-    check_ids(&req.job_ids)?;
+    let req = Ids::read(body).await?;
     let answers = d.statuses(&backend, &req.job_ids).await?;
     Ok(axum::Json(wire(&backend, &req.job_ids, answers)).into_response())
 }
 
-async fn wait(
-    State(d): D,
-    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let backend = query(q)?.backend(&d);
-    let req: Ids = read_json(body).await?;
-    check_ids(&req.job_ids)?;
+async fn wait(State(d): D, Backend(backend): Backend, body: Body) -> Result<Response, ApiError> {
+    let req = Ids::read(body).await?;
     if req.timeout.is_some_and(|t| !t.is_finite() || t < 0.0) {
         return Err(ApiError::invalid(
             StatusCode::BAD_REQUEST,
@@ -324,20 +331,18 @@ async fn wait(
 
 async fn cancel(
     State(d): D,
-    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    Backend(backend): Backend,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let backend = query(q)?.backend(&d);
     d.config().plugin(&backend)?.cancel(&id).await?;
     Ok(axum::Json(serde_json::json!({ "job_id": id, "cancelled": true })).into_response())
 }
 
 async fn logs(
     State(d): D,
-    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    Backend(backend): Backend,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let backend = query(q)?.backend(&d);
     let l = d.config().plugin(&backend)?.get_logs(&id).await?;
     Ok(
         axum::Json(serde_json::json!({ "job_id": id, "stdout": l.stdout, "stderr": l.stderr }))
@@ -349,10 +354,9 @@ async fn logs(
 /// 200 with its `state` (`made`, `in-progress`, `never-made`) and `job_id`.
 async fn submission(
     State(d): D,
-    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
+    Backend(backend): Backend,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let backend = query(q)?.backend(&d);
     let plugin = d.config().plugin(&backend)?;
     let found = crate::ledger::lookup(&plugin, &key).await?;
     Ok(axum::Json(serde_json::json!({
@@ -377,11 +381,7 @@ async fn reload(State(d): D) -> Result<Response, ApiError> {
 
 /// NDJSON: the current state of each named job, then every change, with a
 /// heartbeat line when idle. Ends when the client goes away or the daemon stops.
-async fn events(
-    State(d): D,
-    q: Result<Query<BackendQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let q = query(q)?;
+async fn events(State(d): D, q: BackendQuery) -> Result<Response, ApiError> {
     let backend_filter = q.backend.clone().map(|b| b.to_ascii_lowercase());
     let ids: Option<Vec<String>> = q.job_ids.as_ref().map(|s| {
         s.split(',')

@@ -1,10 +1,14 @@
 //! A throw-away environment per test: its own HOME (state, plugins folder),
 //! a shared compile cache, and helpers to run the binary.
 
+use hpc_host::Host;
+use hpc_host::settings::{Overrides, Settings};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod wrappers;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hpc-host");
 /// The test-only plugins, built by the `hpc-test-plugins` dev-dependency.
@@ -19,26 +23,31 @@ impl TestEnv {
     /// A wrapper of `/usr/bin/<program>` that counts its calls (see
     /// [`TestEnv::calls`]) and then runs it: its path, for a policy's `programs`.
     pub fn counting(&self, program: &str) -> String {
-        let path = self.home.join(format!("{program}-counting"));
-        let calls = self.home.join(format!("{program}.calls"));
-        std::fs::write(
-            &path,
-            format!(
-                "#!/bin/sh\necho call >> '{}'\nexec /usr/bin/{program} \"$@\"\n",
-                calls.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path.display().to_string()
+        wrappers::counting(&self.home, program)
     }
 
-    /// How many times the [`TestEnv::counting`] wrapper of `program` ran.
+    /// How many times the wrappers of `program` ran ([`TestEnv::counting`],
+    /// [`TestEnv::sbatch_wrapper`]).
     pub fn calls(&self, program: &str) -> usize {
-        std::fs::read_to_string(self.home.join(format!("{program}.calls")))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
+        wrappers::calls(&self.home, program)
+    }
+
+    /// A wrapper of `/usr/bin/sbatch` named `name` that counts its calls and
+    /// runs `before` (shell commands) before the real sbatch and `after`
+    /// after it, ending with sbatch's exit status: its path.
+    pub fn sbatch_wrapper(&self, name: &str, before: &str, after: &str) -> String {
+        let count = wrappers::count_call(&self.home, "sbatch");
+        wrappers::script(
+            &self.home.join(name),
+            &format!("{count}\n{before}\n/usr/bin/sbatch \"$@\"\nrc=$?\n{after}\nexit $rc"),
+        )
+    }
+
+    /// Give the SLURM plugin `sbatch` (a path) and the other commands from
+    /// `/usr/bin`, those `counted` names through a [`TestEnv::counting`] wrapper.
+    pub fn use_slurm_programs(&mut self, sbatch: &str, counted: &[&str]) -> &mut Self {
+        let programs = wrappers::slurm_programs(&self.home, sbatch, counted);
+        self.set("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs)
     }
 
     pub fn new() -> TestEnv {
@@ -105,16 +114,30 @@ impl TestEnv {
         .unwrap();
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
+    /// `hpc-host ARGS` with only this environment.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .env_clear()
             .envs(self.vars.iter().map(|(k, v)| (k, v)));
-        cmd.output().unwrap()
+        cmd
     }
 
-    /// Run and require exit code `code`; returns stdout.
-    pub fn expect(&self, code: i32, args: &[&str]) -> String {
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Start `hpc-host ARGS`, its stdout and stderr piped.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Run and require exit code `code`.
+    fn exits(&self, code: i32, args: &[&str]) -> Output {
         let out = self.run(args);
         assert_eq!(
             out.status.code(),
@@ -123,35 +146,51 @@ impl TestEnv {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap()
+        out
+    }
+
+    /// Run and require exit code `code`; returns stdout.
+    pub fn expect(&self, code: i32, args: &[&str]) -> String {
+        String::from_utf8(self.exits(code, args).stdout).unwrap()
     }
 
     /// Run expecting failure with `code`; returns stderr.
     pub fn fail(&self, code: i32, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "hpc-host {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stderr).unwrap()
+        String::from_utf8(self.exits(code, args).stderr).unwrap()
+    }
+
+    /// `hpc-host --output json ARGS`, which must succeed: its answer.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let args = [&["--output", "json"], args].concat();
+        serde_json::from_str(&self.expect(0, &args)).unwrap()
+    }
+
+    /// `plugins inspect FILE`: what the host makes of a plugin file.
+    pub fn inspect(&self, file: &Path) -> Value {
+        self.json(&["plugins", "inspect", file.to_str().unwrap()])
+    }
+
+    /// The host in this process, as the CLI in this environment loads it
+    /// with `--backend BACKEND`.
+    pub fn host(&self, backend: &str) -> Host {
+        let o = Overrides {
+            backend: Some(backend.into()),
+            ..Default::default()
+        };
+        Host::new(&Settings::resolve(&o, &self.vars).unwrap()).unwrap()
     }
 
     pub fn submit(&self, argv: &[&str]) -> String {
-        let mut args = vec!["--output", "json", "submit", "--"];
-        args.extend_from_slice(argv);
-        let v: Value = serde_json::from_str(&self.expect(0, &args)).unwrap();
-        v["job_id"].as_str().unwrap().to_owned()
+        let args = [&["submit", "--"], argv].concat();
+        self.json(&args)["job_id"].as_str().unwrap().to_owned()
     }
 
     pub fn status(&self, id: &str) -> Value {
-        serde_json::from_str(&self.expect(0, &["--output", "json", "status", id])).unwrap()
+        self.json(&["status", id])
     }
 
     pub fn wait(&self, id: &str) -> Value {
-        serde_json::from_str(&self.expect(0, &["--output", "json", "wait", "--timeout", "60", id]))
-            .unwrap()
+        self.json(&["wait", "--timeout", "60", id])
     }
 
     /// Poll until `pred` holds for the job's status.
@@ -187,48 +226,77 @@ impl Drop for TestEnv {
     }
 }
 
+/// Run `fut` to its end on a runtime of its own (for a [`TestEnv::host`]'s
+/// plugin calls, which are async).
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(fut)
+}
+
+/// Call `check` every 20 ms until it answers, for at most `timeout` (then
+/// fail with `never`, what did not happen): its answer.
+pub fn poll<T>(timeout: Duration, never: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(answer) = check() {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "{never}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run `cmd`, which must succeed: its output.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Each live (non-zombie) process: its pid, its `/proc` folder, and the
+/// fields of its `stat` after the command name (`proc_pid_stat(5)` from
+/// field 3, the state).
+fn live_processes() -> impl Iterator<Item = (i64, PathBuf, Vec<String>)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i64>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The command name is in parentheses and may hold spaces.
+            let close = stat.rfind(')')?;
+            let fields: Vec<String> = stat[close + 2..].split(' ').map(str::to_owned).collect();
+            (fields[0] != "Z").then(|| (pid, entry.path(), fields))
+        })
+}
+
 /// Pids of live (non-zombie) processes in process group `pgid`.
 pub fn group_members(pgid: i64) -> Vec<i64> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i64>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        if fields[0] != "Z" && fields[2].parse::<i64>().ok() == Some(pgid) {
-            found.push(pid);
-        }
-    }
-    found
+    live_processes()
+        .filter(|(_, _, fields)| fields[2].parse::<i64>().ok() == Some(pgid))
+        .map(|(pid, _, _)| pid)
+        .collect()
 }
 
 /// Pids of live processes whose command line (arguments joined by spaces)
 /// contains `needle`.
 pub fn processes_with(needle: &str) -> Vec<i64> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i64>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = stat
-            .rfind(')')
-            .is_some_and(|i| stat[i + 2..].starts_with('Z'));
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if !zombie && cmd.contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
+    live_processes()
+        .filter(|(_, dir, _)| {
+            let cmd = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(needle)
+        })
+        .map(|(pid, _, _)| pid)
+        .collect()
 }
 
 /// Run the binary and return its output with its peak RSS in bytes
@@ -237,14 +305,7 @@ pub fn processes_with(needle: &str) -> Vec<i64> {
 #[allow(clippy::zombie_processes)]
 pub fn run_measured(env: &TestEnv, args: &[&str]) -> (Output, u64) {
     use std::io::Read;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .envs(env.vars.iter().map(|(k, v)| (k, v)))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn(args);
     let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let reader = std::thread::spawn(move || {
         let mut b = Vec::new();

@@ -1,31 +1,28 @@
 //! Broken, hostile or incompatible plugins give clear errors, and the host
 //! goes on answering.
 
-use crate::common::TestEnv;
-use hpc_host::settings::{Overrides, Settings};
-use hpc_host::{Host, HostError};
+use crate::common::{TestEnv, block_on, poll, processes_with};
+use hpc_host::HostError;
+use std::time::Duration;
+
+/// The `misbehave` test plugin installed under its name.
+fn misbehave_env() -> TestEnv {
+    let env = TestEnv::new();
+    env.install_plugin("misbehave", "misbehave");
+    env
+}
 
 #[test]
 fn trap_loop_and_runaway_allocation_are_contained_in_process() {
-    let mut env = TestEnv::new();
-    env.install_plugin("misbehave", "misbehave");
+    let mut env = misbehave_env();
     env.set(
         "CCAT_WORKFLOW_MANAGER_PLUGINS__MISBEHAVE__CPU_SECONDS",
         "0.5",
     );
     env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__MISBEHAVE__MEMORY_MB", "64");
-    let o = Overrides {
-        backend: Some("misbehave".into()),
-        ..Default::default()
-    };
-    let settings = Settings::resolve(&o, &env.vars).unwrap();
-    let host = Host::new(&settings).unwrap();
+    let host = env.host("misbehave");
     let plugin = host.backend().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         for (id, needle) in [
             ("trap", "deliberate panic"),
             ("loop", "CPU time"),
@@ -57,8 +54,7 @@ fn trap_loop_and_runaway_allocation_are_contained_in_process() {
 
 #[test]
 fn traps_reach_the_cli_as_exit_3_naming_plugin_and_function() {
-    let mut env = TestEnv::new();
-    env.install_plugin("misbehave", "misbehave");
+    let mut env = misbehave_env();
     env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "misbehave");
     env.set(
         "CCAT_WORKFLOW_MANAGER_PLUGINS__MISBEHAVE__CPU_SECONDS",
@@ -102,36 +98,32 @@ fn a_missing_plugin_is_named() {
 fn a_plugin_file_overrides_the_builtin_of_its_name() {
     let env = TestEnv::new();
     env.install_plugin("misbehave", "local");
-    let s: serde_json::Value =
-        serde_json::from_str(&env.expect(0, &["--output", "json", "status", "x"])).unwrap();
-    assert_eq!(s["native_state"], "FINE");
+    assert_eq!(env.status("x")["native_state"], "FINE");
     let list = env.expect(0, &["plugins", "list"]);
     assert!(list.contains("local.wasm"), "{list}");
 }
 
 #[test]
 fn an_import_the_policy_does_not_grant_is_refused_at_load() {
-    let env = TestEnv::new();
     // The local plugin imports `process`; under another name it gets no grant.
-    std::fs::create_dir_all(env.plugins_dir()).unwrap();
-    std::fs::write(
-        env.plugins_dir().join("mysite.wasm"),
-        hpc_host::builtin::find("local").unwrap().wasm,
-    )
-    .unwrap();
+    let local_as_mysite = || {
+        let env = TestEnv::new();
+        std::fs::create_dir_all(env.plugins_dir()).unwrap();
+        std::fs::write(
+            env.plugins_dir().join("mysite.wasm"),
+            hpc_host::builtin::find("local").unwrap().wasm,
+        )
+        .unwrap();
+        env
+    };
+    let env = local_as_mysite();
     let err = env.fail(4, &["--backend", "mysite", "status", "x"]);
     assert!(
         err.contains("imports `ccat:hpc/process@0.1.0`") && err.contains("plugins.mysite.programs"),
         "{err}"
     );
     // Granting it in settings makes it load.
-    let mut env2 = TestEnv::new();
-    std::fs::create_dir_all(env2.plugins_dir()).unwrap();
-    std::fs::write(
-        env2.plugins_dir().join("mysite.wasm"),
-        hpc_host::builtin::find("local").unwrap().wasm,
-    )
-    .unwrap();
+    let mut env2 = local_as_mysite();
     env2.set("CCAT_WORKFLOW_MANAGER_PLUGINS__MYSITE__SUPERVISE", "true");
     let id = env2.submit_with_backend("mysite", &["true"]);
     assert!(uuid::Uuid::parse_str(&id).is_ok());
@@ -139,8 +131,7 @@ fn an_import_the_policy_does_not_grant_is_refused_at_load() {
 
 #[test]
 fn a_pinned_sha256_refuses_another_file() {
-    let mut env = TestEnv::new();
-    env.install_plugin("misbehave", "misbehave");
+    let mut env = misbehave_env();
     env.set(
         "CCAT_WORKFLOW_MANAGER_PLUGINS__MISBEHAVE__SHA256",
         &"0".repeat(64),
@@ -154,17 +145,7 @@ fn plugins_inspect_shows_imports_exports_and_policy() {
     let env = TestEnv::new();
     let file = env.home.join("local.wasm");
     std::fs::write(&file, hpc_host::builtin::find("local").unwrap().wasm).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&env.expect(
-        0,
-        &[
-            "--output",
-            "json",
-            "plugins",
-            "inspect",
-            file.to_str().unwrap(),
-        ],
-    ))
-    .unwrap();
+    let v = env.inspect(&file);
     assert_eq!(v["contract"], "0.3.0");
     let imports = v["imports"].to_string();
     assert!(
@@ -178,23 +159,16 @@ fn plugins_inspect_shows_imports_exports_and_policy() {
 
 impl TestEnv {
     fn submit_with_backend(&self, backend: &str, argv: &[&str]) -> String {
-        let mut args = vec!["--backend", backend, "--output", "json", "submit", "--"];
-        args.extend_from_slice(argv);
-        let v: serde_json::Value = serde_json::from_str(&self.expect(0, &args)).unwrap();
-        v["job_id"].as_str().unwrap().to_owned()
+        let args = [&["--backend", backend, "submit", "--"], argv].concat();
+        self.json(&args)["job_id"].as_str().unwrap().to_owned()
     }
 }
 
 /// Wait up to 10 s for no process to match `needle`.
-fn gone(needle: &str) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !crate::common::processes_with(needle).is_empty() {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    true
+fn gone(needle: &str, never: &str) {
+    poll(Duration::from_secs(10), never, || {
+        processes_with(needle).is_empty().then_some(())
+    });
 }
 
 #[test]
@@ -203,20 +177,15 @@ fn a_job_child_that_calls_setsid_ends_with_cancel_and_with_the_time_limit() {
     // The daemon leaves the job's process group and session.
     let id = env.submit(&["sh", "-c", "setsid sleep 3141 & sleep 300"]);
     env.wait_until(&id, "running", |s| s["status"] == "running");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while crate::common::processes_with("sleep 3141").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the daemon never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    poll(Duration::from_secs(5), "the daemon never started", || {
+        (!processes_with("sleep 3141").is_empty()).then_some(())
+    });
     env.expect(0, &["cancel", &id]);
     assert_eq!(env.status(&id)["native_state"], "CANCELLED");
     assert!(
-        crate::common::processes_with("sleep 3141").is_empty(),
+        processes_with("sleep 3141").is_empty(),
         "the setsid child outlived cancel: {:?}",
-        crate::common::processes_with("sleep 3141")
+        processes_with("sleep 3141")
     );
 
     // At its time limit (2 s), and a double fork too.
@@ -237,16 +206,18 @@ fn a_job_child_that_calls_setsid_ends_with_cancel_and_with_the_time_limit() {
         .to_owned();
     let s = env.wait(&id);
     assert_eq!(s["native_state"], "TIMEOUT", "{s}");
-    assert!(
-        gone("sleep 3142") && gone("sleep 3143"),
-        "left running after the time limit"
-    );
+    for daemon in ["sleep 3142", "sleep 3143"] {
+        gone(
+            daemon,
+            &format!("`{daemon}` left running after the time limit"),
+        );
+    }
 
     // A job that ends normally takes its daemons with it.
     let id = env.submit(&["sh", "-c", "setsid sleep 3144 & sleep 0.2"]);
     let s = env.wait(&id);
     assert_eq!(s["status"], "completed", "{s}");
-    assert!(crate::common::processes_with("sleep 3144").is_empty());
+    assert!(processes_with("sleep 3144").is_empty());
     // The host answers the next call normally.
     let id = env.submit(&["true"]);
     assert_eq!(env.wait(&id)["status"], "completed");

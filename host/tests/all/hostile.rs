@@ -1,10 +1,9 @@
 //! A hostile plugin attacks the host one way per call; each attack fails with
 //! the error a site admin can act on, and the host answers the next call.
 
-use crate::common::TestEnv;
+use crate::common::{TestEnv, block_on};
+use hpc_host::HostError;
 use hpc_host::bindings::BackendError;
-use hpc_host::settings::{Overrides, Settings};
-use hpc_host::{Host, HostError};
 
 pub fn hostile_env() -> (TestEnv, std::path::PathBuf, std::path::PathBuf) {
     let mut env = TestEnv::new();
@@ -47,6 +46,13 @@ enum Expect {
     Fails(&'static [&'static str]),
 }
 
+/// The message of `attack`'s failure names each of `needles`.
+fn mentions_all(attack: &str, message: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(message.contains(n), "{attack}: {message:?} lacks {n:?}");
+    }
+}
+
 #[test]
 fn every_attack_is_contained_and_the_host_answers_the_next_call() {
     let (env, granted, config) = hostile_env();
@@ -54,15 +60,7 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
     let local_job = env.submit(&["true"]);
     env.wait(&local_job);
 
-    let settings = Settings::resolve(
-        &Overrides {
-            backend: Some("hostile".into()),
-            ..Default::default()
-        },
-        &env.vars,
-    )
-    .unwrap();
-    let host = Host::new(&settings).unwrap();
+    let host = env.host("hostile");
     let plugin = host.backend().unwrap();
     let outside = std::env::temp_dir().join(format!("hostile-{}", uuid::Uuid::new_v4()));
     let escaped = granted.join("../escaped");
@@ -196,11 +194,7 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
             ]),
         ),
     ];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         for (attack, expect) in cases {
             let got = plugin.get_status(&attack).await;
             match (&expect, &got) {
@@ -210,11 +204,7 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
                         error: BackendError::Denied(m),
                         ..
                     }),
-                ) => {
-                    for n in *needles {
-                        assert!(m.contains(n), "{attack}: {m:?} lacks {n:?}");
-                    }
-                }
+                ) => mentions_all(&attack, m, needles),
                 (
                     Expect::NotFound,
                     Err(HostError::Backend {
@@ -232,9 +222,7 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
                 (Expect::Fails(needles), Err(HostError::Backend { error, .. })) => {
                     let (_, m) = hpc_host::error::kind_and_message(error);
                     assert!(m.len() < 70_000, "{attack}: {} bytes", m.len());
-                    for n in *needles {
-                        assert!(m.contains(n), "{attack}: {m:?} lacks {n:?}");
-                    }
+                    mentions_all(&attack, m, needles);
                 }
                 (Expect::Works, Ok(info)) => {
                     if attack.starts_with("setting:") {
@@ -278,8 +266,7 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
 
 #[test]
 fn denials_are_logged_with_plugin_capability_and_target() {
-    let (mut env, _, _) = hostile_env();
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "hostile");
+    let env = hostile_cli();
     let err = env.fail(4, &["status", "run:bash"]);
     assert!(
         err.contains("denied") && err.contains("plugin=\"hostile\""),
@@ -485,12 +472,21 @@ fn resource_attacks_stay_within_memory_mb_of_host_rss() {
     }
 }
 
+/// The hostile plugin as the CLI's backend, with a call's wall-clock limit
+/// of 1 s and a CPU limit of `cpu_seconds`.
+fn hostile_cli_wall_1s(cpu_seconds: &str) -> TestEnv {
+    let mut env = hostile_cli();
+    env.set(
+        "CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__CPU_SECONDS",
+        cpu_seconds,
+    );
+    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__WALL_SECONDS", "1");
+    env
+}
+
 #[test]
 fn wall_seconds_holds_while_the_plugin_computes() {
-    let (mut env, _, _) = hostile_env();
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "hostile");
-    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__CPU_SECONDS", "60");
-    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__WALL_SECONDS", "1");
+    let env = hostile_cli_wall_1s("60");
     let start = std::time::Instant::now();
     let err = env.fail(3, &["status", "loop"]);
     let took = start.elapsed();
@@ -503,10 +499,7 @@ fn wall_seconds_holds_while_the_plugin_computes() {
 
 #[test]
 fn a_call_ended_at_wall_seconds_takes_its_programs_whole_tree_with_it() {
-    let (mut env, _, _) = hostile_env();
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "hostile");
-    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__CPU_SECONDS", "5");
-    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__WALL_SECONDS", "1");
+    let env = hostile_cli_wall_1s("5");
     let err = env.fail(3, &["status", "spin-then-tree:4343"]);
     assert!(err.contains("within 1 s"), "{err}");
     // The call was dropped while `sh` and its two `sleep`s ran: all gone.
@@ -534,21 +527,9 @@ fn kv_quota_holds_across_calls(redis: Option<&str>) {
         &(4 << 20).to_string(),
     );
     env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__HOSTILE__KV_MAX_KEYS", "6");
-    let settings = Settings::resolve(
-        &Overrides {
-            backend: Some("hostile".into()),
-            ..Default::default()
-        },
-        &env.vars,
-    )
-    .unwrap();
-    let host = Host::new(&settings).unwrap();
+    let host = env.host("hostile");
     let plugin = host.backend().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let works = async |attack: &str| match plugin.get_status(attack).await {
             Ok(info) => assert_eq!(info.native_state.as_deref(), Some("GOT-THROUGH")),
             other => panic!("{attack}: {other:?}"),
@@ -561,9 +542,7 @@ fn kv_quota_holds_across_calls(redis: Option<&str>) {
                 }) => {
                     // The plugin's kv call failed with `invalid`, naming the quota.
                     assert!(m.contains("Invalid(\"kv quota: "), "{attack}: {m}");
-                    for n in needles {
-                        assert!(m.contains(n), "{attack}: {m:?} lacks {n:?}");
-                    }
+                    mentions_all(attack, &m, needles);
                 }
                 other => panic!("{attack}: expected a quota refusal, got {other:?}"),
             }

@@ -8,25 +8,19 @@
 //! printed must be its retry's, and the scheduler must hold exactly N jobs
 //! with these keys: no orphans, no duplicates.
 
-use crate::common::{BIN, TestEnv};
+use crate::common::TestEnv;
+use crate::redis_store::OwnRedis;
+use crate::slurm::on_cluster;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 /// `hpc-host --output json submit --idempotency-key KEY [flags] -- argv`, started.
 fn spawn_keyed(env: &TestEnv, key: &str, flags: &[&str], argv: &[&str]) -> Child {
-    Command::new(BIN)
-        .args(["--output", "json", "submit", "--idempotency-key", key])
-        .args(flags)
-        .arg("--")
-        .args(argv)
-        .env_clear()
-        .envs(env.vars.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    let submit = ["--output", "json", "submit", "--idempotency-key", key];
+    env.spawn(&[&submit[..], flags, &["--"], argv].concat())
 }
 
 /// The job id a finished submit printed, if any.
@@ -57,6 +51,17 @@ fn keyed(env: &TestEnv, key: &str, flags: &[&str], argv: &[&str]) -> String {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["job_id"].as_str().unwrap().to_owned()
+}
+
+/// Four submits at once with one key: the one id they all print.
+fn keyed_at_once(env: &TestEnv, key: &str, flags: &[&str], argv: &[&str]) -> String {
+    let children: Vec<Child> = (0..4).map(|_| spawn_keyed(env, key, flags, argv)).collect();
+    let ids: BTreeSet<String> = children
+        .into_iter()
+        .map(|c| printed_id(c).expect("every concurrent submit gets the id"))
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    ids.into_iter().next().unwrap()
 }
 
 /// A pseudo-random delay in `0..max_ms` ms (a UUID's random bits).
@@ -141,15 +146,7 @@ fn local_crash_loop_makes_each_job_exactly_once() {
 fn local_same_key_at_once_is_one_job_and_an_old_key_is_its_old_job() {
     let env = local_env();
     env.expect(0, &["plugins", "compile", "local"]);
-    let children: Vec<Child> = (0..4)
-        .map(|_| spawn_keyed(&env, "exec-together", &[], &["sh", "-c", "echo once"]))
-        .collect();
-    let ids: BTreeSet<String> = children
-        .into_iter()
-        .map(|c| printed_id(c).expect("every concurrent submit gets the id"))
-        .collect();
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    let id = ids.into_iter().next().unwrap();
+    let id = keyed_at_once(&env, "exec-together", &[], &["sh", "-c", "echo once"]);
     assert_eq!(env.wait(&id)["status"], "completed");
     // Long after it ended: the same id, no second job.
     assert_eq!(
@@ -192,9 +189,7 @@ fn keys_are_checked_and_a_spec_can_carry_one() {
     )
     .unwrap();
     let spec = spec.to_str().unwrap();
-    let v: Value =
-        serde_json::from_str(&env.expect(0, &["--output", "json", "submit", "--spec", spec]))
-            .unwrap();
+    let v = env.json(&["submit", "--spec", spec]);
     let id = v["job_id"].as_str().unwrap();
     assert_eq!(keyed(&env, "from-spec-1", &[], &["true"]), id);
     let err = env.fail(2, &["submit", "--spec", spec, "--idempotency-key", "other"]);
@@ -214,28 +209,21 @@ fn a_plugin_built_against_contract_0_1_loads_and_its_keys_still_dedupe() {
     assert_ne!(a, plain);
     // Two jobs made in all: the repeated key made none.
     assert_eq!(a, "v01-2");
-    let file = env.plugins_dir().join("old.wasm");
-    let v: Value = serde_json::from_str(&env.expect(
-        0,
-        &[
-            "--output",
-            "json",
-            "plugins",
-            "inspect",
-            file.to_str().unwrap(),
-        ],
-    ))
-    .unwrap();
+    let v = env.inspect(&env.plugins_dir().join("old.wasm"));
     assert_eq!(v["contract"], "0.1.0", "{v}");
 }
 
 // ---- SLURM ----
 
-fn slurm_env() -> TestEnv {
-    let mut env = TestEnv::new();
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "slurm");
-    env.set("CCAT_WORKFLOW_MANAGER_SLURM_PARTITION", "debug");
-    env
+/// What each SLURM job here asks for: little enough for the test cluster.
+const SMALL_JOB: [&str; 4] = ["--cpu", "1", "--memory-gb", "0.1"];
+
+/// [`on_cluster`] with the SLURM plugin compiled, so that a submit's time
+/// (which the kills aim at) is the submit's alone.
+fn on_cluster_compiled() -> (MutexGuard<'static, ()>, TestEnv) {
+    let (g, env) = on_cluster();
+    env.expect(0, &["plugins", "compile", "slurm"]);
+    (g, env)
 }
 
 /// Jobs the cluster holds whose comment carries a key starting with `prefix`.
@@ -260,12 +248,9 @@ fn slurm_jobs_with_keys(prefix: &str) -> Vec<(String, String)> {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_crash_loop_makes_each_job_exactly_once() {
-    let _g = crate::slurm::lock();
-    let env = slurm_env();
-    env.expect(0, &["plugins", "compile", "slurm"]);
+    let (_g, env) = on_cluster_compiled();
     let prefix = format!("crash-slurm-{}", uuid::Uuid::new_v4().simple());
-    let flags = ["--cpu", "1", "--memory-gb", "0.1"];
-    let ids = crash_loop(&env, &prefix, 16, 16, &flags, &["/bin/true"]);
+    let ids = crash_loop(&env, &prefix, 16, 16, &SMALL_JOB, &["/bin/true"]);
     let jobs = slurm_jobs_with_keys(&prefix);
     assert_eq!(
         jobs.len(),
@@ -277,28 +262,6 @@ fn slurm_crash_loop_makes_each_job_exactly_once() {
     }
 }
 
-/// A wrapper around sbatch: `before` runs before it, `after` after it.
-fn sbatch_wrapper(env: &TestEnv, name: &str, before: &str, after: &str) -> String {
-    let path = env.home.join(name);
-    std::fs::write(
-        &path,
-        format!("#!/bin/sh\n{before}\n/usr/bin/sbatch \"$@\"\nrc=$?\n{after}\nexit $rc\n"),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.display().to_string()
-}
-
-fn with_sbatch(env: &mut TestEnv, sbatch: &str) {
-    env.set(
-        "CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS",
-        &format!(
-            "{{ sbatch = \"{sbatch}\", scancel = \"/usr/bin/scancel\", squeue = \"/usr/bin/squeue\", sacct = \"/usr/bin/sacct\" }}"
-        ),
-    );
-}
-
 /// The two sides of the crash window, made wide on purpose: a submitter
 /// killed after sbatch made the job but before it could record the id (the
 /// retry finds the job by its key), and one killed before sbatch ran (its
@@ -306,17 +269,14 @@ fn with_sbatch(env: &mut TestEnv, sbatch: &str) {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_a_submitter_killed_on_either_side_of_sbatch_leaves_one_job() {
-    let _g = crate::slurm::lock();
-    let mut env = slurm_env();
-    env.expect(0, &["plugins", "compile", "slurm"]);
-    let flags = ["--cpu", "1", "--memory-gb", "0.1"];
+    let (_g, mut env) = on_cluster_compiled();
     let tag = uuid::Uuid::new_v4().simple().to_string();
 
     // After: sbatch has made the job; the wrapper then waits.
     let late = format!("late-{tag}");
-    let wrapper = sbatch_wrapper(&env, "sbatch-then-wait", "", "exec sleep 30");
-    with_sbatch(&mut env, &wrapper);
-    let child = spawn_keyed(&env, &late, &flags, &["/bin/true"]);
+    let wrapper = env.sbatch_wrapper("sbatch-then-wait", "", "exec sleep 30");
+    env.use_slurm_programs(&wrapper, &[]);
+    let child = spawn_keyed(&env, &late, &SMALL_JOB, &["/bin/true"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while slurm_jobs_with_keys(&late).is_empty() {
         assert!(Instant::now() < deadline, "the job never appeared");
@@ -326,10 +286,7 @@ fn slurm_a_submitter_killed_on_either_side_of_sbatch_leaves_one_job() {
     assert_eq!(printed_id(child), None);
     let made = slurm_jobs_with_keys(&late);
     // `find` settles the interrupted submit without making a job.
-    let v: Value = serde_json::from_str(
-        &env.expect(0, &["--output", "json", "find", "--idempotency-key", &late]),
-    )
-    .unwrap();
+    let v = env.json(&["find", "--idempotency-key", &late]);
     assert_eq!(
         (v["state"].as_str(), v["job_id"].as_str()),
         (Some("made"), Some(made[0].0.as_str())),
@@ -337,7 +294,7 @@ fn slurm_a_submitter_killed_on_either_side_of_sbatch_leaves_one_job() {
     );
     let started = Instant::now();
     // The retry must not run sbatch (which would wait 30 s): it finds the job.
-    let id = keyed(&env, &late, &flags, &["/bin/true"]);
+    let id = keyed(&env, &late, &SMALL_JOB, &["/bin/true"]);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -349,9 +306,9 @@ fn slurm_a_submitter_killed_on_either_side_of_sbatch_leaves_one_job() {
     // Before: killed while the wrapper waits to run sbatch. Its programs die
     // with it (PR_SET_PDEATHSIG), so no job appears later.
     let early = format!("early-{tag}");
-    let wrapper = sbatch_wrapper(&env, "wait-then-sbatch", "sleep 2", "");
-    with_sbatch(&mut env, &wrapper);
-    let child = spawn_keyed(&env, &early, &flags, &["/bin/true"]);
+    let wrapper = env.sbatch_wrapper("wait-then-sbatch", "sleep 2", "");
+    env.use_slurm_programs(&wrapper, &[]);
+    let child = spawn_keyed(&env, &early, &SMALL_JOB, &["/bin/true"]);
     std::thread::sleep(Duration::from_millis(700));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     assert_eq!(printed_id(child), None);
@@ -365,8 +322,8 @@ fn slurm_a_submitter_killed_on_either_side_of_sbatch_leaves_one_job() {
         "{v}"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-found"));
-    with_sbatch(&mut env, "/usr/bin/sbatch");
-    let id = keyed(&env, &early, &flags, &["/bin/true"]);
+    env.use_slurm_programs("/usr/bin/sbatch", &[]);
+    let id = keyed(&env, &early, &SMALL_JOB, &["/bin/true"]);
     std::thread::sleep(Duration::from_secs(3));
     let made = slurm_jobs_with_keys(&early);
     assert_eq!(made.len(), 1, "{made:?}");
@@ -376,26 +333,12 @@ fn slurm_a_submitter_killed_on_either_side_of_sbatch_leaves_one_job() {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_same_key_at_once_is_one_job_and_an_old_key_is_its_old_job() {
-    let _g = crate::slurm::lock();
-    let env = slurm_env();
-    env.expect(0, &["plugins", "compile", "slurm"]);
+    let (_g, env) = on_cluster_compiled();
     let key = format!("together-{}", uuid::Uuid::new_v4().simple());
-    let flags = ["--cpu", "1", "--memory-gb", "0.1"];
-    let children: Vec<Child> = (0..4)
-        .map(|_| spawn_keyed(&env, &key, &flags, &["/bin/true"]))
-        .collect();
-    let ids: BTreeSet<String> = children
-        .into_iter()
-        .map(|c| printed_id(c).expect("every concurrent submit gets the id"))
-        .collect();
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    let id = ids.into_iter().next().unwrap();
-    let s: Value = serde_json::from_str(
-        &env.expect(0, &["--output", "json", "wait", "--timeout", "120", &id]),
-    )
-    .unwrap();
+    let id = keyed_at_once(&env, &key, &SMALL_JOB, &["/bin/true"]);
+    let s = env.json(&["wait", "--timeout", "120", &id]);
     assert_eq!(s["status"], "completed", "{s}");
-    assert_eq!(keyed(&env, &key, &flags, &["/bin/true"]), id);
+    assert_eq!(keyed(&env, &key, &SMALL_JOB, &["/bin/true"]), id);
     assert_eq!(slurm_jobs_with_keys(&key).len(), 1);
 }
 
@@ -455,15 +398,22 @@ fn kube_crash_loop_makes_each_job_exactly_once() {
 
 // ---- a store that comes back empty ----
 
+/// A Redis of this test's own that starts empty after each restart, as the
+/// store of `env`; `n` tells apart the port of each test that uses one.
+fn volatile_redis(env: &mut TestEnv, n: u32) -> (OwnRedis, u16) {
+    let port = 20000 + ((std::process::id() + n) % 20000) as u16;
+    let dir = env.home.join("redis");
+    std::fs::create_dir_all(&dir).unwrap();
+    let redis = OwnRedis::start_volatile(&dir, port);
+    env.use_redis(&format!("redis://127.0.0.1:{port}/0"));
+    (redis, port)
+}
+
 #[test]
 #[ignore = "needs redis"]
 fn local_jobs_outlive_a_redis_restarted_empty() {
     let mut env = local_env();
-    let port = 20000 + ((std::process::id() + 7) % 20000) as u16;
-    let dir = env.home.join("redis");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut redis = crate::redis_store::OwnRedis::start_volatile(&dir, port);
-    env.use_redis(&format!("redis://127.0.0.1:{port}/0"));
+    let (mut redis, port) = volatile_redis(&mut env, 7);
     let a = env.submit(&["sh", "-c", "sleep 3; echo a-done"]);
     let b = env.submit(&["sh", "-c", "sleep 3; exit 4"]);
     assert_eq!(env.status(&a)["status"], "running");
@@ -509,21 +459,11 @@ fn local_jobs_outlive_a_redis_restarted_empty() {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_a_key_holds_across_a_redis_restarted_empty() {
-    let _g = crate::slurm::lock();
-    let mut env = slurm_env();
-    let port = 20000 + ((std::process::id() + 13) % 20000) as u16;
-    let dir = env.home.join("redis");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut redis = crate::redis_store::OwnRedis::start_volatile(&dir, port);
-    env.use_redis(&format!("redis://127.0.0.1:{port}/0"));
-    let programs = format!(
-        "{{ sbatch = \"/usr/bin/sbatch\", scancel = \"/usr/bin/scancel\", squeue = \"{}\", sacct = \"/usr/bin/sacct\" }}",
-        env.counting("squeue")
-    );
-    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
+    let (_g, mut env) = on_cluster();
+    let (mut redis, port) = volatile_redis(&mut env, 13);
+    env.use_slurm_programs("/usr/bin/sbatch", &["squeue"]);
     let key = format!("lost-slurm-{}", uuid::Uuid::new_v4().simple());
-    let flags = ["--cpu", "1", "--memory-gb", "0.1"];
-    let submit = |key: &str| keyed(&env, key, &flags, &["/bin/true"]);
+    let submit = |key: &str| keyed(&env, key, &SMALL_JOB, &["/bin/true"]);
     // A store this machine has not used before is new: nobody is asked.
     let a = submit(&key);
     assert_eq!(env.calls("squeue"), 0, "a new store asks no scheduler");

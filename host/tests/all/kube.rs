@@ -14,24 +14,21 @@ use std::time::{Duration, Instant};
 
 // ---- against the fake ----
 
-#[test]
-fn kube_success_with_logs_and_wall_time() {
-    success_with_logs_and_wall_time(&Target::fake(Options::default()));
+/// A test per scenario step, each against a fake of its own.
+macro_rules! steps_on_the_fake {
+    ($($test:ident: $step:ident,)*) => {$(
+        #[test]
+        fn $test() {
+            $step(&Target::fake(Options::default()));
+        }
+    )*};
 }
 
-#[test]
-fn kube_exit_3_is_failed_with_exit_code_3() {
-    exit_3_fails_with_exit_code_3(&Target::fake(Options::default()));
-}
-
-#[test]
-fn kube_cancel_while_running_leaves_no_pods() {
-    cancel_while_running_deletes_the_pods(&Target::fake(Options::default()));
-}
-
-#[test]
-fn kube_hostile_job_names() {
-    hostile_job_names_become_valid_names(&Target::fake(Options::default()));
+steps_on_the_fake! {
+    kube_success_with_logs_and_wall_time: success_with_logs_and_wall_time,
+    kube_exit_3_is_failed_with_exit_code_3: exit_3_fails_with_exit_code_3,
+    kube_cancel_while_running_leaves_no_pods: cancel_while_running_deletes_the_pods,
+    kube_hostile_job_names: hostile_job_names_become_valid_names,
 }
 
 #[test]
@@ -139,37 +136,56 @@ fn kube_deadline_exceeded_fails_the_job() {
     assert!(t.pods(&id).is_empty());
 }
 
+/// The kubernetes backend with an API server at `127.0.0.1:{port}`.
+fn kube_env_at(port: u16) -> TestEnv {
+    let mut env = TestEnv::new();
+    let config = write_kubeconfig(&env.home, &format!("http://127.0.0.1:{port}"), "ccat");
+    env.set("KUBECONFIG", &config.display().to_string());
+    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "kubernetes");
+    env.set("CCAT_WORKFLOW_MANAGER_K8S_NAMESPACE", "ccat");
+    env
+}
+
+/// Run each of `calls`, which must fail as `unavailable` (exit 3), all
+/// within `limit`: their stderr.
+fn unavailable_within(env: &TestEnv, limit: Duration, calls: &[&[&str]]) -> Vec<String> {
+    let start = Instant::now();
+    let errs = calls
+        .iter()
+        .map(|args| {
+            let err = env.fail(3, args);
+            assert!(err.contains("unavailable"), "{err}");
+            err
+        })
+        .collect();
+    assert!(start.elapsed() < limit, "took {:?}", start.elapsed());
+    errs
+}
+
 #[test]
 fn kube_api_server_down_is_unavailable() {
-    let mut env = TestEnv::new();
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let config = write_kubeconfig(&env.home, &format!("http://127.0.0.1:{port}"), "ccat");
-    env.set("KUBECONFIG", &config.display().to_string());
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "kubernetes");
-    env.set("CCAT_WORKFLOW_MANAGER_K8S_NAMESPACE", "ccat");
-    let start = Instant::now();
-    let err = env.fail(3, &["submit", "--image-ref", "busybox", "--", "true"]);
-    assert!(
-        err.contains("unavailable") && err.contains("cannot reach the Kubernetes API server"),
-        "{err}"
+    let env = kube_env_at(port);
+    let submit = ["submit", "--image-ref", "busybox", "--", "true"];
+    let errs = unavailable_within(
+        &env,
+        Duration::from_secs(10),
+        &[&submit, &["status", "some-job"]],
     );
-    let err = env.fail(3, &["status", "some-job"]);
-    assert!(err.contains("unavailable"), "{err}");
     assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        start.elapsed()
+        errs[0].contains("cannot reach the Kubernetes API server"),
+        "{}",
+        errs[0]
     );
 }
 
 #[test]
 fn kube_a_server_that_never_answers_is_unavailable_not_a_hang() {
-    let mut env = TestEnv::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     // Accept connections and hold them, answering nothing.
@@ -180,18 +196,8 @@ fn kube_a_server_that_never_answers_is_unavailable_not_a_hang() {
         }
         std::thread::sleep(Duration::from_secs(120));
     });
-    let config = write_kubeconfig(&env.home, &format!("http://127.0.0.1:{port}"), "ccat");
-    env.set("KUBECONFIG", &config.display().to_string());
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "kubernetes");
-    env.set("CCAT_WORKFLOW_MANAGER_K8S_NAMESPACE", "ccat");
-    let start = Instant::now();
-    let err = env.fail(3, &["status", "some-job"]);
-    assert!(err.contains("unavailable"), "{err}");
-    assert!(
-        start.elapsed() < Duration::from_secs(40),
-        "took {:?}",
-        start.elapsed()
-    );
+    let env = kube_env_at(port);
+    unavailable_within(&env, Duration::from_secs(40), &[&["status", "some-job"]]);
 }
 
 #[test]

@@ -6,25 +6,30 @@
 
 use crate::common::TestEnv;
 use serde_json::Value;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 static CLUSTER: Mutex<()> = Mutex::new(());
 
-pub fn lock() -> std::sync::MutexGuard<'static, ()> {
+pub fn lock() -> MutexGuard<'static, ()> {
     CLUSTER.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn slurm_env() -> TestEnv {
+/// An environment whose backend is SLURM, on the test cluster's partition.
+pub fn slurm_env() -> TestEnv {
     let mut env = TestEnv::new();
     env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "slurm");
     env.set("CCAT_WORKFLOW_MANAGER_SLURM_PARTITION", "debug");
     env
 }
 
+/// A SLURM test's start: the cluster to itself ([`lock`]) and a [`slurm_env`].
+pub fn on_cluster() -> (MutexGuard<'static, ()>, TestEnv) {
+    (lock(), slurm_env())
+}
+
 fn wait(env: &TestEnv, id: &str) -> Value {
-    serde_json::from_str(&env.expect(0, &["--output", "json", "wait", "--timeout", "180", id]))
-        .unwrap()
+    env.json(&["wait", "--timeout", "180", id])
 }
 
 fn logs(env: &TestEnv, id: &str) -> String {
@@ -34,8 +39,7 @@ fn logs(env: &TestEnv, id: &str) -> String {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_job_succeeds_with_logs_and_metrics() {
-    let _g = lock();
-    let env = slurm_env();
+    let (_g, env) = on_cluster();
     let id = env.submit(&[
         "python3",
         "-c",
@@ -71,8 +75,7 @@ fn slurm_job_succeeds_with_logs_and_metrics() {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_exit_3_is_failed_with_exit_code_3() {
-    let _g = lock();
-    let env = slurm_env();
+    let (_g, env) = on_cluster();
     let id = env.submit(&["sh", "-c", "echo failing >&2; exit 3"]);
     let s = wait(&env, &id);
     assert_eq!(
@@ -88,8 +91,7 @@ fn slurm_exit_3_is_failed_with_exit_code_3() {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_cancel_running_and_pending() {
-    let _g = lock();
-    let env = slurm_env();
+    let (_g, env) = on_cluster();
     let running = env.submit(&["sleep", "120"]);
     env.wait_until(&running, "running", |s| s["status"] == "running");
     let spec = env.home.join("pending.json");
@@ -98,17 +100,7 @@ fn slurm_cancel_running_and_pending() {
         r#"{"execution_command": ["true"], "job_name": "later", "resource_requirements": {"begin": "now+1hour"}}"#,
     )
     .unwrap();
-    let pending = serde_json::from_str::<Value>(&env.expect(
-        0,
-        &[
-            "--output",
-            "json",
-            "submit",
-            "--spec",
-            spec.to_str().unwrap(),
-        ],
-    ))
-    .unwrap()["job_id"]
+    let pending = env.json(&["submit", "--spec", spec.to_str().unwrap()])["job_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -131,14 +123,8 @@ fn slurm_cancel_running_and_pending() {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_status_of_50_jobs_is_one_squeue_and_one_sacct() {
-    let _g = lock();
-    let mut env = slurm_env();
-    let programs = format!(
-        "{{ sbatch = \"/usr/bin/sbatch\", scancel = \"/usr/bin/scancel\", squeue = \"{}\", sacct = \"{}\" }}",
-        env.counting("squeue"),
-        env.counting("sacct")
-    );
-    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
+    let (_g, mut env) = on_cluster();
+    env.use_slurm_programs("/usr/bin/sbatch", &["squeue", "sacct"]);
     let ids: Vec<String> = (0..50)
         .map(|i| env.submit(&["sh", "-c", &format!("echo {i}")]))
         .collect();
@@ -167,8 +153,7 @@ fn slurm_status_of_50_jobs_is_one_squeue_and_one_sacct() {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_hostile_names_and_values_reach_the_job_intact_or_are_refused() {
-    let _g = lock();
-    let env = slurm_env();
+    let (_g, env) = on_cluster();
     let marker = env.home.join("pwned");
     let hostile = format!(
         "it's \"quoted\" $(touch {m}) `touch {m}`; touch {m} \\ ünï\ncode",
@@ -181,17 +166,7 @@ fn slurm_hostile_names_and_values_reach_the_job_intact_or_are_refused() {
     });
     let file = env.home.join("spec.json");
     std::fs::write(&file, spec.to_string()).unwrap();
-    let out: Value = serde_json::from_str(&env.expect(
-        0,
-        &[
-            "--output",
-            "json",
-            "submit",
-            "--spec",
-            file.to_str().unwrap(),
-        ],
-    ))
-    .unwrap();
+    let out = env.json(&["submit", "--spec", file.to_str().unwrap()]);
     let id = out["job_id"].as_str().unwrap().to_owned();
     assert_eq!(wait(&env, &id)["status"], "completed");
     // argv is not expanded: `$ARG` stays literal; the env value arrives whole.
@@ -208,8 +183,7 @@ fn slurm_hostile_names_and_values_reach_the_job_intact_or_are_refused() {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_partition_that_does_not_exist_is_invalid_request() {
-    let _g = lock();
-    let mut env = slurm_env();
+    let (_g, mut env) = on_cluster();
     env.set("CCAT_WORKFLOW_MANAGER_SLURM_PARTITION", "nosuchpartition");
     let err = env.fail(2, &["submit", "--", "true"]);
     assert!(
@@ -221,8 +195,7 @@ fn slurm_partition_that_does_not_exist_is_invalid_request() {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_controller_down_is_unavailable_and_comes_back() {
-    let _g = lock();
-    let env = slurm_env();
+    let (_g, env) = on_cluster();
     let before = env.submit(&["true"]);
     wait(&env, &before);
     let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts");
@@ -272,12 +245,9 @@ fn slurm_controller_down_is_unavailable_and_comes_back() {
 #[test]
 #[ignore = "needs slurm"]
 fn slurm_a_requeued_job_stays_the_same_job_and_is_never_final_on_the_way() {
-    let _g = lock();
-    let env = slurm_env();
+    let (_g, env) = on_cluster();
     let id = env.submit(&["sh", "-c", "echo attempt; sleep 300"]);
-    let status = |env: &TestEnv| -> Value {
-        serde_json::from_str(&env.expect(0, &["--output", "json", "status", &id])).unwrap()
-    };
+    let status = |env: &TestEnv| env.status(&id);
     let deadline = Instant::now() + Duration::from_secs(180);
     while status(&env)["status"] != "running" {
         assert!(Instant::now() < deadline, "the job never ran");

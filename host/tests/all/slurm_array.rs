@@ -5,45 +5,30 @@
 
 use crate::common::TestEnv;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 const REDIS: &str = "redis://127.0.0.1:6379/0";
 
-fn array_env() -> TestEnv {
-    let mut env = TestEnv::new();
-    env.set("CCAT_WORKFLOW_MANAGER_HPC_BACKEND", "slurm");
-    env.set("CCAT_WORKFLOW_MANAGER_SLURM_PARTITION", "debug");
+/// A test's start: the cluster to itself, and SLURM with the shared Redis.
+fn array_env() -> (MutexGuard<'static, ()>, TestEnv) {
+    let (g, mut env) = crate::slurm::on_cluster();
     env.use_redis(REDIS);
-    env
+    (g, env)
 }
 
-/// Use `sbatch` (a path) and count-wrapped squeue/sacct/scancel.
+/// Use `sbatch` (a path) and count-wrapped squeue/sacct.
 fn with_programs(env: &mut TestEnv, sbatch: &str) {
-    let programs = format!(
-        "{{ sbatch = \"{sbatch}\", scancel = \"/usr/bin/scancel\", squeue = \"{}\", sacct = \"{}\" }}",
-        env.counting("squeue"),
-        env.counting("sacct")
-    );
-    env.set("CCAT_WORKFLOW_MANAGER_PLUGINS__SLURM__PROGRAMS", &programs);
+    env.use_slurm_programs(sbatch, &["squeue", "sacct"]);
 }
 
-/// A wrapper of sbatch that counts its calls in `sbatch.calls`, with
-/// `before` before the real sbatch and `after` after it.
-fn sbatch_wrapper(env: &TestEnv, name: &str, before: &str, after: &str) -> String {
-    let path = env.home.join(name);
-    let calls = env.home.join("sbatch.calls");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\necho call >> '{}'\n{before}\n/usr/bin/sbatch \"$@\"\nrc=$?\n{after}\nexit $rc\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.display().to_string()
+/// [`array_env`] with every scheduler command counting its calls.
+fn counted_array_env() -> (MutexGuard<'static, ()>, TestEnv) {
+    let (g, mut env) = array_env();
+    let sbatch = env.sbatch_wrapper("sbatch-counting", "", "");
+    with_programs(&mut env, &sbatch);
+    (g, env)
 }
 
 /// A spec that prints `word` (through the environment) and `extra` resources.
@@ -64,17 +49,17 @@ fn spec(word: &str, key: Option<&str>, resources: Value) -> Value {
     s
 }
 
-/// Submit a batch file; the JSON answer (a list) and the exit code.
-fn submit_batch(env: &TestEnv, specs: &[Value]) -> (Vec<Value>, Option<i32>) {
+/// `specs` in a batch file: its path.
+fn batch_file(env: &TestEnv, specs: &[Value]) -> String {
     let file = env.home.join("batch.json");
     std::fs::write(&file, Value::Array(specs.to_vec()).to_string()).unwrap();
-    let out = env.run(&[
-        "--output",
-        "json",
-        "submit",
-        "--spec",
-        file.to_str().unwrap(),
-    ]);
+    file.display().to_string()
+}
+
+/// Submit a batch file; the JSON answer (a list) and the exit code.
+fn submit_batch(env: &TestEnv, specs: &[Value]) -> (Vec<Value>, Option<i32>) {
+    let file = batch_file(env, specs);
+    let out = env.run(&["--output", "json", "submit", "--spec", &file]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "{e}: {}\n{}",
@@ -124,10 +109,7 @@ fn cancel(ids: &[&str]) {
 #[test]
 #[ignore = "needs slurm and redis"]
 fn slurm_200_specs_of_one_shape_are_one_array_per_element_logs_and_cancel() {
-    let _g = crate::slurm::lock();
-    let mut env = array_env();
-    let sbatch = sbatch_wrapper(&env, "sbatch-counting", "", "");
-    with_programs(&mut env, &sbatch);
+    let (_g, env) = counted_array_env();
     let run = uuid::Uuid::new_v4().simple().to_string();
     let specs: Vec<Value> = (0..200)
         .map(|i| {
@@ -209,10 +191,7 @@ fn slurm_200_specs_of_one_shape_are_one_array_per_element_logs_and_cancel() {
 #[test]
 #[ignore = "needs slurm and redis"]
 fn slurm_mixed_shapes_group_and_an_invalid_spec_fails_alone() {
-    let _g = crate::slurm::lock();
-    let mut env = array_env();
-    let sbatch = sbatch_wrapper(&env, "sbatch-counting", "", "");
-    with_programs(&mut env, &sbatch);
+    let (_g, env) = counted_array_env();
     let run = uuid::Uuid::new_v4().simple().to_string();
     let shapes = [
         json!({}),
@@ -288,22 +267,8 @@ fn jobs_named(name: &str) -> Vec<String> {
 }
 
 fn spawn_batch(env: &TestEnv, specs: &[Value]) -> Child {
-    let file = env.home.join("batch.json");
-    std::fs::write(&file, Value::Array(specs.to_vec()).to_string()).unwrap();
-    Command::new(crate::common::BIN)
-        .args([
-            "--output",
-            "json",
-            "submit",
-            "--spec",
-            file.to_str().unwrap(),
-        ])
-        .env_clear()
-        .envs(env.vars.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    let file = batch_file(env, specs);
+    env.spawn(&["--output", "json", "submit", "--spec", &file])
 }
 
 /// A batch submit SIGKILLed after sbatch made the array (the wrapper waits
@@ -313,8 +278,7 @@ fn spawn_batch(env: &TestEnv, specs: &[Value]) -> Child {
 #[test]
 #[ignore = "needs slurm and redis"]
 fn slurm_a_killed_batch_submit_retried_makes_each_job_once() {
-    let _g = crate::slurm::lock();
-    let mut env = array_env();
+    let (_g, mut env) = array_env();
     env.expect(0, &["plugins", "compile", "slurm"]);
     let run = uuid::Uuid::new_v4().simple().to_string();
     // One job name per batch, so the cluster's jobs of each can be counted.
@@ -335,8 +299,7 @@ fn slurm_a_killed_batch_submit_retried_makes_each_job_once() {
 
     // After sbatch: the array exists, no id was recorded.
     let marker = env.home.join("sbatch.done");
-    let late = sbatch_wrapper(
-        &env,
+    let late = env.sbatch_wrapper(
         "sbatch-then-wait",
         "",
         &format!("echo done > '{}'\nsleep 60", marker.display()),
@@ -368,7 +331,7 @@ fn slurm_a_killed_batch_submit_retried_makes_each_job_once() {
     }
 
     // Before sbatch: the wrapper is killed with the submitter; no array.
-    let early = sbatch_wrapper(&env, "wait-then-sbatch", "sleep 3", "");
+    let early = env.sbatch_wrapper("wait-then-sbatch", "sleep 3", "");
     with_programs(&mut env, &early);
     let specs = batch("early");
     let before = env.calls("sbatch");
@@ -382,7 +345,7 @@ fn slurm_a_killed_batch_submit_retried_makes_each_job_once() {
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
     std::thread::sleep(Duration::from_secs(4));
-    let plain = sbatch_wrapper(&env, "sbatch-counting", "", "");
+    let plain = env.sbatch_wrapper("sbatch-counting", "", "");
     with_programs(&mut env, &plain);
     let (answers, code) = submit_batch(&env, &specs);
     assert_eq!(code, Some(0), "{answers:?}");

@@ -2,7 +2,7 @@
 //! faults: one test per escape found by an attack suite (issue 22). The other
 //! user is `nobody` (`setpriv`); the tests run as root in CI, as the attack did.
 
-use crate::common::{BIN, TestEnv};
+use crate::common::{BIN, TestEnv, poll, run_ok};
 use crate::daemon::Served;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -73,11 +73,9 @@ while True:
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !path.exists() {
-            assert!(Instant::now() < deadline, "the squatter did not bind");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll(Duration::from_secs(10), "the squatter did not bind", || {
+            path.exists().then_some(())
+        });
         Squatter { child, got }
     }
 
@@ -113,13 +111,14 @@ fn another_users_socket_never_sees_a_request_and_serve_refuses_it() {
 
     // The CLI in `auto` mode: nothing reaches the squatter, the job still
     // runs (in-process), and a warning says why.
-    let out = env.run(&[
+    let submit = [
         "submit",
         "--env-var",
         "API_TOKEN=s3cr3t-token",
         "--",
         "true",
-    ]);
+    ];
+    let out = env.run(&submit);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -130,13 +129,7 @@ fn another_users_socket_never_sees_a_request_and_serve_refuses_it() {
     assert!(err.contains("owned by uid 65534"), "{err}");
     // `require`: refused, still nothing sent.
     env.set("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "require");
-    let out = env.run(&[
-        "submit",
-        "--env-var",
-        "API_TOKEN=s3cr3t-token",
-        "--",
-        "true",
-    ]);
+    let out = env.run(&submit);
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refusing the daemon's socket"), "{err}");
@@ -245,21 +238,14 @@ fn a_policy_request_or_settings_file_another_user_could_write_is_refused() {
     )
     .unwrap();
     let request = shared.join("mysite.policy.toml");
-    let out = as_nobody(&[
+    run_ok(&mut as_nobody(&[
         "sh",
         "-c",
         &format!(
             "printf '[config]\\nHPC_APPTAINER = \"/tmp/evil\"\\n' > '{}'",
             request.display()
         ),
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]));
     let err = env.fail(2, &["--backend", "mysite", "status", "x"]);
     assert!(
         err.contains("policy request is not trusted")
@@ -289,6 +275,17 @@ fn a_policy_request_or_settings_file_another_user_could_write_is_refused() {
     let _ = std::fs::remove_dir_all(&shared);
 }
 
+/// `redis-server` on 127.0.0.1 with `listen` (its port options), keeping
+/// nothing on disk but in `dir`.
+fn redis_server(dir: &Path, listen: &[&str]) -> Command {
+    let mut c = Command::new("redis-server");
+    c.args(listen)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--dir", dir.to_str().unwrap()])
+        .stdout(Stdio::null());
+    c
+}
+
 /// A Redis of the test's own with a password (and an ACL user).
 struct AuthRedis {
     child: std::process::Child,
@@ -298,34 +295,25 @@ struct AuthRedis {
 impl AuthRedis {
     fn start(dir: &Path) -> AuthRedis {
         let port = 21000 + (std::process::id() % 9000) as u16;
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir", dir.to_str().unwrap()])
+        let child = redis_server(dir, &["--port", &port.to_string()])
             .args(["--requirepass", "pw-of-the-default-user"])
             .args(["--user", "hpc", "on", ">pw-of-hpc", "~*", "&*", "+@all"])
-            .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "ping"])
-                .output()
-                .unwrap();
-            // Without a password: NOAUTH, which proves the server is up.
-            if String::from_utf8_lossy(&out.stdout).contains("NOAUTH") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll(
+            Duration::from_secs(10),
+            "redis-server did not start",
+            || {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "ping"])
+                    .output()
+                    .unwrap();
+                // Without a password: NOAUTH, which proves the server is up.
+                String::from_utf8_lossy(&out.stdout)
+                    .contains("NOAUTH")
+                    .then_some(())
+            },
+        );
         AuthRedis { child, port }
     }
 }
@@ -386,17 +374,12 @@ fn a_store_other_users_could_use_is_refused_and_authenticated_ones_work() {
 #[test]
 fn serve_detach_on_a_fresh_account_writes_only_private_files() {
     let env = TestEnv::new();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("umask 022; exec '{BIN}' serve --detach"))
-        .env_clear()
-        .envs(env.vars.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask 022; exec '{BIN}' serve --detach"))
+            .env_clear()
+            .envs(env.vars.iter().map(|(k, v)| (k, v))),
     );
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let state = env.state_dir();
@@ -547,17 +530,11 @@ fn a_daemon_a_client_started_ends_when_idle_and_one_started_by_hand_does_not() {
             .unwrap()
     };
     let mut auto = start(true);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = auto.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "an idle `serve --auto` kept running"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = poll(
+        Duration::from_secs(30),
+        "an idle `serve --auto` kept running",
+        || auto.try_wait().unwrap(),
+    );
     assert!(status.success());
     let mut by_hand = start(false);
     std::thread::sleep(Duration::from_secs(4));
@@ -700,18 +677,7 @@ fn status_of_more_than_ten_thousand_ids_is_answered_per_id() {
 
 /// A CA and a server certificate for 127.0.0.1, made with `openssl`.
 fn tls_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| run_ok(Command::new("openssl").args(args).current_dir(dir));
     run(&[
         "req",
         "-x509",
@@ -773,18 +739,7 @@ fn a_tls_redis_is_verified_against_the_trust_store() {
     std::fs::create_dir_all(&dir).unwrap();
     let (ca, cert, key) = tls_certs(&dir);
     let port = 30000 + (std::process::id() % 9000) as u16;
-    let mut server = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--dir", dir.to_str().unwrap()])
+    let mut server = redis_server(&dir, &["--port", "0", "--tls-port", &port.to_string()])
         .args([
             "--tls-cert-file",
             cert.to_str().unwrap(),
@@ -798,17 +753,13 @@ fn a_tls_redis_is_verified_against_the_trust_store() {
             "no",
         ])
         .args(["--requirepass", "tls-pw"])
-        .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the TLS redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll(
+        Duration::from_secs(10),
+        "the TLS redis-server did not start",
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
     env.set(
         "CCAT_WORKFLOW_MANAGER_HPC_REDIS_URL",
         &format!("rediss://:tls-pw@127.0.0.1:{port}/0"),

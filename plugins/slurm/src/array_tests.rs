@@ -6,9 +6,17 @@
 use super::*;
 use crate::quote::sbatch_model::sbatch_split;
 use crate::script::{ScriptInputs, check};
+use bash::{helper_argv, temp_dir};
 use hpc_plugin_sdk::JobSpec;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
+
+// The script and array tests both include it (clippy's `duplicate_mod`):
+// each is a private module of its own parent, so neither can reach the other's.
+#[allow(clippy::duplicate_mod)]
+#[path = "bash_tests.rs"]
+mod bash;
 
 fn spec(argv: &[&str]) -> JobSpec {
     let mut s = hpc_plugin_sdk::fake::spec(argv);
@@ -159,59 +167,15 @@ fn array_options() {
     assert_eq!(array_option(1000, Some(10)), "--array=0-999%10");
 }
 
-/// Run task `index` of an array script with bash; the helper command
-/// prints its argv NUL-separated on stdout and its environment on stderr.
-fn run_task(
-    text: &str,
-    index: usize,
-    dir: &std::path::Path,
-) -> (Vec<String>, BTreeMap<String, String>) {
-    let path = dir.join("array.sbatch");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new("bash")
-        .arg(&path)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("SLURM_ARRAY_TASK_ID", index.to_string())
-        .output()
-        .expect("bash runs");
-    assert!(out.status.success(), "task {index} failed: {out:?}\n{text}");
-    let split = |b: &[u8]| -> Vec<String> {
-        let s = String::from_utf8(b.to_vec()).expect("utf-8 output");
-        let mut parts: Vec<String> = s.split('\0').map(String::from).collect();
-        assert_eq!(parts.pop().as_deref(), Some(""), "output ends with NUL");
-        parts
-    };
-    let env = split(&out.stderr)
-        .into_iter()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').expect("NAME=value");
-            (k.to_string(), v.to_string())
-        })
-        .collect();
-    (split(&out.stdout), env)
-}
-
-const HELPER: [&str; 4] = [
-    "/bin/bash",
-    "-c",
-    r#"for a in "$@"; do printf '%s\0' "$a"; done; exec /usr/bin/env -0 >&2"#,
-    "helper",
-];
-
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "hpc-plugin-slurm-array-{tag}-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// Run task `index` of an array script with bash (see [`bash`]).
+fn run_task(text: &str, index: usize, dir: &Path) -> (Vec<String>, BTreeMap<String, String>) {
+    bash::run(text, dir, &[("SLURM_ARRAY_TASK_ID", &index.to_string())])
 }
 
 #[test]
 fn a_task_index_the_table_lacks_fails_the_task() {
     let p = plan(&[spec(&["true"]), spec(&["true"])]);
-    let dir = temp_dir("missing");
+    let dir = temp_dir("array-missing");
     let path = dir.join("a.sbatch");
     std::fs::write(&path, &p.text).unwrap();
     for index in ["2", "", "0)", "*", "1|0"] {
@@ -296,10 +260,8 @@ mod props {
             let specs: Vec<JobSpec> = tasks
                 .iter()
                 .map(|(tail, env, name)| {
-                    let mut argv: Vec<String> = HELPER.iter().map(|s| s.to_string()).collect();
-                    argv.extend(tail.iter().cloned());
                     let mut s = spec(&[]);
-                    s.execution_command = argv;
+                    s.execution_command = helper_argv(tail);
                     s.environment_variables = env.clone().into_iter().collect();
                     s.job_name = Some(name.clone());
                     s
@@ -315,7 +277,7 @@ mod props {
                 .collect();
             prop_assert_eq!(d.len(), 6);
             prop_assert!(d.iter().all(|args| args.len() == 1), "{:?}", d);
-            let dir = temp_dir("prop");
+            let dir = temp_dir("array-prop");
             for (i, (tail, env, _)) in tasks.iter().enumerate() {
                 let (got, job_env) = run_task(&p.text, i, &dir);
                 prop_assert_eq!(&got, tail);

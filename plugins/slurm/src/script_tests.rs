@@ -4,9 +4,15 @@
 
 use super::*;
 use crate::quote::sbatch_model::sbatch_split;
+use bash::{HELPER, helper_argv, temp_dir};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::Path;
+
+// The script and array tests both include it (clippy's `duplicate_mod`):
+// each is a private module of its own parent, so neither can reach the other's.
+#[allow(clippy::duplicate_mod)]
+#[path = "bash_tests.rs"]
+mod bash;
 
 fn spec(argv: &[&str]) -> JobSpec {
     let mut s = hpc_plugin_sdk::fake::spec(argv);
@@ -209,54 +215,9 @@ fn newline_in_job_name_or_values_never_reaches_a_directive() {
     assert!(all.iter().all(|d| !d.ends_with("=evil")), "{all:?}");
 }
 
-/// Runs `plan.text` with bash. The command is a helper that prints its argv
-/// NUL-separated on stdout and its environment (`env -0`) on stderr.
-fn run_with_bash(
-    plan: &ScriptPlan,
-    dir: &std::path::Path,
-) -> (Vec<String>, BTreeMap<String, String>) {
-    let path = dir.join("job.sbatch");
-    std::fs::write(&path, &plan.text).unwrap();
-    let out = Command::new("bash")
-        .arg(&path)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "script failed: {out:?}\n{}",
-        plan.text
-    );
-    let split = |b: &[u8]| -> Vec<String> {
-        let s = String::from_utf8(b.to_vec()).expect("utf-8 output");
-        let mut parts: Vec<String> = s.split('\0').map(String::from).collect();
-        assert_eq!(parts.pop().as_deref(), Some(""), "output ends with NUL");
-        parts
-    };
-    let env = split(&out.stderr)
-        .into_iter()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').expect("NAME=value");
-            (k.to_string(), v.to_string())
-        })
-        .collect();
-    (split(&out.stdout), env)
-}
-
-/// The helper argv: bash prints its arguments (`$@`, after `$0`), then the
-/// environment.
-const HELPER: [&str; 4] = [
-    "/bin/bash",
-    "-c",
-    r#"for a in "$@"; do printf '%s\0' "$a"; done; exec /usr/bin/env -0 >&2"#,
-    "helper",
-];
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hpc-plugin-slurm-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// Runs `plan.text` with bash (see [`bash`]).
+fn run_with_bash(plan: &ScriptPlan, dir: &Path) -> (Vec<String>, BTreeMap<String, String>) {
+    bash::run(&plan.text, dir, &[])
 }
 
 #[test]
@@ -363,16 +324,9 @@ fn run_pushed(
     String,
     std::time::Duration,
 ) {
-    let path = dir.join("pushed.sbatch");
-    std::fs::write(&path, &plan.text).unwrap();
+    let mut bash = bash::command(&plan.text, dir, vars);
     let started = std::time::Instant::now();
-    let out = Command::new("bash")
-        .arg(&path)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .envs(vars.iter().copied())
-        .output()
-        .expect("bash runs");
+    let out = bash.output().expect("bash runs");
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
     (
         out.status,
@@ -501,10 +455,8 @@ mod props {
             name in nasty(),
             workspace in "/[^\\x00-\\x1f\\x7f\\\\]{0,20}",
         ) {
-            let mut argv: Vec<String> = HELPER.iter().map(|s| s.to_string()).collect();
-            argv.extend(tail.iter().cloned());
             let mut s = spec(&[]);
-            s.execution_command = argv;
+            s.execution_command = helper_argv(&tail);
             s.environment_variables = env.clone().into_iter().collect();
             s.job_name = Some(name);
             s.workspace_dir = Some(workspace);

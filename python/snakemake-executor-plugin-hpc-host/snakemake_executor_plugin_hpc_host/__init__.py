@@ -46,47 +46,37 @@ from hpc_host._jobenv import interpreter_bin, virtual_env
 __all__ = ["ExecutorSettings", "Executor", "common_settings", "job_spec", "resources_of"]
 
 
+def _option(help: str, default: Any = None, **metadata: Any) -> Any:
+    """A ``--hpc-host-*`` option with its ``--help`` text (and further
+    argparse ``metadata`` such as ``nargs``), never read from an environment
+    variable: hpc-host reads its own settings from there. A list default is a
+    new list for each settings object."""
+    metadata = {"help": help, "env_var": False, **metadata}
+    if isinstance(default, list):
+        return field(default_factory=default.copy, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class ExecutorSettings(ExecutorSettingsBase):
     """``--hpc-host-*`` options. (Snakemake reads the field types at run time:
     ``Optional``/``List``, no postponed annotations in this module.)"""
 
-    backend: Optional[str] = field(
-        default=None,
-        metadata={"help": "The hpc-host backend (default: the daemon's, `HPC_BACKEND`).", "env_var": False},
+    backend: Optional[str] = _option("The hpc-host backend (default: the daemon's, `HPC_BACKEND`).")
+    env: Optional[str] = _option("The settings environment (`--env` of hpc-host).")
+    config: Optional[str] = _option("The settings file (`--config` of hpc-host).")
+    socket: Optional[str] = _option("The daemon's socket (default: the one hpc-host computes).")
+    transport: str = _option("`daemon` (default) or `cli` (one hpc-host process per call).", "daemon")
+    environ: List[str] = _option(
+        "NAME=VALUE variables for hpc-host and a daemon it starts "
+        "(e.g. CCAT_WORKFLOW_MANAGER_SLURM_PARTITION=debug).",
+        [],
+        nargs="+",
     )
-    env: Optional[str] = field(
-        default=None,
-        metadata={"help": "The settings environment (`--env` of hpc-host).", "env_var": False},
-    )
-    config: Optional[str] = field(
-        default=None,
-        metadata={"help": "The settings file (`--config` of hpc-host).", "env_var": False},
-    )
-    socket: Optional[str] = field(
-        default=None,
-        metadata={"help": "The daemon's socket (default: the one hpc-host computes).", "env_var": False},
-    )
-    transport: str = field(
-        default="daemon",
-        metadata={"help": "`daemon` (default) or `cli` (one hpc-host process per call).", "env_var": False},
-    )
-    environ: List[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "NAME=VALUE variables for hpc-host and a daemon it starts "
-            "(e.g. CCAT_WORKFLOW_MANAGER_SLURM_PARTITION=debug).",
-            "env_var": False,
-            "nargs": "+",
-        },
-    )
-    minimal_environment: bool = field(
-        default=False,
-        metadata={
-            "help": "Do not put this interpreter's bin folder in front of each job's PATH "
-            "nor pass VIRTUAL_ENV (done by default: hpc-host gives jobs a minimal environment).",
-            "env_var": False,
-        },
+    minimal_environment: bool = _option(
+        "Do not put this interpreter's bin folder in front of each job's PATH "
+        "nor pass VIRTUAL_ENV (done by default: hpc-host gives jobs a minimal environment).",
+        False,
     )
 
 

@@ -192,30 +192,33 @@ fn select<'a>(
     Ok(out)
 }
 
-async fn list_jobs(State(fake): Shared, Path(ns): Path<String>, Query(q): Params) -> Response {
-    let inner = fake.lock();
-    let jobs = inner
-        .jobs
-        .iter()
-        .filter(|((n, _), _)| *n == ns)
-        .map(|(_, j)| j);
-    match select(jobs, &q) {
-        Ok(items) => list_of("JobList", "batch/v1", inner.resource_version, items),
+/// A list call's answer: the `objects` (by namespace and name) in `ns`
+/// that the query selects, as a `kind` list.
+fn list<'a>(
+    kind: &str,
+    api_version: &str,
+    rv: u64,
+    objects: impl Iterator<Item = (&'a (String, String), &'a Value)>,
+    ns: &str,
+    q: &HashMap<String, String>,
+) -> Response {
+    let in_ns = objects.filter(|((n, _), _)| n == ns).map(|(_, o)| o);
+    match select(in_ns, q) {
+        Ok(items) => list_of(kind, api_version, rv, items),
         Err(e) => bad_request(&e),
     }
 }
 
+async fn list_jobs(State(fake): Shared, Path(ns): Path<String>, Query(q): Params) -> Response {
+    let inner = fake.lock();
+    let jobs = inner.jobs.iter();
+    list("JobList", "batch/v1", inner.resource_version, jobs, &ns, &q)
+}
+
 async fn list_pods(State(fake): Shared, Path(ns): Path<String>, Query(q): Params) -> Response {
     let inner = fake.lock();
-    let pods = inner
-        .pods
-        .iter()
-        .filter(|((n, _), _)| *n == ns)
-        .map(|(_, p)| &p.obj);
-    match select(pods, &q) {
-        Ok(items) => list_of("PodList", "v1", inner.resource_version, items),
-        Err(e) => bad_request(&e),
-    }
+    let pods = inner.pods.iter().map(|(key, p)| (key, &p.obj));
+    list("PodList", "v1", inner.resource_version, pods, &ns, &q)
 }
 
 async fn get_job(State(fake): Shared, Path((ns, name)): Path<(String, String)>) -> Response {
@@ -269,6 +272,15 @@ async fn delete_job(
         .unwrap_or_default()
         .to_owned();
     let owned = |p: &super::Pod| p.obj["metadata"]["ownerReferences"][0]["uid"] == uid.as_str();
+    // The Job's pods, which the garbage collector deletes after it.
+    let pods_of_job = |inner: &super::Inner| -> Vec<String> {
+        inner
+            .pods
+            .iter()
+            .filter(|((n, _), p)| *n == ns && owned(p))
+            .map(|((_, p), _)| p.clone())
+            .collect()
+    };
     match policy.as_str() {
         "Orphan" => {
             // The garbage collector takes the owner reference off the pods; they live on.
@@ -285,12 +297,7 @@ async fn delete_job(
         }
         "Background" => {
             inner.jobs.remove(&key);
-            let pods: Vec<String> = inner
-                .pods
-                .iter()
-                .filter(|((n, _), p)| *n == ns && owned(p))
-                .map(|((_, p), _)| p.clone())
-                .collect();
+            let pods = pods_of_job(&inner);
             drop(inner);
             collect(fake, ns, pods, None);
             let details = json!({"name": name, "group": "batch", "kind": "jobs", "uid": uid});
@@ -303,12 +310,7 @@ async fn delete_job(
             j["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             j["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
             let job = j.clone();
-            let pods: Vec<String> = inner
-                .pods
-                .iter()
-                .filter(|((n, _), p)| *n == ns && owned(p))
-                .map(|((_, p), _)| p.clone())
-                .collect();
+            let pods = pods_of_job(&inner);
             drop(inner);
             collect(fake, ns, pods, Some(name));
             axum::Json(job).into_response()

@@ -3,6 +3,7 @@
 //! test environment whose kubeconfig points at it, helpers that read the
 //! cluster with a kube client, and the steps that run against both.
 
+use super::objects::is_label;
 use super::{FakeApi, Options};
 use crate::common::TestEnv;
 use serde_json::Value;
@@ -158,16 +159,6 @@ pub fn api_status(
     })
 }
 
-fn valid_name(id: &str) -> bool {
-    let b = id.as_bytes();
-    let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    !b.is_empty()
-        && b.len() <= 63
-        && edge(&b[0])
-        && edge(&b[b.len() - 1])
-        && b.iter().all(|c| edge(c) || *c == b'-')
-}
-
 // ---- the steps: each runs against the fake and a real cluster ----
 
 pub fn success_with_logs_and_wall_time(t: &Target) {
@@ -193,7 +184,7 @@ pub fn success_with_logs_and_wall_time(t: &Target) {
     );
     eprintln!("kube: submit through the CLI took {:?}", start.elapsed());
     assert!(
-        id.starts_with("hello-world-") && id.len() == "hello-world-".len() + 6 && valid_name(&id),
+        id.starts_with("hello-world-") && id.len() == "hello-world-".len() + 6 && is_label(&id),
         "{id}"
     );
 
@@ -327,7 +318,7 @@ pub fn hostile_job_names_become_valid_names(t: &Target) {
         "same",
     ] {
         let id = t.submit(&[&format!("--job-name={name}")], &["true"]);
-        assert!(valid_name(&id), "{name:?} -> {id:?}");
+        assert!(is_label(&id), "{name:?} -> {id:?}");
         ids.push(id);
     }
     assert!(ids[0].starts_with("etc-passwd-rm-rf-id-"), "{}", ids[0]);

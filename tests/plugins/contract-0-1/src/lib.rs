@@ -10,6 +10,10 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+#[macro_use]
+#[path = "../../common/exports.rs"]
+mod common_exports;
+
 use ccat::hpc0_1_0::kv;
 use ccat::hpc0_1_0::types::{BackendError, HpcJobInfo, JobLogs, JobSpec, JobStatus, PluginInfo};
 
@@ -44,31 +48,11 @@ impl exports::ccat::hpc0_1_0::hpc_backend::Guest for ContractV01 {
         }
     }
 
-    fn get_statuses(
-        job_ids: Vec<String>,
-    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
-        Ok(job_ids.into_iter().map(Self::get_status).collect())
-    }
-
-    fn cancel(_job_id: String) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    fn get_logs(_job_id: String) -> Result<JobLogs, BackendError> {
-        Ok(JobLogs {
-            stdout: String::new(),
-            stderr: String::new(),
-        })
-    }
-
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "contract-0-1".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "built against ccat:hpc@0.1.0 (tests only)".into(),
-            settings: vec![],
-        }
-    }
+    plain_exports!(
+        name: "contract-0-1",
+        description: "built against ccat:hpc@0.1.0 (tests only)",
+        logs: none,
+    );
 }
 
 export!(ContractV01);

@@ -3,6 +3,12 @@
 //! the tests expect an error (or a contained trap) for every one. Any other
 //! id answers normally, so a test can check that the host still works.
 
+#[macro_use]
+#[path = "../../common/exports.rs"]
+mod common_exports;
+#[path = "../../common/runaway.rs"]
+mod runaway;
+
 use hpc_plugin_sdk::host::kube::{self, Propagation};
 use hpc_plugin_sdk::host::{kv, process};
 use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec, JobStatus, PluginInfo, setting};
@@ -107,17 +113,8 @@ fn attack(name: &str, arg: &str) -> Result<HpcJobInfo, BackendError> {
             "x",
             Propagation::Background,
         )?),
-        "loop" =>
-        {
-            #[allow(clippy::empty_loop)]
-            loop {}
-        }
-        "alloc" => {
-            let mut hoard: Vec<Vec<u8>> = Vec::new();
-            loop {
-                hoard.push(vec![7u8; 1 << 20]);
-            }
-        }
+        "loop" => runaway::spin(),
+        "alloc" => runaway::hoard(),
         "huge-string" => got_through("x".repeat(arg.parse().unwrap_or(48 << 20))),
         "stack-overflow" => got_through(recurse(0).to_string()),
         "panic" => panic!("hostile panic"),
@@ -282,16 +279,6 @@ impl hpc_plugin_sdk::Guest for Hostile {
         attack(name, arg)
     }
 
-    fn get_statuses(
-        ids: Vec<String>,
-    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
-        Ok(ids.into_iter().map(Self::get_status).collect())
-    }
-
-    fn cancel(_job_id: String) -> Result<(), BackendError> {
-        Ok(())
-    }
-
     fn get_logs(job_id: String) -> Result<JobLogs, BackendError> {
         let size: usize = job_id
             .strip_prefix("big:")
@@ -303,14 +290,10 @@ impl hpc_plugin_sdk::Guest for Hostile {
         })
     }
 
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "hostile".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "attacks the host on request (tests only)".into(),
-            settings: vec![],
-        }
-    }
+    plain_exports!(
+        name: "hostile",
+        description: "attacks the host on request (tests only)",
+    );
 }
 
 hpc_plugin_sdk::export!(Hostile);

@@ -3,6 +3,12 @@
 //! answers normally. Tests use it to show that the host contains each failure
 //! and keeps answering.
 
+#[macro_use]
+#[path = "../../common/exports.rs"]
+mod common_exports;
+#[path = "../../common/runaway.rs"]
+mod runaway;
+
 use hpc_plugin_sdk::{BackendError, HpcJobInfo, JobLogs, JobSpec, JobStatus, PluginInfo};
 
 struct Misbehave;
@@ -42,46 +48,17 @@ impl hpc_plugin_sdk::Guest for Misbehave {
     fn get_status(job_id: String) -> Result<HpcJobInfo, BackendError> {
         match job_id.as_str() {
             "trap" => panic!("deliberate panic for the test"),
-            "loop" =>
-            {
-                #[allow(clippy::empty_loop)]
-                loop {}
-            }
-            "alloc" => {
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    hoard.push(vec![1u8; 1 << 20]);
-                }
-            }
+            "loop" => runaway::spin(),
+            "alloc" => runaway::hoard(),
             _ => Ok(info(job_id)),
         }
     }
 
-    fn get_statuses(
-        job_ids: Vec<String>,
-    ) -> Result<Vec<Result<HpcJobInfo, BackendError>>, BackendError> {
-        Ok(job_ids.into_iter().map(Self::get_status).collect())
-    }
-
-    fn cancel(_job_id: String) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    fn get_logs(_job_id: String) -> Result<JobLogs, BackendError> {
-        Ok(JobLogs {
-            stdout: String::new(),
-            stderr: String::new(),
-        })
-    }
-
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "misbehave".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "misbehaves on request (tests only)".into(),
-            settings: vec![],
-        }
-    }
+    plain_exports!(
+        name: "misbehave",
+        description: "misbehaves on request (tests only)",
+        logs: none,
+    );
 }
 
 hpc_plugin_sdk::export!(Misbehave);
