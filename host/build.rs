@@ -69,22 +69,25 @@ fn main() {
 /// anything is relocation and page faults (BENCHMARKS.md, "Where the CLI's
 /// time goes"). Only the link changes: no dependency is rebuilt.
 fn link_for_start_up(workspace: &Path) {
-    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+    // glibc Linux only: musl links static-pie, which `-no-pie` contradicts.
+    let glibc_linux = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
+        && env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu");
+    if !glibc_linux {
         return;
     }
     // Position-dependent: as a PIE the binary applied ~60,000 relative
     // relocations at every start, writing to (and so copying) ~240 pages of
     // `.data.rel.ro` and `.got`; linked at a fixed address there are none, and
-    // `--version` starts ~0.6 ms sooner. Packing the relocations
+    // `--version` starts ~0.7 ms sooner. Packing the relocations
     // (`-z pack-relative-relocs`) saved nothing measurable: the page copies are
     // the cost, not the table. Position-independent code links fine into such
     // an executable. The price: the binary's own code and data are no longer
     // at a random address (libraries, heap, stacks and mmaps still are).
     println!("cargo:rustc-link-arg-bins=-no-pie");
     // The functions a CLI call runs, placed together at the start of `.text`:
-    // its code then comes in with ~50 fewer page faults. LLD (rustc's default
-    // linker on x86_64 Linux) takes the list; another linker may not, so a
-    // build that names its own linker goes without.
+    // a submit through the daemon reads its code in with 15 page faults, not
+    // 81. LLD (rustc's default linker on x86_64 Linux) takes the list; another
+    // linker may not, so a build that names its own linker goes without.
     let order = workspace.join("host/build/startup-order.txt");
     let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
     let own_linker = env::var_os("RUSTC_LINKER").is_some()
