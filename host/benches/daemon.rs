@@ -39,7 +39,8 @@ fn main() {
 fn describe_pooled_vs_on_demand(rows: &mut Vec<Row>) {
     let home = std::env::temp_dir().join(format!("hpc-host-bench-describe-{}", std::process::id()));
     let vars = vec![("HOME".to_owned(), home.display().to_string())];
-    let settings = hpc_host::settings::Settings::resolve(&Default::default(), &vars).unwrap();
+    let settings =
+        hpc_host::runtime::settings::Settings::resolve(&Default::default(), &vars).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

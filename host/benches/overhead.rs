@@ -9,7 +9,7 @@
 mod support;
 
 use hpc_host::Host;
-use hpc_host::settings::{Overrides, Settings};
+use hpc_host::runtime::settings::{Overrides, Settings};
 use hpc_host::store::Store;
 use std::path::{Path, PathBuf};
 use std::process::Command;

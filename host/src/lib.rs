@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use hpc_host::{Host, settings::Settings};
+//! use hpc_host::{Host, runtime::settings::Settings};
 //! let settings = Settings::load(&Default::default())?;
 //! let host = Host::new(&settings)?;
 //! let plugin = host.backend()?;
@@ -15,47 +15,15 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bindings;
-pub mod capabilities;
 pub mod cli;
-pub mod contract;
 pub mod daemon;
-pub mod digests;
-pub mod engine;
-pub mod error;
-pub mod fsperm;
-pub mod jobs;
-pub mod ledger;
-pub mod limits;
-pub mod plugin;
-pub mod policy;
-pub mod reaper;
-pub mod request;
-pub mod sanitize;
-pub mod settings;
-pub mod slots;
-pub mod spec;
-pub mod state;
+pub mod runtime;
 pub mod store;
-pub mod supervisor;
-pub mod zygote;
+pub mod submit;
+pub mod supervise;
+pub mod sys;
 
-pub use error::HostError;
-pub use plugin::{Host, HostOptions, Plugin};
-
-/// The plugins built into this binary.
-pub mod builtin {
-    /// A plugin compiled with the host and embedded in it.
-    pub struct BuiltinPlugin {
-        pub name: &'static str,
-        pub wasm: &'static [u8],
-        pub sha256: &'static str,
-        /// Its policy request (`plugins/<name>/policy.toml`), see [`crate::request`].
-        pub policy: &'static str,
-    }
-    include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
-
-    pub fn find(name: &str) -> Option<&'static BuiltinPlugin> {
-        BUILTIN_PLUGINS.iter().find(|p| p.name == name)
-    }
-}
+pub use runtime::error::HostError;
+pub use runtime::plugin::{Host, HostOptions, Plugin};
+pub use runtime::settings::Settings;
+pub use submit::Submit;

@@ -12,11 +12,11 @@ fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.len() == 3 && args[1] == "__supervise" {
         return ExitCode::from(
-            hpc_host::supervisor::supervise_main(std::path::Path::new(&args[2])) as u8,
+            hpc_host::supervise::supervisor::supervise_main(std::path::Path::new(&args[2])) as u8,
         );
     }
     if args.len() == 2 && args[1] == "__zygote" {
-        return ExitCode::from(hpc_host::supervisor::zygote_main() as u8);
+        return ExitCode::from(hpc_host::supervise::supervisor::zygote_main() as u8);
     }
     let cli = Cli::parse();
     init_logging(cli.verbose);

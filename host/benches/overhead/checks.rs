@@ -1,11 +1,11 @@
 //! The cost of the least-privilege checks (issue 11), each next to the plugin
 //! call it guards: timed natively, many times, on inputs like the real ones.
 
-use hpc_host::bindings::{HpcJobInfo, JobStatus};
-use hpc_host::capabilities::{confine, kube_security};
-use hpc_host::policy::Policy;
-use hpc_host::request::{Placeholders, Request};
-use hpc_host::sanitize;
+use hpc_host::runtime::bindings::{HpcJobInfo, JobStatus};
+use hpc_host::runtime::capabilities::{confine, kube_security};
+use hpc_host::runtime::policy::Policy;
+use hpc_host::runtime::request::{Placeholders, Request};
+use hpc_host::runtime::sanitize;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,7 @@ impl Rows<'_> {
 pub fn run(call: Duration, row: &dyn Fn(&str, String, String)) {
     let ph = Placeholders::new(Path::new("/tmp/state"), Some("ccat"), None);
     let builtin = |name: &str| {
-        let request = hpc_host::builtin::find(name).unwrap().policy;
+        let request = hpc_host::runtime::builtin::find(name).unwrap().policy;
         let r = Request::parse(request, "built-in", true, &ph).unwrap();
         Policy::resolve(name, Some(&r), None).unwrap()
     };
@@ -107,7 +107,7 @@ pub fn run(call: Duration, row: &dyn Fn(&str, String, String)) {
 /// The trust checks of issue 22 (Trust in docs/configuration.md): what a client pays
 /// per connection to the daemon and per settings or policy file it reads.
 fn trust(rows: &Rows) {
-    use hpc_host::fsperm;
+    use hpc_host::sys::fsperm;
     use std::os::fd::AsRawFd;
     let dir = std::env::temp_dir().join(format!("hpc-host-bench-trust-{}", std::process::id()));
     fsperm::make_private_dir(&dir).unwrap();

@@ -1,8 +1,8 @@
 //! The command line: clap's derive types, and the spec `submit`'s arguments make.
 
-use crate::bindings::{JobSpec, ResourceRequirements};
-use crate::error::HostError;
-use crate::spec::{self, Specs};
+use crate::runtime::bindings::{JobSpec, ResourceRequirements};
+use crate::runtime::error::HostError;
+use crate::submit::spec::{self, Specs};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 

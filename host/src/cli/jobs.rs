@@ -3,10 +3,11 @@
 //! renderer prints both and the CLI cannot tell them apart.
 
 use super::render::Status;
-use crate::bindings::{JobLogs, JobSpec};
-use crate::error::HostError;
-use crate::ledger::Submission;
-use crate::plugin::{Host, Plugin, PluginRow};
+use crate::runtime::bindings::{JobLogs, JobSpec};
+use crate::runtime::error::HostError;
+use crate::runtime::plugin::{Host, Plugin, PluginRow};
+use crate::submit::Submit;
+use crate::submit::ledger::Submission;
 use std::time::{Duration, Instant};
 
 /// The job commands of the CLI, one call each. Statically dispatched (the
@@ -81,7 +82,7 @@ pub async fn wait(
             (Some(_), Some(l)) => l.min(PROGRESS_EVERY),
             (Some(_), None) => PROGRESS_EVERY,
             (None, Some(l)) => l,
-            (None, None) => crate::policy::MAX_SECONDS,
+            (None, None) => crate::runtime::policy::MAX_SECONDS,
         };
         let results = jobs.statuses_once_ended(ids, within).await?;
         let open = open(&results);
@@ -142,7 +143,7 @@ impl Jobs for InProcess {
         _text: String,
         items: Vec<Result<JobSpec, HostError>>,
     ) -> Result<Vec<Result<String, HostError>>, HostError> {
-        let results = crate::ledger::submit_parsed(self.backend()?, items).await?;
+        let results = self.backend()?.submit_parsed(items).await?;
         Ok(results.into_iter().map(|r| r.map(|(id, _)| id)).collect())
     }
 
@@ -176,7 +177,7 @@ impl Jobs for InProcess {
     }
 
     async fn find(&mut self, key: &str) -> Result<Submission, HostError> {
-        crate::ledger::lookup(self.backend()?, key).await
+        self.backend()?.lookup(key).await
     }
 
     async fn plugins(&mut self) -> Result<Vec<PluginRow>, HostError> {

@@ -12,10 +12,10 @@ pub mod scaffold;
 
 pub use args::{Cli, Command, Lang, Output, PluginsCommand, SubmitArgs, TestArgs};
 
-use crate::error::{ExitStatus, HostError};
-use crate::plugin::Host;
-use crate::settings::{Overrides, Settings};
-use crate::spec::Specs;
+use crate::runtime::error::{ExitStatus, HostError};
+use crate::runtime::plugin::Host;
+use crate::runtime::settings::{Overrides, Settings};
+use crate::submit::spec::Specs;
 use jobs::{InProcess, Jobs};
 use remote::Remote;
 use render::Render;
@@ -131,12 +131,12 @@ fn wait_timeout(timeout: Option<f64>) -> Result<Option<Duration>, HostError> {
     let Some(t) = timeout else { return Ok(None) };
     Duration::try_from_secs_f64(t.max(0.0))
         .ok()
-        .filter(|d| *d <= crate::policy::MAX_SECONDS)
+        .filter(|d| *d <= crate::runtime::policy::MAX_SECONDS)
         .map(Some)
         .ok_or_else(|| {
             HostError::Input(format!(
                 "`--timeout {t}` must be a number of seconds from 0 to {}",
-                crate::policy::MAX_SECONDS.as_secs()
+                crate::runtime::policy::MAX_SECONDS.as_secs()
             ))
         })
 }

@@ -4,8 +4,8 @@
 
 use super::args::{Output, PluginsCommand};
 use super::render::Render;
-use crate::error::{ExitStatus, HostError};
-use crate::plugin::{Host, Source};
+use crate::runtime::error::{ExitStatus, HostError};
+use crate::runtime::plugin::{Host, Source};
 use std::time::Instant;
 
 pub async fn run(
@@ -36,7 +36,9 @@ pub async fn run(
             let dir = super::scaffold::new_plugin(&name, lang, dir)?;
             match r.output() {
                 Output::Json => r.json(&serde_json::json!({ "dir": dir })),
-                Output::Text => r.text(&crate::sanitize::escape(&dir.display().to_string())),
+                Output::Text => r.text(&crate::runtime::sanitize::escape(
+                    &dir.display().to_string(),
+                )),
             }
             r.notice(&format!(
                 "wrote `{}`: its README.md says what comes next",
@@ -80,7 +82,7 @@ fn inspect(host: &Host, file: &std::path::Path, r: &mut Render) -> Result<(), Ho
         "exports": i.exports,
         "verdict": verdict,
         "requested": requested,
-        "policy": policy.as_ref().ok().map(crate::capabilities::inspect),
+        "policy": policy.as_ref().ok().map(crate::runtime::capabilities::inspect),
         // The same shape as `policy`: each value, list entry or table
         // name's layer (`least-privilege`, `request`, `settings`).
         "provenance": policy.as_ref().ok().map(|p| &p.provenance),

@@ -5,14 +5,14 @@
 
 use super::jobs::Jobs;
 use super::render::Status;
-use crate::bindings::{JobLogs, JobSpec};
 use crate::daemon::DaemonMode;
 use crate::daemon::api::WireJob;
 use crate::daemon::client::{Client, ClientError};
-use crate::error::{ErrorKind, HostError};
-use crate::ledger::Submission;
-use crate::plugin::PluginRow;
-use crate::settings::Settings;
+use crate::runtime::bindings::{JobLogs, JobSpec};
+use crate::runtime::error::{ErrorKind, HostError};
+use crate::runtime::plugin::PluginRow;
+use crate::runtime::settings::Settings;
+use crate::submit::ledger::Submission;
 use axum::http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
@@ -148,7 +148,11 @@ impl Jobs for Remote {
         }
         let path = format!("/v1/jobs{}", self.query);
         let made: Made = self
-            .call_json(Method::POST, &path, &crate::spec::SpecJson::from(spec))
+            .call_json(
+                Method::POST,
+                &path,
+                &crate::submit::spec::SpecJson::from(spec),
+            )
             .await?;
         Ok(made.job_id)
     }
@@ -161,7 +165,7 @@ impl Jobs for Remote {
         // The batch as it was read: the daemon parses it the same way and
         // answers each element.
         let path = format!("/v1/jobs{}", self.query);
-        let answers: Vec<crate::spec::SubmittedJson> =
+        let answers: Vec<crate::submit::spec::SubmittedJson> =
             self.call(Method::POST, &path, text.into_bytes()).await?;
         Ok(answers
             .into_iter()

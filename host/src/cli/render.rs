@@ -9,17 +9,17 @@
 //! the daemon with the same typed results, so both print the same bytes.
 
 use super::args::Output;
-use crate::bindings::{HpcJobInfo, JobLogs};
-use crate::error::{ErrorKind, ExitStatus, HostError, kind_and_message};
-use crate::ledger::Submission;
-use crate::plugin::PluginRow;
-use crate::sanitize::{escape, escape_block};
-use crate::spec::{self, ErrorJson, JobInfoJson, SubmittedJson};
+use crate::runtime::bindings::{HpcJobInfo, JobLogs};
+use crate::runtime::error::{ErrorKind, ExitStatus, HostError, kind_and_message};
+use crate::runtime::plugin::PluginRow;
+use crate::runtime::sanitize::{escape, escape_block};
+use crate::submit::ledger::Submission;
+use crate::submit::spec::{self, ErrorJson, JobInfoJson, SubmittedJson};
 use std::io::Write;
 use std::time::Duration;
 
 /// A job's status as a command answers it: its info, or why it has none.
-pub type Status = Result<HpcJobInfo, crate::bindings::BackendError>;
+pub type Status = Result<HpcJobInfo, crate::runtime::bindings::BackendError>;
 
 /// Where a command's output goes, and in which form.
 pub struct Render {
@@ -341,7 +341,7 @@ mod tests {
     fn text_never_carries_a_control_character_and_json_is_exact() {
         let info = HpcJobInfo {
             job_id: format!("j{OSC52}"),
-            status: crate::bindings::JobStatus::Failed,
+            status: crate::runtime::bindings::JobStatus::Failed,
             exit_code: Some(1),
             wall_time_seconds: None,
             cpu_hours: None,
@@ -357,7 +357,7 @@ mod tests {
         let ids = vec![info.job_id.clone(), "gone".to_owned()];
         let results = vec![
             Ok(info.clone()),
-            Err(crate::bindings::BackendError::NotFound(format!(
+            Err(crate::runtime::bindings::BackendError::NotFound(format!(
                 "no {OSC52}"
             ))),
         ];

@@ -5,7 +5,7 @@
 //! template folder's, whatever it holds; its README says what comes next.
 
 use crate::cli::Lang;
-use crate::error::HostError;
+use crate::runtime::error::HostError;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -38,7 +38,7 @@ fn rename(text: &str, folder: &str, name: &str) -> String {
 
 /// Write the plugin folder `dir` (default `./NAME`); the folder written.
 pub fn new_plugin(name: &str, lang: Lang, dir: Option<PathBuf>) -> Result<PathBuf, HostError> {
-    crate::settings::check_plugin_name(name)?;
+    crate::runtime::settings::check_plugin_name(name)?;
     let files = files(lang);
     if files.is_empty() {
         return Err(HostError::Input(format!(

@@ -1,9 +1,9 @@
 //! The wire shapes of the socket API: errors with their HTTP status and CLI
 //! exit code, job answers, and job specs, all as the CLI's `--output json`.
 
-use crate::bindings::{BackendError, HpcJobInfo, JobStatus};
-use crate::error::{ErrorKind, HostError};
-use crate::spec::JobInfoJson;
+use crate::runtime::bindings::{BackendError, HpcJobInfo, JobStatus};
+use crate::runtime::error::{ErrorKind, HostError};
+use crate::submit::spec::JobInfoJson;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -58,15 +58,15 @@ impl From<HostError> for ApiError {
 }
 
 /// One element of a batch submit's answer, as the daemon sends it.
-pub fn submitted_json(r: crate::ledger::Submitted) -> crate::spec::SubmittedJson {
+pub fn submitted_json(r: crate::submit::ledger::Submitted) -> crate::submit::spec::SubmittedJson {
     match r {
-        Ok((id, _)) => crate::spec::SubmittedJson {
+        Ok((id, _)) => crate::submit::spec::SubmittedJson {
             job_id: Some(id),
             error: None,
         },
-        Err(e) => crate::spec::SubmittedJson {
+        Err(e) => crate::submit::spec::SubmittedJson {
             job_id: None,
-            error: Some(crate::spec::ErrorJson::of(&e)),
+            error: Some(crate::submit::spec::ErrorJson::of(&e)),
         },
     }
 }

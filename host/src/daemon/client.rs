@@ -34,7 +34,7 @@ impl Client {
     /// accepted the connection (`SO_PEERCRED`), so another user who bound
     /// the path first never sees a request (job specs carry tokens).
     pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
-        if !crate::fsperm::check_own_socket(socket).map_err(ClientError::Untrusted)? {
+        if !crate::sys::fsperm::check_own_socket(socket).map_err(ClientError::Untrusted)? {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("no socket at `{}`", socket.display()),

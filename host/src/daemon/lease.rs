@@ -8,7 +8,7 @@
 //! poll on its own, and two pollers at once only cost load.
 
 use super::api::WireJob;
-use crate::bindings::HpcJobInfo;
+use crate::runtime::bindings::HpcJobInfo;
 use redis::AsyncCommands;
 use std::time::Duration;
 use tokio::sync::OnceCell;

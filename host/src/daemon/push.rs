@@ -30,12 +30,14 @@
 //! and poll at once, as before. Both end in the same poll.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// The setting: where the daemon listens, and where batch scripts send.
-pub const SETTING: &str = "HPC_PUSH_ADDRESS";
+pub use crate::runtime::settings::daemon::{
+    PUSH_ADDRESS as SETTING, parse_push_address as parse_address,
+};
 
 /// What a datagram starts with; the job id follows (the plugin's format).
 pub const MESSAGE_PREFIX: &str = "hpc-host-end ";
@@ -66,31 +68,6 @@ pub const BURST: f64 = 4.0;
 /// The bucket gains one token per this fraction of the poll interval
 /// (SLURM: one per 2 s at the default 10 s interval).
 pub const REFILL_PER_INTERVAL: f64 = 5.0;
-
-/// Check an `HPC_PUSH_ADDRESS`: an IP address (not unspecified, multicast
-/// or broadcast) and a port other than 0. A host name is refused: batch
-/// scripts would resolve it at every job's end, and a slow DNS would hold
-/// the job's allocation. The SLURM plugin checks the same again.
-pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
-    let bad = |why: &str| {
-        format!(
-            "`{SETTING}` must be an IP address and a port that compute nodes reach (`10.0.0.5:7878`, `[fd00::5]:7878`), not `{}`: {why}",
-            text.escape_debug()
-        )
-    };
-    let addr: SocketAddr = text.parse().map_err(|_| {
-        bad("not an address and port (host names are not accepted: every job would resolve it at its end)")
-    })?;
-    if addr.port() == 0 {
-        return Err(bad("port 0"));
-    }
-    let ip = addr.ip();
-    if ip.is_unspecified() || ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
-    {
-        return Err(bad("jobs must reach one listening daemon"));
-    }
-    Ok(addr)
-}
 
 /// The job id a datagram names, if it is one: `hpc-host-end <id>`, an id of
 /// at most 64 characters from `[A-Za-z0-9_.-]`.

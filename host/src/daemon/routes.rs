@@ -3,6 +3,7 @@
 
 use super::api::{ApiError, WireJob};
 use super::{Daemon, now};
+use crate::submit::Submit;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
@@ -164,7 +165,7 @@ async fn health(State(d): D) -> Response {
     axum::Json(serde_json::json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
-        "contract": crate::bindings::CONTRACT_VERSION,
+        "contract": crate::runtime::bindings::CONTRACT_VERSION,
         "pid": std::process::id(),
         "uid": unsafe { libc::geteuid() },
         "socket": d.socket.display().to_string(),
@@ -186,11 +187,11 @@ async fn submit(State(d): D, Backend(backend): Backend, body: Body) -> Result<Re
     let bytes = read_body(body).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::invalid(StatusCode::BAD_REQUEST, "the job spec is not UTF-8"))?;
-    let spec = match crate::spec::parse_specs(text)? {
-        crate::spec::Specs::One(spec) => spec,
-        crate::spec::Specs::Many { items, .. } => {
+    let spec = match crate::submit::spec::parse_specs(text)? {
+        crate::submit::spec::Specs::One(spec) => spec,
+        crate::submit::spec::Specs::Many { items, .. } => {
             let plugin = d.config().plugin(&backend)?;
-            let results = crate::ledger::submit_parsed(&plugin, items).await?;
+            let results = plugin.submit_parsed(items).await?;
             for (id, _) in results.iter().flatten().filter(|(_, new)| *new) {
                 d.track_submitted(&backend, id);
             }
@@ -236,7 +237,7 @@ async fn status(
     match answers.remove(0) {
         Ok((info, at)) => Ok(axum::Json(WireJob::known(&info, at, &backend)).into_response()),
         Err(e) => {
-            let (kind, message) = crate::error::kind_and_message(&e);
+            let (kind, message) = crate::runtime::error::kind_and_message(&e);
             Err(ApiError::of_backend(
                 &e,
                 format!("plugin `{backend}`: get-status: {kind}: {message}"),
@@ -358,7 +359,7 @@ async fn submission(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let plugin = d.config().plugin(&backend)?;
-    let found = crate::ledger::lookup(&plugin, &key).await?;
+    let found = plugin.lookup(&key).await?;
     Ok(axum::Json(serde_json::json!({
         "idempotency_key": key, "state": found.state(), "job_id": found.job_id(),
     }))

@@ -3,8 +3,8 @@
 //! signals (SIGTERM/SIGINT drain and exit, SIGHUP reloads) and the runtime.
 
 use super::{Config, Daemon};
-use crate::error::{ExitStatus, HostError};
-use crate::settings::Overrides;
+use crate::runtime::error::{ExitStatus, HostError};
+use crate::runtime::settings::Overrides;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,7 +82,7 @@ async fn serve(overrides: Overrides, auto: bool) -> Result<(), HostError> {
             tracing::warn!("requests still running {} s after SIGTERM; exiting", DRAIN.as_secs());
         }
     };
-    if crate::fsperm::check_own_socket(&socket) == Ok(true) {
+    if crate::sys::fsperm::check_own_socket(&socket) == Ok(true) {
         let _ = std::fs::remove_file(&socket);
     }
     Ok(())
@@ -118,7 +118,7 @@ async fn signals(daemon: Arc<Daemon>) {
 }
 
 /// Bind the socket: its folder must be one only this user controls (made
-/// 0700 where missing, never chmodded: see [`crate::fsperm::make_private_dir`]);
+/// 0700 where missing, never chmodded: see [`crate::sys::fsperm::make_private_dir`]);
 /// refuse when a daemon answers; take over a stale socket of this user's,
 /// and nothing else; make the socket 0600.
 async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
@@ -133,8 +133,8 @@ async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
             socket.display()
         ))
     };
-    crate::fsperm::make_private_dir(&dir).map_err(&refuse)?;
-    if crate::fsperm::check_own_socket(socket).map_err(&refuse)? {
+    crate::sys::fsperm::make_private_dir(&dir).map_err(&refuse)?;
+    if crate::sys::fsperm::check_own_socket(socket).map_err(&refuse)? {
         match super::client::Client::connect(socket).await {
             Ok(mut c) => {
                 let pid = c.health().await.ok().and_then(|h| h["pid"].as_u64());
@@ -182,7 +182,7 @@ pub fn start(overrides: Overrides, detach: bool, auto: bool) -> ExitStatus {
 /// Start `hpc-host serve` in its own session, its log in the state folder,
 /// and return once it answers on its socket.
 fn detach_daemon(overrides: &Overrides) -> ExitStatus {
-    let settings = match crate::settings::Settings::load(overrides) {
+    let settings = match crate::runtime::settings::Settings::load(overrides) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -203,7 +203,7 @@ fn detach_daemon(overrides: &Overrides) -> ExitStatus {
                 .open(&log)
             })
             .and_then(|f| {
-                crate::fsperm::make_private(&log)?;
+                crate::sys::fsperm::make_private(&log)?;
                 Ok(f)
             });
     let log_file = match opened {

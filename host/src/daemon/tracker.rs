@@ -10,8 +10,8 @@
 
 use super::api::ApiError;
 use super::{Daemon, now};
-use crate::bindings::{BackendError, HpcJobInfo, JobStatus};
-use crate::error::HostError;
+use crate::runtime::bindings::{BackendError, HpcJobInfo, JobStatus};
+use crate::runtime::error::HostError;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ impl Event {
         .unwrap_or_default();
         v["previous"] = self
             .previous
-            .map(|s| crate::spec::status_name(s).into())
+            .map(|s| crate::submit::spec::status_name(s).into())
             .unwrap_or(serde_json::Value::Null);
         v
     }
@@ -420,7 +420,7 @@ impl Daemon {
 }
 
 /// The socket on which a backend's supervised jobs announce their end
-/// ([`crate::jobs::announce_end`]), for a backend whose policy grants
+/// ([`crate::supervise::jobs::announce_end`]), for a backend whose policy grants
 /// `supervise`: its jobs run here, and their ends reach the daemon at once
 /// rather than at the next poll. `None` when the backend supervises no jobs
 /// or another daemon listens already (this one then relies on its poll).
@@ -434,7 +434,7 @@ fn ended_listener(d: &Daemon, backend: &str) -> Option<tokio::net::UnixDatagram>
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&folder)
         .ok()?;
-    let path = folder.join(crate::jobs::ENDED_SOCKET);
+    let path = folder.join(crate::supervise::jobs::ENDED_SOCKET);
     if path.exists() {
         let probe = std::os::unix::net::UnixDatagram::unbound().ok()?;
         if probe.send_to(b"", &path).is_ok() {

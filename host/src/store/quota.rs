@@ -87,16 +87,6 @@ impl Quota {
         }
     }
 
-    /// The quota of a plugin's policy.
-    pub fn of(policy: &crate::policy::Policy) -> Quota {
-        Quota::new(
-            &policy.plugin,
-            &policy.grants.kv.prefix,
-            policy.grants.kv.max_bytes,
-            policy.grants.kv.max_keys,
-        )
-    }
-
     /// The prefix every key of the plugin starts with.
     pub fn prefix(&self) -> &str {
         &self.prefix

@@ -2,7 +2,7 @@
 //! a shared compile cache, and helpers to run the binary.
 
 use hpc_host::Host;
-use hpc_host::settings::{Overrides, Settings};
+use hpc_host::runtime::settings::{Overrides, Settings};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -616,7 +616,7 @@ fn daemon_reload_keeps_the_old_settings_when_the_new_are_broken_and_picks_up_a_n
     );
     std::fs::write(
         env.plugins_dir().join("local.wasm"),
-        hpc_host::builtin::find("local").unwrap().wasm,
+        hpc_host::runtime::builtin::find("local").unwrap().wasm,
     )
     .unwrap();
     let out = env.run(&["--output", "json", "status", "y"]);

@@ -3,7 +3,7 @@
 
 use crate::common::{TestEnv, block_on};
 use hpc_host::HostError;
-use hpc_host::bindings::BackendError;
+use hpc_host::runtime::bindings::BackendError;
 
 pub fn hostile_env() -> (TestEnv, std::path::PathBuf, std::path::PathBuf) {
     let mut env = TestEnv::new();
@@ -220,7 +220,7 @@ fn every_attack_is_contained_and_the_host_answers_the_next_call() {
                     );
                 }
                 (Expect::Fails(needles), Err(HostError::Backend { error, .. })) => {
-                    let (_, m) = hpc_host::error::kind_and_message(error);
+                    let (_, m) = hpc_host::runtime::error::kind_and_message(error);
                     assert!(m.len() < 70_000, "{attack}: {} bytes", m.len());
                     mentions_all(&attack, m, needles);
                 }

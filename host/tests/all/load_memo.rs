@@ -30,7 +30,7 @@ fn a_plugin_changed_in_place_is_hashed_again_and_its_pin_holds() {
     let good = std::fs::read(&file).unwrap();
     env.set(
         "CCAT_WORKFLOW_MANAGER_PLUGINS__PINNED__SHA256",
-        &hpc_host::engine::sha256_hex(&good),
+        &hpc_host::runtime::engine::sha256_hex(&good),
     );
     // Twice: the second load uses the remembered digest.
     for _ in 0..2 {
@@ -58,7 +58,7 @@ fn a_plugin_changed_in_place_is_hashed_again_and_its_pin_holds() {
     assert!(
         err.contains(&format!(
             "its sha256 is {}",
-            hpc_host::engine::sha256_hex(&other)
+            hpc_host::runtime::engine::sha256_hex(&other)
         )),
         "{err}"
     );

@@ -3,9 +3,10 @@
 //! kind without looking.
 
 use super::{CANCEL_BOUND, Kit, show};
-use crate::bindings::{BackendError, JobStatus};
-use crate::contract::Contract;
-use crate::error::{HostError, kind_and_message};
+use crate::runtime::bindings::{BackendError, JobStatus};
+use crate::runtime::contract::Contract;
+use crate::runtime::error::{HostError, kind_and_message};
+use crate::submit::Submit;
 use futures_util::future::LocalBoxFuture;
 use std::time::{Duration, Instant};
 
@@ -276,7 +277,7 @@ async fn time_limit(k: &Kit<'_>) -> Result<(), String> {
 }
 
 async fn keyed_submit(k: &Kit<'_>) -> Result<(), String> {
-    let since = crate::jobs::now() - 5.0;
+    let since = crate::supervise::jobs::now() - 5.0;
     let key = format!("hpc-kit-{}", uuid::Uuid::new_v4().simple());
     let mut spec = k.spec(&["/bin/sh", "-c", "exit 0"]);
     spec.idempotency_key = Some(key.clone());
@@ -351,12 +352,12 @@ async fn monotone(k: &Kit<'_>) -> Result<(), String> {
         expect(!back, || {
             let all: Vec<&str> = seen
                 .iter()
-                .map(|i| crate::spec::status_name(i.status))
+                .map(|i| crate::submit::spec::status_name(i.status))
                 .collect();
             format!(
                 "went from {} to {}: {}",
-                crate::spec::status_name(a),
-                crate::spec::status_name(b),
+                crate::submit::spec::status_name(a),
+                crate::submit::spec::status_name(b),
                 all.join(" → ")
             )
         })?;
@@ -382,7 +383,7 @@ async fn invalid_request(k: &Kit<'_>) -> Result<(), String> {
 }
 
 async fn submit_many(k: &Kit<'_>) -> Result<(), String> {
-    let since = crate::jobs::now() - 5.0;
+    let since = crate::supervise::jobs::now() - 5.0;
     let key = format!("hpc-kit-many-{}", uuid::Uuid::new_v4().simple());
     let mut keyed = k.spec(&["/bin/sh", "-c", "echo hpc-kit-many-3"]);
     keyed.idempotency_key = Some(key.clone());

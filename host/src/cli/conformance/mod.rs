@@ -27,8 +27,8 @@
 pub mod checks;
 mod report;
 
-use crate::bindings::{HpcJobInfo, JobSpec, ResourceRequirements};
-use crate::plugin::Plugin;
+use crate::runtime::bindings::{HpcJobInfo, JobSpec, ResourceRequirements};
+use crate::runtime::plugin::Plugin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -171,7 +171,7 @@ pub async fn run(plugin: &Plugin, opts: Options, only: &[String]) -> Report {
         plugin: plugin.name().to_owned(),
         contract: format!(
             "{}@{}",
-            crate::bindings::CONTRACT_PACKAGE,
+            crate::runtime::bindings::CONTRACT_PACKAGE,
             plugin.contract().version()
         ),
         results,
@@ -318,7 +318,7 @@ impl Kit<'_> {
 pub fn show(i: &HpcJobInfo) -> String {
     format!(
         "{} exit={:?} wall={:?} native={:?} reason={:?}",
-        crate::spec::status_name(i.status),
+        crate::submit::spec::status_name(i.status),
         i.exit_code,
         i.wall_time_seconds,
         i.native_state,
@@ -328,15 +328,15 @@ pub fn show(i: &HpcJobInfo) -> String {
 
 /// `plugins test`: load the plugin, run the kit, print the report.
 pub async fn command(
-    host: &crate::plugin::Host,
+    host: &crate::runtime::plugin::Host,
     args: crate::cli::TestArgs,
     r: &mut crate::cli::render::Render,
-) -> Result<crate::error::ExitStatus, crate::HostError> {
+) -> Result<crate::runtime::error::ExitStatus, crate::HostError> {
     use crate::HostError;
     let seconds = |what: &str, s: f64| {
         Duration::try_from_secs_f64(s)
             .ok()
-            .filter(|d| !d.is_zero() && *d <= crate::policy::MAX_SECONDS)
+            .filter(|d| !d.is_zero() && *d <= crate::runtime::policy::MAX_SECONDS)
             .ok_or_else(|| {
                 HostError::Input(format!(
                     "`--{what} {s}` must be a positive number of seconds"
@@ -366,11 +366,13 @@ pub async fn command(
             .and_then(|s| s.to_str())
             .unwrap_or("plugin")
             .to_owned();
-        crate::fsperm::check_plugin_file(&path).map_err(|message| HostError::PluginDenied {
-            plugin: name.clone(),
-            message,
+        crate::sys::fsperm::check_plugin_file(&path).map_err(|message| {
+            HostError::PluginDenied {
+                plugin: name.clone(),
+                message,
+            }
         })?;
-        host.load_source(crate::plugin::Source::from_file(&name, &path)?)?
+        host.load_source(crate::runtime::plugin::Source::from_file(&name, &path)?)?
     } else {
         host.load(&args.plugin)?
     };
@@ -384,8 +386,8 @@ pub async fn command(
         crate::cli::Output::Text => r.text(&table(&report)),
     }
     Ok(if report.passed() {
-        crate::error::ExitStatus::Success
+        crate::runtime::error::ExitStatus::Success
     } else {
-        crate::error::ExitStatus::WaitTimeout
+        crate::runtime::error::ExitStatus::WaitTimeout
     })
 }

@@ -3,7 +3,7 @@
 //! reads).
 
 use super::Report;
-use crate::sanitize::escape;
+use crate::runtime::sanitize::escape;
 
 /// The table: one line per check, then the counts (plugin text escaped).
 pub fn table(r: &Report) -> String {
