@@ -30,6 +30,11 @@ if [ -n "$need_pkgs" ]; then
   apt-get install -y -q --no-install-recommends $need_pkgs >/dev/null
 fi
 
+# host/src's folders are layers (ARCHITECTURE.md): every edge between them
+# goes down, so there is no cycle either. Seconds; fails before any build.
+log "layers: scripts/modedges.py host/src --check"
+python3 scripts/modedges.py host/src --check >/dev/null
+
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   log "starting redis-server on 127.0.0.1:6379"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \

@@ -144,7 +144,11 @@ fn a_pinned_sha256_refuses_another_file() {
 fn plugins_inspect_shows_imports_exports_and_policy() {
     let env = TestEnv::new();
     let file = env.home.join("local.wasm");
-    std::fs::write(&file, hpc_host::runtime::builtin::find("local").unwrap().wasm).unwrap();
+    std::fs::write(
+        &file,
+        hpc_host::runtime::builtin::find("local").unwrap().wasm,
+    )
+    .unwrap();
     let v = env.inspect(&file);
     assert_eq!(v["contract"], "0.3.0");
     let imports = v["imports"].to_string();

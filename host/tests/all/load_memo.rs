@@ -1,4 +1,4 @@
-//! Loading a plugin file with remembered digests (`host/src/digests.rs`):
+//! Loading a plugin file with remembered digests (`host/src/runtime/digests.rs`):
 //! an unchanged file is not hashed again, but a file changed in place (same
 //! size, same path) is, so a sha256 pin still holds exactly; a memo others
 //! could read or write is not trusted.

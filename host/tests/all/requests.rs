@@ -9,7 +9,11 @@ use serde_json::json;
 fn site_plugin(env: &TestEnv) -> std::path::PathBuf {
     std::fs::create_dir_all(env.plugins_dir()).unwrap();
     let wasm = env.plugins_dir().join("mysite.wasm");
-    std::fs::write(&wasm, hpc_host::runtime::builtin::find("local").unwrap().wasm).unwrap();
+    std::fs::write(
+        &wasm,
+        hpc_host::runtime::builtin::find("local").unwrap().wasm,
+    )
+    .unwrap();
     std::fs::write(
         env.plugins_dir().join("mysite.policy.toml"),
         "supervise = true\nmemory_mb = 64\nkv_max_keys = 1000\n[config]\nHPC_NODE = \"${HOSTNAME}\"\n",
@@ -102,7 +106,11 @@ fn the_settings_can_narrow_a_site_request_away() {
 fn a_builtin_shows_its_own_request() {
     let env = TestEnv::new();
     let file = env.home.join("slurm.wasm");
-    std::fs::write(&file, hpc_host::runtime::builtin::find("slurm").unwrap().wasm).unwrap();
+    std::fs::write(
+        &file,
+        hpc_host::runtime::builtin::find("slurm").unwrap().wasm,
+    )
+    .unwrap();
     let v = inspect(&env, &file);
     assert_eq!(v["requested"]["trusted"], true, "{v}");
     assert_eq!(v["requested"]["from"], "built-in");
@@ -114,7 +122,11 @@ fn a_builtin_shows_its_own_request() {
 /// no request beside it, it runs under the built-in's.
 fn slurm_file(env: &TestEnv) -> std::path::PathBuf {
     let file = env.home.join("slurm.wasm");
-    std::fs::write(&file, hpc_host::runtime::builtin::find("slurm").unwrap().wasm).unwrap();
+    std::fs::write(
+        &file,
+        hpc_host::runtime::builtin::find("slurm").unwrap().wasm,
+    )
+    .unwrap();
     file
 }
 
@@ -190,7 +202,11 @@ fn widening_a_builtins_dirs_keeps_its_own_folder_until_replace_says_otherwise() 
 fn site_plugin_with_a_folder(env: &TestEnv) -> (std::path::PathBuf, String) {
     std::fs::create_dir_all(env.plugins_dir()).unwrap();
     let wasm = env.plugins_dir().join("mysite.wasm");
-    std::fs::write(&wasm, hpc_host::runtime::builtin::find("local").unwrap().wasm).unwrap();
+    std::fs::write(
+        &wasm,
+        hpc_host::runtime::builtin::find("local").unwrap().wasm,
+    )
+    .unwrap();
     let asked = env.home.join("site-data").display().to_string();
     std::fs::write(
         env.plugins_dir().join("mysite.policy.toml"),
