@@ -24,11 +24,13 @@
 //! - `submit` to the daemon: + the submit request (mostly the daemon's own
 //!   work, which the last row measures from a running client).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+mod support;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{Conn, Env, Row, Served, ms, print_table, row};
 
 /// The binaries measured, each with a label for its rows: this build's, and
 /// with `HPC_HOST_BENCH_BASELINE=/path/to/hpc-host` another one (a build of
@@ -57,10 +59,7 @@ fn main() {
     if !local_only {
         slurm(&mut rows);
     }
-    println!("| measurement | value | note |\n|---|---|---|");
-    for [a, b, c] in rows {
-        println!("| {a} | {b} | {c} |");
-    }
+    print_table(rows);
 }
 
 /// One run of a process: wall time from spawn to reaped, its CPU time
@@ -127,18 +126,9 @@ impl Runs {
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
-
-fn row(rows: &mut Vec<[String; 3]>, what: &str, value: String, note: String) {
-    eprintln!("{what}: {value} ({note})");
-    rows.push([what.to_owned(), value, note]);
-}
-
 /// A row of whole-process runs: median wall time; p10 (what the machine
 /// gives when nothing else runs), mean CPU and median minor faults in the note.
-fn process_row(rows: &mut Vec<[String; 3]>, what: &str, runs: &Runs, extra: &str) {
+fn process_row(rows: &mut Vec<Row>, what: &str, runs: &Runs, extra: &str) {
     row(
         rows,
         what,
@@ -152,119 +142,19 @@ fn process_row(rows: &mut Vec<[String; 3]>, what: &str, runs: &Runs, extra: &str
     );
 }
 
-/// A keep-alive HTTP/1.1 connection to the daemon: the client that is
-/// already running.
-struct Conn {
-    w: UnixStream,
-    r: BufReader<UnixStream>,
-}
-
-impl Conn {
-    fn new(socket: &Path) -> Conn {
-        let w = UnixStream::connect(socket).unwrap();
-        Conn {
-            r: BufReader::new(w.try_clone().unwrap()),
-            w,
-        }
-    }
-
-    /// POST `body` to `path`; the status code.
-    fn post(&mut self, path: &str, body: &str) -> u16 {
-        write!(
-            self.w,
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut line = String::new();
-        self.r.read_line(&mut line).unwrap();
-        let code = line.split(' ').nth(1).unwrap().parse().unwrap();
-        let mut len = 0;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).unwrap();
-            let l = line.trim();
-            if l.is_empty() {
-                break;
-            }
-            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut buf = vec![0; len];
-        self.r.read_exact(&mut buf).unwrap();
-        code
-    }
-}
-
-/// A home of its own, and the variables every `hpc-host` of a bench gets.
-struct Env {
-    home: PathBuf,
-    vars: Vec<(String, String)>,
-}
-
-impl Env {
-    fn new(tag: &str, vars: &[(&str, &str)]) -> Env {
-        let home = std::env::temp_dir().join(format!(
-            "hpc-host-bench-client-{tag}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&home).unwrap();
-        let mut all = vec![
-            ("HOME".to_owned(), home.display().to_string()),
-            ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
-        ];
-        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Env { home, vars: all }
-    }
-
-    fn cmd(&self, bin: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new(bin);
-        c.args(args)
-            .env_clear()
-            .envs(self.vars.iter().map(|(k, v)| (k, v)));
-        c
-    }
-
-    /// `hpc-host submit -- true` with `HPC_DAEMON = "require"` and `extra`.
-    fn submit(&self, bin: &Path, extra: &[(&str, String)]) -> Command {
-        let mut c = self.cmd(bin, &["submit", "--", "true"]);
-        c.env("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "require")
-            .envs(extra.iter().map(|(k, v)| (k, v)));
-        c
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.home.join(".local/state/hpc-host/hpc-host.sock")
-    }
-
-    /// `hpc-host serve` with `extra`, once it answers on `socket`.
-    fn serve(&self, extra: &[(&str, &str)], socket: &Path) -> Child {
-        let child = self
-            .cmd(&binaries()[0].1, &["serve"])
-            .envs(extra.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        while UnixStream::connect(socket).is_err() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    }
-}
-
-fn stop(mut c: Child) {
-    // SAFETY: plain syscall on our own child.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    let _ = c.wait();
+/// `hpc-host submit -- true` with `bin`, `HPC_DAEMON = "require"` and `extra`.
+fn submit(env: &Env, bin: &Path, extra: &[(&str, String)]) -> Command {
+    let mut c = env.cmd_of(bin, &["submit", "--", "true"]);
+    c.env("CCAT_WORKFLOW_MANAGER_HPC_DAEMON", "require")
+        .envs(extra.iter().map(|(k, v)| (k, v)));
+    c
 }
 
 /// What each binary is: position-independent or not, and what its
 /// start-up relocation costs according to the dynamic loader (glibc's
 /// `LD_DEBUG=statistics`, the least of 20 runs: the loader times itself with
 /// the cycle counter, so a run that was preempted only reads higher).
-fn binary(rows: &mut Vec<[String; 3]>) {
+fn binary(rows: &mut Vec<Row>) {
     for (label, bin) in binaries() {
         let mut header = [0u8; 18];
         std::fs::File::open(&bin)
@@ -361,8 +251,8 @@ impl Step {
 /// The local daemons the steps talk to.
 struct Daemons {
     env: Env,
-    own: Child,
-    other: Child,
+    own: Served,
+    other: Served,
     other_socket: String,
     missing_socket: String,
 }
@@ -370,10 +260,10 @@ struct Daemons {
 impl Daemons {
     fn start() -> Daemons {
         let env = Env::new("local", &[]);
-        let own = env.serve(&[], &env.socket());
+        let own = env.serve(&[]);
         // Another node name: other settings, another fingerprint.
         let other_socket = env.home.join("other.sock").display().to_string();
-        let other = env.serve(
+        let other = env.serve_on(
             &[
                 ("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", &other_socket),
                 ("CCAT_WORKFLOW_MANAGER_HPC_NODE", "bench-other"),
@@ -394,16 +284,16 @@ impl Daemons {
     fn command(&self, step: Step, bin: &Path) -> (Command, i32) {
         let socket = |s: &str| [("CCAT_WORKFLOW_MANAGER_HPC_SOCKET", s.to_owned())];
         match step {
-            Step::Version => (self.env.cmd(bin, &["--version"]), 0),
-            Step::NoSocket => (self.env.submit(bin, &socket(&self.missing_socket)), 3),
-            Step::OtherDaemon => (self.env.submit(bin, &socket(&self.other_socket)), 3),
-            Step::Submit => (self.env.submit(bin, &[]), 0),
+            Step::Version => (self.env.cmd_of(bin, &["--version"]), 0),
+            Step::NoSocket => (submit(&self.env, bin, &socket(&self.missing_socket)), 3),
+            Step::OtherDaemon => (submit(&self.env, bin, &socket(&self.other_socket)), 3),
+            Step::Submit => (submit(&self.env, bin, &[]), 0),
         }
     }
 
     fn stop(self) {
-        stop(self.other);
-        stop(self.own);
+        drop(self.other);
+        drop(self.own);
         let _ = std::fs::remove_dir_all(&self.env.home);
     }
 }
@@ -423,7 +313,7 @@ fn floor(rust: bool) -> Command {
 
 /// The client taken apart on the local backend: each round runs every row
 /// once, floors first, then each binary's steps.
-fn local(rows: &mut Vec<[String; 3]>) {
+fn local(rows: &mut Vec<Row>) {
     let daemons = Daemons::start();
     let clients = binaries();
     let sbatch = has("sbatch");
@@ -455,7 +345,7 @@ fn local(rows: &mut Vec<[String; 3]>) {
             }
         }
         let t = Instant::now();
-        assert_eq!(c.post("/v1/jobs", spec), 201);
+        assert_eq!(c.call("POST", "/v1/jobs", spec).0, 201);
         let wall = t.elapsed();
         if keep {
             socket.0.push(Run {
@@ -517,7 +407,7 @@ fn has(program: &str) -> bool {
 
 /// The goal's own measure: submits to SLURM, raw `sbatch`, over the socket
 /// and through the CLI, interleaved, median of 20 each.
-fn slurm(rows: &mut Vec<[String; 3]>) {
+fn slurm(rows: &mut Vec<Row>) {
     if !has("sbatch") {
         eprintln!("no sbatch on PATH: skipping the SLURM rows");
         return;
@@ -529,7 +419,7 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
             ("CCAT_WORKFLOW_MANAGER_SLURM_PARTITION", "debug"),
         ],
     );
-    let daemon = env.serve(&[], &env.socket());
+    let daemon = env.serve(&[]);
     let mut c = Conn::new(&env.socket());
     let workdir = env.home.join("raw");
     std::fs::create_dir_all(&workdir).unwrap();
@@ -545,11 +435,11 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
     for round in 0..SLURM_ROUNDS + 2 {
         let r = run(&mut sbatch, 0);
         let t = Instant::now();
-        assert_eq!(c.post("/v1/jobs", spec), 201);
+        assert_eq!(c.call("POST", "/v1/jobs", spec).0, 201);
         let s = t.elapsed();
         let l: Vec<Run> = clients
             .iter()
-            .map(|(_, bin)| run(&mut env.submit(bin, &[]), 0))
+            .map(|(_, bin)| run(&mut submit(&env, bin, &[]), 0))
             .collect();
         // The first two rounds warm the daemon's plugin and the page cache.
         if round >= 2 {
@@ -564,7 +454,7 @@ fn slurm(rows: &mut Vec<[String; 3]>) {
             }
         }
     }
-    stop(daemon);
+    drop(daemon);
     let n = format!("; median of {SLURM_ROUNDS}, interleaved");
     process_row(
         rows,

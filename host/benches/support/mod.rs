@@ -80,7 +80,12 @@ impl Env {
 
     /// `hpc-host ARGS` with only this environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        self.cmd_of(Path::new(BIN), args)
+    }
+
+    /// [`Env::cmd`] of another `hpc-host` binary (a baseline build).
+    pub fn cmd_of(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(bin);
         c.args(args)
             .env_clear()
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
@@ -95,6 +100,11 @@ impl Env {
     /// `hpc-host serve` with `extra` variables, once its socket takes
     /// connections.
     pub fn serve(&self, extra: &[(&str, &str)]) -> Served {
+        self.serve_on(extra, &self.socket())
+    }
+
+    /// [`Env::serve`] for `extra` variables that name another socket.
+    pub fn serve_on(&self, extra: &[(&str, &str)], socket: &Path) -> Served {
         let child = self
             .cmd(&["serve"])
             .envs(extra.iter().copied())
@@ -102,7 +112,7 @@ impl Env {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        while UnixStream::connect(self.socket()).is_err() {
+        while UnixStream::connect(socket).is_err() {
             std::thread::sleep(Duration::from_millis(20));
         }
         Served(child)

@@ -251,7 +251,7 @@ impl SubmitArgs {
                 }
                 Ok(Specs::One(spec))
             }
-            Specs::Many { .. } if self.idempotency_key.is_some() => Err(HostError::Input(
+            Specs::Many(_) if self.idempotency_key.is_some() => Err(HostError::Input(
                 "`--idempotency-key` names one job: in a batch, give each spec its own `idempotency_key`"
                     .into(),
             )),

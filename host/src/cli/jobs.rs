@@ -8,6 +8,7 @@ use crate::runtime::error::HostError;
 use crate::runtime::plugin::{Host, Plugin, PluginRow};
 use crate::submit::Submit;
 use crate::submit::ledger::Submission;
+use crate::submit::spec::Batch;
 use std::time::{Duration, Instant};
 
 /// The job commands of the CLI, one call each. Statically dispatched (the
@@ -17,12 +18,10 @@ pub trait Jobs {
     /// Submit one spec; its job's id.
     async fn submit(&mut self, spec: &JobSpec) -> Result<String, HostError>;
 
-    /// Submit a batch as it was read (`text`) and parsed (`items`): per
-    /// spec, in order, its job's id or why it has none.
+    /// Submit a batch: per spec, in order, its job's id or why it has none.
     async fn submit_batch(
         &mut self,
-        text: String,
-        items: Vec<Result<JobSpec, HostError>>,
+        batch: Batch,
     ) -> Result<Vec<Result<String, HostError>>, HostError>;
 
     /// The status of each job, in order.
@@ -140,10 +139,9 @@ impl Jobs for InProcess {
 
     async fn submit_batch(
         &mut self,
-        _text: String,
-        items: Vec<Result<JobSpec, HostError>>,
+        batch: Batch,
     ) -> Result<Vec<Result<String, HostError>>, HostError> {
-        let results = self.backend()?.submit_parsed(items).await?;
+        let results = self.backend()?.submit_parsed(batch.items).await?;
         Ok(results.into_iter().map(|r| r.map(|(id, _)| id)).collect())
     }
 

@@ -89,9 +89,7 @@ impl JobCommand {
     async fn run(self, jobs: &mut impl Jobs, r: &mut Render) -> Result<ExitStatus, HostError> {
         match self {
             JobCommand::Submit(Specs::One(spec)) => Ok(r.submitted(&jobs.submit(&spec).await?)),
-            JobCommand::Submit(Specs::Many { text, items }) => {
-                Ok(r.batch(&jobs.submit_batch(text, items).await?))
-            }
+            JobCommand::Submit(Specs::Many(batch)) => Ok(r.batch(&jobs.submit_batch(batch).await?)),
             JobCommand::Status(ids) => Ok(r.statuses(&ids, &jobs.statuses(&ids).await?)),
             JobCommand::Wait(ids, timeout) => {
                 let total = ids.len();
@@ -161,5 +159,9 @@ pub fn serve(cli: &Cli, r: &mut Render) -> Result<ExitStatus, HostError> {
         }));
         return Ok(ExitStatus::Success);
     }
-    Ok(crate::daemon::server::start(overrides(cli), detach, auto))
+    match crate::daemon::server::start(overrides(cli), detach, auto)? {
+        crate::daemon::server::Served::Stopped => {}
+        crate::daemon::server::Served::Detached(pid) => r.text(&pid.to_string()),
+    }
+    Ok(ExitStatus::Success)
 }

@@ -13,6 +13,7 @@ use crate::runtime::error::{ErrorKind, HostError};
 use crate::runtime::plugin::PluginRow;
 use crate::runtime::settings::Settings;
 use crate::submit::ledger::Submission;
+use crate::submit::spec::Batch;
 use axum::http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
@@ -159,14 +160,14 @@ impl Jobs for Remote {
 
     async fn submit_batch(
         &mut self,
-        text: String,
-        _items: Vec<Result<JobSpec, HostError>>,
+        batch: Batch,
     ) -> Result<Vec<Result<String, HostError>>, HostError> {
         // The batch as it was read: the daemon parses it the same way and
         // answers each element.
         let path = format!("/v1/jobs{}", self.query);
-        let answers: Vec<crate::submit::spec::SubmittedJson> =
-            self.call(Method::POST, &path, text.into_bytes()).await?;
+        let answers: Vec<crate::submit::spec::SubmittedJson> = self
+            .call(Method::POST, &path, batch.text.into_bytes())
+            .await?;
         Ok(answers
             .into_iter()
             .map(|a| match (a.job_id, a.error) {

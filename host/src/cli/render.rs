@@ -77,7 +77,7 @@ impl Render {
     /// A command that failed whole: its error (with the `hint:` lines the
     /// host adds below it; other controls escaped) and its exit status.
     pub fn error(&mut self, e: &HostError) -> ExitStatus {
-        self.note(&format!("error: {}", escape_block(&format!("{e:#}"))));
+        self.note(&format!("error: {}", escape_block(&e.report())));
         e.exit_status()
     }
 
@@ -270,17 +270,6 @@ impl Render {
             }
         }
         ExitStatus::Success
-    }
-}
-
-impl ErrorJson {
-    /// An error as JSON answers name it: kind, message, the CLI's exit status.
-    pub fn of(e: &HostError) -> ErrorJson {
-        ErrorJson {
-            kind: e.kind().as_str().to_owned(),
-            message: format!("{e:#}"),
-            exit_code: Some(e.exit_status() as u8),
-        }
     }
 }
 

@@ -53,7 +53,7 @@ impl ApiError {
 
 impl From<HostError> for ApiError {
     fn from(e: HostError) -> ApiError {
-        ApiError::of_kind(e.kind(), format!("{e:#}"))
+        ApiError::of_kind(e.kind(), e.report())
     }
 }
 

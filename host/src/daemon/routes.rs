@@ -189,7 +189,7 @@ async fn submit(State(d): D, Backend(backend): Backend, body: Body) -> Result<Re
         .map_err(|_| ApiError::invalid(StatusCode::BAD_REQUEST, "the job spec is not UTF-8"))?;
     let spec = match crate::submit::spec::parse_specs(text)? {
         crate::submit::spec::Specs::One(spec) => spec,
-        crate::submit::spec::Specs::Many { items, .. } => {
+        crate::submit::spec::Specs::Many(crate::submit::spec::Batch { items, .. }) => {
             let plugin = d.config().plugin(&backend)?;
             let results = plugin.submit_parsed(items).await?;
             for (id, _) in results.iter().flatten().filter(|(_, new)| *new) {

@@ -3,7 +3,7 @@
 //! signals (SIGTERM/SIGINT drain and exit, SIGHUP reloads) and the runtime.
 
 use super::{Config, Daemon};
-use crate::runtime::error::{ExitStatus, HostError};
+use crate::runtime::error::HostError;
 use crate::runtime::settings::Overrides;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,28 +14,18 @@ use tokio::net::UnixListener;
 /// How long in-flight requests get to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(30);
 
-/// Run the daemon in the foreground until SIGTERM; the process's exit status.
-pub fn main(overrides: Overrides, auto: bool) -> ExitStatus {
+/// Run the daemon in the foreground until SIGTERM.
+pub fn main(overrides: Overrides, auto: bool) -> Result<(), HostError> {
     // How the daemon runs its plugins (pooling, the zygote, programs that
     // may outlive it) is `HostOptions::daemon()`, which `Config::load` gives
     // every host it builds.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitStatus::Backend;
-        }
-    };
-    match runtime.block_on(serve(overrides, auto)) {
-        Ok(()) => ExitStatus::Success,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            e.exit_status()
-        }
-    }
+        .map_err(|e| {
+            HostError::Internal(anyhow::Error::new(e).context("cannot start the async runtime"))
+        })?;
+    runtime.block_on(serve(overrides, auto))
 }
 
 async fn serve(overrides: Overrides, auto: bool) -> Result<(), HostError> {
@@ -51,7 +41,7 @@ async fn serve(overrides: Overrides, auto: bool) -> Result<(), HostError> {
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "serving");
     eprintln!(
         "hpc-host: serving on {} (pid {})",
-        socket.display(),
+        crate::runtime::sanitize::escape(&socket.display().to_string()),
         std::process::id()
     );
 
@@ -128,7 +118,7 @@ async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let refuse = |why: String| {
-        HostError::Settings(format!(
+        HostError::settings(format!(
             "refusing to serve on `{}`: {why}\nhint: set `HPC_SOCKET` to a path in a folder only you can write (the default is under $XDG_RUNTIME_DIR)",
             socket.display()
         ))
@@ -139,7 +129,7 @@ async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
             Ok(mut c) => {
                 let pid = c.health().await.ok().and_then(|h| h["pid"].as_u64());
                 let pid = pid.map_or_else(|| "unknown".into(), |p| p.to_string());
-                return Err(HostError::Settings(format!(
+                return Err(HostError::settings(format!(
                     "a daemon already serves {} (pid {pid})",
                     socket.display()
                 )));
@@ -147,7 +137,7 @@ async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
             Err(_) => {
                 tracing::info!(socket = %socket.display(), "taking over a stale socket");
                 std::fs::remove_file(socket).map_err(|e| {
-                    HostError::Settings(format!(
+                    HostError::settings(format!(
                         "cannot remove the stale socket `{}`: {e}",
                         socket.display()
                     ))
@@ -157,42 +147,45 @@ async fn bind(socket: &Path) -> Result<UnixListener, HostError> {
     }
     let listener = UnixListener::bind(socket).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
-            HostError::Settings(format!(
+            HostError::settings(format!(
                 "a daemon already serves {} (pid unknown)",
                 socket.display()
             ))
         } else {
-            HostError::Settings(format!("cannot listen on `{}`: {e}", socket.display()))
+            HostError::settings(format!("cannot listen on `{}`: {e}", socket.display()))
         }
     })?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-        HostError::Settings(format!("cannot make `{}` 0600: {e}", socket.display()))
+        HostError::settings(format!("cannot make `{}` 0600: {e}", socket.display()))
     })?;
     Ok(listener)
 }
 
+/// What `hpc-host serve` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Served in the foreground until told to stop.
+    Stopped,
+    /// Started a daemon in the background that now answers: its pid.
+    Detached(u32),
+}
+
 /// `hpc-host serve [--detach]` (`--identify` is the CLI's: it starts nothing).
-pub fn start(overrides: Overrides, detach: bool, auto: bool) -> ExitStatus {
+pub fn start(overrides: Overrides, detach: bool, auto: bool) -> Result<Served, HostError> {
     if detach {
-        return detach_daemon(&overrides);
+        return detach_daemon(&overrides).map(Served::Detached);
     }
-    main(overrides, auto)
+    main(overrides, auto).map(|()| Served::Stopped)
 }
 
 /// Start `hpc-host serve` in its own session, its log in the state folder,
-/// and return once it answers on its socket.
-fn detach_daemon(overrides: &Overrides) -> ExitStatus {
-    let settings = match crate::runtime::settings::Settings::load(overrides) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return e.exit_status();
-        }
-    };
+/// and return its pid once it answers on its socket.
+fn detach_daemon(overrides: &Overrides) -> Result<u32, HostError> {
+    let settings = crate::runtime::settings::Settings::load(overrides)?;
     let log = settings.state_dir.join("hpc-host-serve.log");
     // The log names jobs and settings: private, like everything the host
     // writes (0700 folder, 0600 file, whatever the umask).
-    let opened =
+    let log_file =
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(&settings.state_dir)
             .and_then(|()| {
@@ -205,17 +198,13 @@ fn detach_daemon(overrides: &Overrides) -> ExitStatus {
             .and_then(|f| {
                 crate::sys::fsperm::make_private(&log)?;
                 Ok(f)
-            });
-    let log_file = match opened {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "error: cannot open the daemon's log `{}`: {e}",
-                log.display()
-            );
-            return ExitStatus::Usage;
-        }
-    };
+            })
+            .map_err(|e| {
+                HostError::settings_caused(
+                    format!("cannot open the daemon's log `{}`", log.display()),
+                    e,
+                )
+            })?;
     let args: Vec<std::ffi::OsString> = std::env::args_os()
         .skip(1)
         .filter(|a| a != "--detach")
@@ -227,33 +216,26 @@ fn detach_daemon(overrides: &Overrides) -> ExitStatus {
         .stdout(std::process::Stdio::null())
         .stderr(log_file);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot start the daemon: {e}");
-            return ExitStatus::Backend;
-        }
-    };
+    let mut child = cmd.spawn().map_err(|e| {
+        HostError::Internal(anyhow::Error::new(e).context("cannot start the daemon"))
+    })?;
     let socket = settings.daemon.socket;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            eprintln!(
-                "error: the daemon exited ({status}); see `{}`",
+            return Err(HostError::Internal(anyhow::anyhow!(
+                "the daemon exited ({status}); see `{}`",
                 log.display()
-            );
-            return ExitStatus::Backend;
+            )));
         }
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            println!("{}", child.id());
-            return ExitStatus::Success;
+            return Ok(child.id());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!(
-        "error: the daemon did not answer on `{}` within 30 s; see `{}`",
+    Err(HostError::Internal(anyhow::anyhow!(
+        "the daemon did not answer on `{}` within 30 s; see `{}`",
         socket.display(),
         log.display()
-    );
-    ExitStatus::Backend
+    )))
 }

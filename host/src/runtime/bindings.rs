@@ -82,6 +82,20 @@ pub const CONTRACT_VERSIONS_OLD: [&str; 2] = ["0.2.0", "0.1.0"];
 /// The version of the host interfaces (`process`, `kv`, `kube`) in all of them.
 pub const HOST_INTERFACES_VERSION: &str = "0.1.0";
 
+impl ResourceRequirements {
+    /// No requirement: the backend's defaults.
+    pub fn none() -> ResourceRequirements {
+        ResourceRequirements {
+            cpu: None,
+            memory_gb: None,
+            time_hours: None,
+            gpus: None,
+            nodes: None,
+            extra: vec![],
+        }
+    }
+}
+
 impl JobStatus {
     /// Whether the job has ended (completed or failed).
     pub fn is_terminal(self) -> bool {
@@ -90,6 +104,24 @@ impl JobStatus {
 }
 
 impl JobSpec {
+    /// A spec that runs `argv` and sets nothing else: the base of a spec
+    /// built in code (`JobSpec { job_name: .., ..JobSpec::command(["true"]) }`).
+    pub fn command<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> JobSpec {
+        JobSpec {
+            execution_command: argv.into_iter().map(Into::into).collect(),
+            image_ref: None,
+            sif_path: None,
+            input_dir: None,
+            output_dir: None,
+            workspace_dir: None,
+            manifest_path: None,
+            resource_requirements: ResourceRequirements::none(),
+            environment_variables: vec![],
+            job_name: None,
+            idempotency_key: None,
+        }
+    }
+
     /// The spec as a 0.1.0 plugin takes it: without the idempotency key.
     pub fn to_v0_1(&self) -> ccat::hpc0_1_0::types::JobSpec {
         ccat::hpc0_1_0::types::JobSpec {

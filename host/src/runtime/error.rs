@@ -1,14 +1,21 @@
-//! The host's errors, and the exit code each one maps to.
+//! The host's errors: what went wrong ([`HostError`]), its kind (the one
+//! table the CLI's exit status, the daemon's HTTP status and the Python
+//! exceptions are read off, [`ErrorKind`]) and how people read it
+//! ([`report`]).
 
 use crate::runtime::bindings::BackendError;
+use std::error::Error;
 use std::process::ExitCode;
+
+/// A cause an error keeps, typed: an I/O error, a TOML or figment error, ...
+pub type Cause = Box<dyn Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong between a request and a plugin's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     /// The settings file, an environment override or a policy is wrong.
-    #[error("{0}")]
-    Settings(String),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 
     /// The request itself is malformed (a spec, an argument).
     #[error("{0}")]
@@ -68,13 +75,44 @@ pub enum HostError {
     Remote { kind: ErrorKind, message: String },
 }
 
+/// A settings error: what is wrong, in the settings' words, and the error
+/// that found it (the TOML parser's, figment's, the file system's), if any.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SettingsError {
+    pub message: String,
+    #[source]
+    pub cause: Option<Cause>,
+}
+
 impl HostError {
+    /// A settings error without a cause of its own.
+    pub fn settings(message: impl Into<String>) -> HostError {
+        HostError::Settings(SettingsError {
+            message: message.into(),
+            cause: None,
+        })
+    }
+
+    /// A settings error and the error that found it (shown as `caused by:`).
+    pub fn settings_caused(message: impl Into<String>, cause: impl Into<Cause>) -> HostError {
+        HostError::Settings(SettingsError {
+            message: message.into(),
+            cause: Some(cause.into()),
+        })
+    }
+
+    /// The error as people read it: see [`report`].
+    pub fn report(&self) -> String {
+        report(self)
+    }
+
     /// The same error again, for each element of a batch one failed call
     /// answered for: every variant a plugin call can fail with is copied
     /// whole; the others (which no plugin call returns) keep their message.
     pub fn duplicate(&self) -> HostError {
         match self {
-            HostError::Settings(m) => HostError::Settings(m.clone()),
+            HostError::Settings(e) => HostError::settings(report(e)),
             HostError::Input(m) => HostError::Input(m.clone()),
             HostError::PluginLoad { plugin, message } => HostError::PluginLoad {
                 plugin: plugin.clone(),
@@ -308,6 +346,65 @@ impl ExitStatus {
     }
 }
 
+/// An error as people read it: the CLI's and `serve`'s `error:` text and the
+/// message of the daemon's error answers (so a client prints what the CLI
+/// would have). Its message; then `caused by: ` and each cause in its chain
+/// ([`Error::source`]) whose text the lines before do not already carry
+/// (many messages quote their cause), its own lines indented; then every
+/// hint, each on a line of its own, last. A hint is the text after `; hint: `
+/// or a line starting `hint: ` in any of them. A report read back as a
+/// message (the daemon's answer) reports as itself.
+pub fn report(e: &(dyn Error + 'static)) -> String {
+    let text = e.to_string();
+    let (message, hints) = split_hints(&text);
+    let mut hints: Vec<String> = hints.into_iter().map(str::to_owned).collect();
+    let mut out = message.to_owned();
+    let mut seen = text.clone();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        let (message, more) = split_hints(&text);
+        if !message.trim().is_empty() && !seen.contains(message) {
+            out.push_str("\ncaused by: ");
+            out.push_str(&message.trim_end().replace('\n', "\n  "));
+        }
+        seen.push_str(&text);
+        for h in more {
+            if !hints.iter().any(|k| k == h) {
+                hints.push(h.to_owned());
+            }
+        }
+        cause = c.source();
+    }
+    for h in hints {
+        out.push_str("\nhint: ");
+        out.push_str(&h);
+    }
+    out
+}
+
+/// A message and its hints (see [`report`]).
+fn split_hints(text: &str) -> (&str, Vec<&str>) {
+    const MARKS: [&str; 2] = ["; hint: ", "\nhint: "];
+    let next = |t: &str| {
+        MARKS
+            .iter()
+            .filter_map(|m| t.find(m).map(|at| (at, m.len())))
+            .min()
+    };
+    let Some((at, len)) = next(text) else {
+        return (text, Vec::new());
+    };
+    let (message, mut rest) = (&text[..at], &text[at + len..]);
+    let mut hints = Vec::new();
+    while let Some((at, len)) = next(rest) {
+        hints.push(&rest[..at]);
+        rest = &rest[at + len..];
+    }
+    hints.push(rest.trim_end());
+    (message, hints)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,5 +473,44 @@ mod tests {
             (trap.kind(), trap.exit_status() as u8),
             (ErrorKind::PluginError, 3)
         );
+    }
+
+    #[test]
+    fn a_report_shows_each_cause_once_and_the_hints_last() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = HostError::settings_caused("cannot read settings file `s.toml`", io);
+        assert_eq!(
+            e.report(),
+            "cannot read settings file `s.toml`\ncaused by: no such file"
+        );
+        // A cause the message quotes is not repeated; a hint in the message
+        // goes last, whatever marks it; a multi-line cause is indented.
+        let inner = anyhow::anyhow!("line one\nline two");
+        let e = HostError::Internal(inner.context("reading x: line one\nline two; hint: try y"));
+        assert_eq!(e.report(), "reading x: line one\nline two\nhint: try y");
+        let e = HostError::Internal(anyhow::anyhow!("line one\nline two").context("reading x"));
+        assert_eq!(e.report(), "reading x\ncaused by: line one\n  line two");
+        let e = HostError::Internal(
+            anyhow::anyhow!("disk full\nhint: free space").context("cannot write; hint: or not"),
+        );
+        assert_eq!(
+            e.report(),
+            "cannot write\ncaused by: disk full\nhint: or not\nhint: free space"
+        );
+    }
+
+    /// What the daemon sends (a report) is what a client prints: a report of
+    /// a report is itself.
+    #[test]
+    fn a_report_read_back_reports_as_itself() {
+        let io = std::io::Error::other("refused");
+        let e = HostError::settings_caused("`x` is wrong; hint: set y", io);
+        let once = e.report();
+        assert_eq!(once, "`x` is wrong\ncaused by: refused\nhint: set y");
+        let remote = HostError::Remote {
+            kind: e.kind(),
+            message: once.clone(),
+        };
+        assert_eq!(remote.report(), once);
     }
 }

@@ -282,7 +282,7 @@ impl Host {
             &self.settings,
             &self.settings.default_dirs(&name),
         )
-        .map_err(HostError::Settings)?;
+        .map_err(HostError::settings)?;
         if let Some(pin) = &policy.sha256
             && *pin != source.sha256
         {
@@ -307,7 +307,7 @@ impl Host {
                 0o700,
             )
             .create(dir)
-            .map_err(|e| HostError::Settings(format!("cannot create `{}`: {e}", dir.display())))?;
+            .map_err(|e| HostError::settings(format!("cannot create `{}`: {e}", dir.display())))?;
         }
         let component = self.compile(&source)?;
         let interfaces = self.interfaces(&component);
@@ -365,7 +365,7 @@ impl Host {
     pub fn request(&self, source: &Source) -> Result<Option<Request>, HostError> {
         if let Origin::File(path) = &source.origin
             && let Some(r) =
-                Request::beside(path, &self.settings.placeholders()).map_err(HostError::Settings)?
+                Request::beside(path, &self.settings.placeholders()).map_err(HostError::settings)?
         {
             return Ok(Some(r));
         }

@@ -137,10 +137,10 @@ impl Settings {
         }
         let layered = figment
             .find_value("")
-            .map_err(|e| HostError::Settings(e.to_string()))?;
+            .map_err(|e| HostError::settings_caused("the settings cannot be merged", e))?;
         let merged: toml::Table = layered
             .deserialize()
-            .map_err(|e| HostError::Settings(e.to_string()))?;
+            .map_err(|e| HostError::settings_caused("the merged settings are not a table", e))?;
         let layered = layered.into_dict().unwrap_or_default();
 
         let string = |key: &str| -> Result<Option<String>, HostError> {
@@ -148,7 +148,7 @@ impl Settings {
                 None => Ok(None),
                 Some(toml::Value::String(s)) if s.is_empty() => Ok(None),
                 Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(HostError::Settings(format!(
+                Some(other) => Err(HostError::settings(format!(
                     "`{key}` must be a string, not `{other}` (from {})",
                     layered
                         .get(key)
@@ -162,7 +162,7 @@ impl Settings {
                 .map(PathBuf::from)
                 .or_else(|| xdg(xdg_key, fallback).map(|d| d.join("hpc-host")))
                 .ok_or_else(|| {
-                    HostError::Settings(format!(
+                    HostError::settings(format!(
                         "`{key}` is not set and there is no `HOME` to default it from"
                     ))
                 })
@@ -177,8 +177,8 @@ impl Settings {
             None => BTreeMap::new(),
             Some(toml::Value::Table(t)) => plugin_tables(t)?,
             Some(_) => {
-                return Err(HostError::Settings(
-                    "`plugins` must be a table of plugin tables".into(),
+                return Err(HostError::settings(
+                    "`plugins` must be a table of plugin tables",
                 ));
             }
         };
@@ -207,12 +207,12 @@ impl Settings {
                             false
                         }
                         Some(other) => {
-                            return Err(HostError::Settings(format!(
+                            return Err(HostError::settings(format!(
                                 "`HPC_REDIS_ALLOW_UNAUTHENTICATED` must be true or false, not `{other}`"
                             )));
                         }
                     };
-                    crate::store::check_redis_url(&url, allow).map_err(HostError::Settings)?;
+                    crate::store::check_redis_url(&url, allow).map_err(HostError::settings)?;
                     Some(url)
                 }
                 None => None,
@@ -240,7 +240,7 @@ impl Settings {
     fn check_plugin_tables(&self) -> Result<(), HostError> {
         for name in self.plugin_tables.keys() {
             if crate::runtime::builtin::find(name).is_none() && !self.plugin_path(name).is_file() {
-                return Err(HostError::Settings(format!(
+                return Err(HostError::settings(format!(
                     "`[plugins.{name}]` in the settings names no plugin: `{name}` is not built in and there is no `{}`",
                     self.plugin_path(name).display()
                 )));
@@ -268,7 +268,7 @@ impl Settings {
         crate::runtime::builtin::find(plugin)
             .map(|b| Request::parse(b.policy, "built-in", true, &self.placeholders()))
             .transpose()
-            .map_err(HostError::Settings)
+            .map_err(HostError::settings)
     }
 
     /// The policy of a plugin under its built-in request, if it has one.
@@ -288,14 +288,14 @@ impl Settings {
             None => None,
             Some(toml::Value::Table(t)) => Some(t),
             Some(_) => {
-                return Err(HostError::Settings(format!(
+                return Err(HostError::settings(format!(
                     "`plugins.{plugin}` in the settings must be a table"
                 )));
             }
         };
         Policy::resolve(plugin, request, grant).map_err(|e| match e {
             PolicyError::Invalid { message } => {
-                HostError::Settings(format!("{message} (from {})", self.plugin_source(plugin)))
+                HostError::settings(format!("{message} (from {})", self.plugin_source(plugin)))
             }
             PolicyError::NotGranted { message } => HostError::PluginDenied {
                 plugin: plugin.to_owned(),
@@ -345,7 +345,7 @@ pub fn check_plugin_name(name: &str) -> Result<(), HostError> {
     if ok {
         Ok(())
     } else {
-        Err(HostError::Settings(format!(
+        Err(HostError::settings(format!(
             "`{name}` is not a valid plugin name (letters, digits, `-` and `_`, at most 64)"
         )))
     }
@@ -359,7 +359,7 @@ fn plugin_tables(t: &toml::Table) -> Result<BTreeMap<String, toml::Value>, HostE
     for (k, v) in t {
         let name = k.to_ascii_lowercase();
         if out.insert(name.clone(), v.clone()).is_some() {
-            return Err(HostError::Settings(format!(
+            return Err(HostError::settings(format!(
                 "`plugins.{k}` and another table name the same plugin `{name}`: plugin names are case-insensitive, keep one"
             )));
         }
@@ -389,19 +389,16 @@ fn read_file(path: &Path) -> Result<toml::Table, HostError> {
     // another user could write is not this user's settings.
     if std::fs::symlink_metadata(path).is_ok() {
         crate::sys::fsperm::check_trusted_file(path)
-            .map_err(|e| HostError::Settings(format!("the settings file is not trusted: {e}")))?;
+            .map_err(|e| HostError::settings(format!("the settings file is not trusted: {e}")))?;
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
-        HostError::Settings(format!(
-            "cannot read settings file `{}`: {e}",
-            path.display()
-        ))
+        HostError::settings_caused(format!("cannot read settings file `{}`", path.display()), e)
     })?;
     text.parse().map_err(|e| {
-        HostError::Settings(format!(
-            "settings file `{}` is not valid TOML: {e}",
-            path.display()
-        ))
+        HostError::settings_caused(
+            format!("settings file `{}` is not valid TOML", path.display()),
+            e,
+        )
     })
 }
 
@@ -414,7 +411,7 @@ fn env_table(root: &toml::Table, name: &str) -> Result<toml::Table, HostError> {
             .iter()
             .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
             .collect()),
-        Some((k, _)) => Err(HostError::Settings(format!(
+        Some((k, _)) => Err(HostError::settings(format!(
             "`[{k}]` in the settings file must be a table"
         ))),
     }
@@ -423,11 +420,14 @@ fn env_table(root: &toml::Table, name: &str) -> Result<toml::Table, HostError> {
 /// Merge the variable `name` (`ENV_PREFIX` + `key`) over `figment`.
 fn merge_var(figment: Figment, name: &str, key: &str, raw: &str) -> Result<Figment, HostError> {
     let path = env_path(key);
-    let current: toml::Table = figment
-        .extract()
-        .map_err(|e| HostError::Settings(e.to_string()))?;
+    let current: toml::Table = figment.extract().map_err(|e| {
+        HostError::settings_caused(
+            format!("`{name}`: the settings before it cannot be merged"),
+            e,
+        )
+    })?;
     if passes_a_non_table(&current, &path) {
-        return Err(HostError::Settings(format!(
+        return Err(HostError::settings(format!(
             "`{name}`: reaches into a value that is not a table"
         )));
     }

@@ -120,12 +120,18 @@ pub const MAX_BATCH: usize = 10_000;
 /// A spec file: one spec (a JSON object) or a batch (an array of them).
 pub enum Specs {
     One(Box<JobSpec>),
+    Many(Batch),
+}
+
+/// A batch of specs as it was read and as it parsed. In-process the parsed
+/// items are submitted; through the daemon the text is sent (the daemon
+/// parses and checks it the same way: it trusts no client).
+pub struct Batch {
+    /// The JSON array as it was read.
+    pub text: String,
     /// Per element, in order, its spec or why it is not one (the others
-    /// are still submitted); `text` is the array as it was read.
-    Many {
-        text: String,
-        items: Vec<Result<JobSpec, HostError>>,
-    },
+    /// are still submitted).
+    pub items: Vec<Result<JobSpec, HostError>>,
 }
 
 /// Parse a spec file: an object is one spec, an array a batch. A batch
@@ -154,10 +160,10 @@ pub fn parse_specs(text: &str) -> Result<Specs, HostError> {
                 .map_err(|e| HostError::Input(format!("spec {i} of the batch: {e}")))
         })
         .collect();
-    Ok(Specs::Many {
+    Ok(Specs::Many(Batch {
         text: text.to_owned(),
         items,
-    })
+    }))
 }
 
 /// Parse a JSON spec.
@@ -296,6 +302,18 @@ pub struct ErrorJson {
     /// The CLI's exit status for it (in a batch submit's answer).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exit_code: Option<u8>,
+}
+
+impl ErrorJson {
+    /// An error as JSON answers name it: kind, message (its
+    /// [report](HostError::report)), the CLI's exit status.
+    pub fn of(e: &HostError) -> ErrorJson {
+        ErrorJson {
+            kind: e.kind().as_str().to_owned(),
+            message: e.report(),
+            exit_code: Some(e.exit_status() as u8),
+        }
+    }
 }
 
 /// One element of a batch submit's answer (`submit --spec` with a JSON

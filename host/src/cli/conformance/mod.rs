@@ -27,7 +27,7 @@
 pub mod checks;
 mod report;
 
-use crate::runtime::bindings::{HpcJobInfo, JobSpec, ResourceRequirements};
+use crate::runtime::bindings::{HpcJobInfo, JobSpec};
 use crate::runtime::plugin::Plugin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -183,24 +183,9 @@ impl Kit<'_> {
     /// A spec running `argv` in the kit's image, named for the kit.
     pub fn spec(&self, argv: &[&str]) -> JobSpec {
         JobSpec {
-            execution_command: argv.iter().map(|s| (*s).to_owned()).collect(),
             image_ref: self.opts.image_ref.clone(),
-            sif_path: None,
-            input_dir: None,
-            output_dir: None,
-            workspace_dir: None,
-            manifest_path: None,
-            resource_requirements: ResourceRequirements {
-                cpu: None,
-                memory_gb: None,
-                time_hours: None,
-                gpus: None,
-                nodes: None,
-                extra: vec![],
-            },
-            environment_variables: vec![],
             job_name: Some("hpc-kit".into()),
-            idempotency_key: None,
+            ..JobSpec::command(argv.iter().copied())
         }
     }
 

@@ -88,7 +88,7 @@ impl DaemonSettings {
             None => Ok(None),
             Some(toml::Value::String(s)) if s.is_empty() => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(HostError::Settings(format!(
+            Some(other) => Err(HostError::settings(format!(
                 "`{key}` must be a string, not `{other}`"
             ))),
         };
@@ -104,7 +104,7 @@ impl DaemonSettings {
             Some("never") => DaemonMode::Never,
             Some("require") => DaemonMode::Require,
             Some(other) => {
-                return Err(HostError::Settings(format!(
+                return Err(HostError::settings(format!(
                     "`HPC_DAEMON` is `{other}`; it must be `auto`, `never` or `require`"
                 )));
             }
@@ -120,7 +120,7 @@ impl DaemonSettings {
                         _ => f64::NAN,
                     };
                     if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
-                        return Err(HostError::Settings(format!(
+                        return Err(HostError::settings(format!(
                             "`HPC_POLL_SECONDS.{name}` must be a number of seconds above 0, not `{v}`"
                         )));
                     }
@@ -128,7 +128,7 @@ impl DaemonSettings {
                 }
             }
             Some(other) => {
-                return Err(HostError::Settings(format!(
+                return Err(HostError::settings(format!(
                     "`HPC_POLL_SECONDS` must be a table of seconds per backend, not `{other}`"
                 )));
             }
@@ -138,13 +138,13 @@ impl DaemonSettings {
             Some(toml::Value::Integer(i)) => *i as f64,
             Some(toml::Value::Float(f)) => *f,
             Some(other) => {
-                return Err(HostError::Settings(format!(
+                return Err(HostError::settings(format!(
                     "`HPC_DAEMON_IDLE_SECONDS` must be a number of seconds, not `{other}`"
                 )));
             }
         };
         if !(idle.is_finite() && idle > 0.0 && idle <= 7.0 * 86_400.0) {
-            return Err(HostError::Settings(format!(
+            return Err(HostError::settings(format!(
                 "`HPC_DAEMON_IDLE_SECONDS` must be above 0 and at most a week, not `{idle}`"
             )));
         }
@@ -152,7 +152,7 @@ impl DaemonSettings {
             None => true,
             Some(toml::Value::Boolean(b)) => *b,
             Some(other) => {
-                return Err(HostError::Settings(format!(
+                return Err(HostError::settings(format!(
                     "`HPC_DAEMON_POOLING` must be `true` or `false`, not `{other}`"
                 )));
             }
@@ -166,7 +166,7 @@ impl DaemonSettings {
             push_address: string(PUSH_ADDRESS)?
                 .map(|a| parse_push_address(&a))
                 .transpose()
-                .map_err(HostError::Settings)?,
+                .map_err(HostError::settings)?,
             pooling,
         })
     }

@@ -250,24 +250,8 @@ impl Scheduler for Fake {
 
 fn spec(key: Option<&str>) -> JobSpec {
     JobSpec {
-        execution_command: vec!["true".into()],
-        image_ref: None,
-        sif_path: None,
-        input_dir: None,
-        output_dir: None,
-        workspace_dir: None,
-        manifest_path: None,
-        resource_requirements: crate::runtime::bindings::ResourceRequirements {
-            cpu: None,
-            memory_gb: None,
-            time_hours: None,
-            gpus: None,
-            nodes: None,
-            extra: vec![],
-        },
-        environment_variables: vec![],
-        job_name: None,
         idempotency_key: key.map(str::to_owned),
+        ..JobSpec::command(["true"])
     }
 }
 
