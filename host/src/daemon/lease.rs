@@ -9,9 +9,9 @@
 
 use super::api::WireJob;
 use crate::runtime::bindings::HpcJobInfo;
+use crate::store::RedisConn;
 use redis::AsyncCommands;
 use std::time::Duration;
-use tokio::sync::OnceCell;
 
 /// How long Redis waits before a call counts as failed.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,8 +28,7 @@ return 0";
 
 /// This daemon's handle on the shared Redis.
 pub struct Shared {
-    client: redis::Client,
-    conn: OnceCell<redis::aio::MultiplexedConnection>,
+    redis: RedisConn,
     /// Who this daemon is in the lease: `HPC_NODE` and pid.
     pub me: String,
 }
@@ -38,25 +37,14 @@ type R<T> = Result<T, redis::RedisError>;
 
 impl Shared {
     pub fn new(url: &str, node: &str) -> Option<Shared> {
-        let client = redis::Client::open(url).ok()?;
         Some(Shared {
-            client,
-            conn: OnceCell::new(),
+            redis: RedisConn::open(url, REDIS_TIMEOUT).ok()?,
             me: format!("{node}:{}", std::process::id()),
         })
     }
 
     async fn conn(&self) -> R<redis::aio::MultiplexedConnection> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
-        self.conn
-            .get_or_try_init(|| {
-                self.client
-                    .get_multiplexed_async_connection_with_config(&config)
-            })
-            .await
-            .cloned()
+        self.redis.get().await
     }
 
     /// Take or renew the lease of `scope`; true while this daemon holds it.

@@ -355,25 +355,29 @@ fn private_socket(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.uid() == uid && m.mode() & 0o077 == 0)
 }
 
-/// Redis, connected on first use and then shared by every call of this process.
-pub struct RedisStore {
+/// A Redis server, connected on first use and then shared by every call of
+/// this process (one multiplexed connection), each command bounded by
+/// `timeout`. The store and the daemon's lease both use one.
+pub struct RedisConn {
     client: redis::Client,
     conn: OnceCell<redis::aio::MultiplexedConnection>,
+    timeout: Duration,
 }
 
-impl RedisStore {
-    fn new(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|source| StoreError::RedisUrl { source })?;
-        Ok(RedisStore {
-            client,
+impl RedisConn {
+    pub fn open(url: &str, timeout: Duration) -> redis::RedisResult<RedisConn> {
+        Ok(RedisConn {
+            client: redis::Client::open(url)?,
             conn: OnceCell::new(),
+            timeout,
         })
     }
 
-    async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+    /// The shared connection, made on the first call.
+    pub async fn get(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
         let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
         self.conn
             .get_or_try_init(|| {
                 self.client
@@ -381,10 +385,33 @@ impl RedisStore {
             })
             .await
             .cloned()
-            .map_err(|e| {
-                let addr = self.client.get_connection_info().addr().to_string();
-                StoreError::Unavailable(format!("Redis at {addr} is unreachable: {e}"))
-            })
+    }
+
+    /// The server's address, for messages.
+    pub fn addr(&self) -> String {
+        self.client.get_connection_info().addr().to_string()
+    }
+}
+
+/// The kv store on Redis.
+pub struct RedisStore {
+    redis: RedisConn,
+}
+
+impl RedisStore {
+    fn new(url: &str) -> Result<Self, StoreError> {
+        let redis = RedisConn::open(url, REDIS_TIMEOUT)
+            .map_err(|source| StoreError::RedisUrl { source })?;
+        Ok(RedisStore { redis })
+    }
+
+    async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        self.redis.get().await.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "Redis at {} is unreachable: {e}",
+                self.redis.addr()
+            ))
+        })
     }
 }
 

@@ -19,6 +19,23 @@ fn batch_file(env: &TestEnv, specs: &Value) -> String {
     path.display().to_string()
 }
 
+/// `submit --spec` of `specs` on `backend` with `--output json`: the exit
+/// code and the answer.
+fn submit_json(env: &TestEnv, backend: &str, specs: &Value) -> (Option<i32>, Vec<Value>) {
+    let file = batch_file(env, specs);
+    let out = env.run(&[
+        "--backend",
+        backend,
+        "--output",
+        "json",
+        "submit",
+        "--spec",
+        &file,
+    ]);
+    let answer = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    (out.status.code(), answer)
+}
+
 fn spec(shell: &str) -> Value {
     json!({ "execution_command": ["/bin/sh", "-c", shell] })
 }
@@ -234,16 +251,7 @@ fn a_plugin_of_an_older_contract_gets_one_submit_per_spec() {
     let env = TestEnv::new();
     env.install_plugin("contract-0-1", "old");
     let specs = json!([spec("true"), spec("true"), { "execution_command": [] }]);
-    let out = env.run(&[
-        "--backend",
-        "old",
-        "--output",
-        "json",
-        "submit",
-        "--spec",
-        &batch_file(&env, &specs),
-    ]);
-    let answer: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, answer) = submit_json(&env, "old", &specs);
     assert_eq!(answer.len(), 3, "{answer:?}");
     assert!(
         answer[0]["job_id"].is_string() && answer[1]["job_id"].is_string(),
@@ -260,16 +268,7 @@ fn a_plugin_that_answers_a_batch_short_pairs_no_id_with_a_spec() {
         { "execution_command": ["true"], "job_name": "short-batch" },
         { "execution_command": ["true"], "job_name": "short-batch" },
     ]);
-    let out = env.run(&[
-        "--backend",
-        "hostile",
-        "--output",
-        "json",
-        "submit",
-        "--spec",
-        &batch_file(&env, &specs),
-    ]);
-    let answer: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, answer) = submit_json(&env, "hostile", &specs);
     assert_eq!(answer.len(), 2, "{answer:?}");
     for a in &answer {
         assert!(a["job_id"].is_null(), "{answer:?}");
@@ -282,7 +281,7 @@ fn a_plugin_that_answers_a_batch_short_pairs_no_id_with_a_spec() {
             "{answer:?}"
         );
     }
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(code, Some(3));
 }
 
 // ---- the bound on running jobs (`max_running_jobs`) ----

@@ -114,6 +114,15 @@ impl TestEnv {
         .unwrap();
     }
 
+    /// Write a built-in plugin's code to `path` (a plugin file under
+    /// another name, or one for `plugins inspect`); its folder is made.
+    pub fn write_builtin(&self, builtin: &str, path: &Path) -> PathBuf {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let wasm = hpc_host::runtime::builtin::find(builtin).unwrap().wasm;
+        std::fs::write(path, wasm).unwrap();
+        path.to_owned()
+    }
+
     /// `hpc-host ARGS` with only this environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);

@@ -108,12 +108,7 @@ fn an_import_the_policy_does_not_grant_is_refused_at_load() {
     // The local plugin imports `process`; under another name it gets no grant.
     let local_as_mysite = || {
         let env = TestEnv::new();
-        std::fs::create_dir_all(env.plugins_dir()).unwrap();
-        std::fs::write(
-            env.plugins_dir().join("mysite.wasm"),
-            hpc_host::runtime::builtin::find("local").unwrap().wasm,
-        )
-        .unwrap();
+        env.write_builtin("local", &env.plugins_dir().join("mysite.wasm"));
         env
     };
     let env = local_as_mysite();
@@ -143,12 +138,7 @@ fn a_pinned_sha256_refuses_another_file() {
 #[test]
 fn plugins_inspect_shows_imports_exports_and_policy() {
     let env = TestEnv::new();
-    let file = env.home.join("local.wasm");
-    std::fs::write(
-        &file,
-        hpc_host::runtime::builtin::find("local").unwrap().wasm,
-    )
-    .unwrap();
+    let file = env.write_builtin("local", &env.home.join("local.wasm"));
     let v = env.inspect(&file);
     assert_eq!(v["contract"], "0.3.0");
     let imports = v["imports"].to_string();

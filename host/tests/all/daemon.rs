@@ -614,11 +614,7 @@ fn daemon_reload_keeps_the_old_settings_when_the_new_are_broken_and_picks_up_a_n
         s["native_state"], "FINE",
         "the new file is used at the next call: {s}"
     );
-    std::fs::write(
-        env.plugins_dir().join("local.wasm"),
-        hpc_host::runtime::builtin::find("local").unwrap().wasm,
-    )
-    .unwrap();
+    env.write_builtin("local", &env.plugins_dir().join("local.wasm"));
     let out = env.run(&["--output", "json", "status", "y"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

@@ -7,13 +7,7 @@ use serde_json::json;
 /// `mysite`: the local plugin's code under another name, asking for what
 /// the local plugin needs (supervised jobs) through its own request file.
 fn site_plugin(env: &TestEnv) -> std::path::PathBuf {
-    std::fs::create_dir_all(env.plugins_dir()).unwrap();
-    let wasm = env.plugins_dir().join("mysite.wasm");
-    std::fs::write(
-        &wasm,
-        hpc_host::runtime::builtin::find("local").unwrap().wasm,
-    )
-    .unwrap();
+    let wasm = env.write_builtin("local", &env.plugins_dir().join("mysite.wasm"));
     std::fs::write(
         env.plugins_dir().join("mysite.policy.toml"),
         "supervise = true\nmemory_mb = 64\nkv_max_keys = 1000\n[config]\nHPC_NODE = \"${HOSTNAME}\"\n",
@@ -105,12 +99,7 @@ fn the_settings_can_narrow_a_site_request_away() {
 #[test]
 fn a_builtin_shows_its_own_request() {
     let env = TestEnv::new();
-    let file = env.home.join("slurm.wasm");
-    std::fs::write(
-        &file,
-        hpc_host::runtime::builtin::find("slurm").unwrap().wasm,
-    )
-    .unwrap();
+    let file = env.write_builtin("slurm", &env.home.join("slurm.wasm"));
     let v = inspect(&env, &file);
     assert_eq!(v["requested"]["trusted"], true, "{v}");
     assert_eq!(v["requested"]["from"], "built-in");
@@ -121,13 +110,7 @@ fn a_builtin_shows_its_own_request() {
 /// The built-in `slurm` plugin's code as a file, for `plugins inspect`: with
 /// no request beside it, it runs under the built-in's.
 fn slurm_file(env: &TestEnv) -> std::path::PathBuf {
-    let file = env.home.join("slurm.wasm");
-    std::fs::write(
-        &file,
-        hpc_host::runtime::builtin::find("slurm").unwrap().wasm,
-    )
-    .unwrap();
-    file
+    env.write_builtin("slurm", &env.home.join("slurm.wasm"))
 }
 
 /// Use a settings file with this text.
@@ -200,13 +183,7 @@ fn widening_a_builtins_dirs_keeps_its_own_folder_until_replace_says_otherwise() 
 
 /// A site plugin asking for a folder, and the admin's settings.
 fn site_plugin_with_a_folder(env: &TestEnv) -> (std::path::PathBuf, String) {
-    std::fs::create_dir_all(env.plugins_dir()).unwrap();
-    let wasm = env.plugins_dir().join("mysite.wasm");
-    std::fs::write(
-        &wasm,
-        hpc_host::runtime::builtin::find("local").unwrap().wasm,
-    )
-    .unwrap();
+    let wasm = env.write_builtin("local", &env.plugins_dir().join("mysite.wasm"));
     let asked = env.home.join("site-data").display().to_string();
     std::fs::write(
         env.plugins_dir().join("mysite.policy.toml"),

@@ -72,21 +72,18 @@ fn xml(s: &str) -> String {
 pub fn junit(r: &Report) -> String {
     let suite = format!("hpc-host plugins test {}", r.plugin);
     let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    o.push_str(&format!(
-        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{:.3}\">\n",
+    let (name, tests, failures, skipped) = (
         xml(&suite),
         r.results.len(),
         r.count("fail"),
         r.count("skip"),
-        r.seconds
+    );
+    let time = r.seconds;
+    o.push_str(&format!(
+        "<testsuites name=\"{name}\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{time:.3}\">\n"
     ));
     o.push_str(&format!(
-        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\">\n",
-        xml(&suite),
-        r.results.len(),
-        r.count("fail"),
-        r.count("skip"),
-        r.seconds
+        "  <testsuite name=\"{name}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{time:.3}\">\n"
     ));
     o.push_str(&format!(
         "    <properties><property name=\"contract\" value=\"{}\"/></properties>\n",
