@@ -601,6 +601,58 @@ fn daemon_sigkill_mid_workload_loses_no_job_and_reports_none_wrong() {
     assert_eq!(direct, v);
 }
 
+/// One error report, whoever makes it: the message, `caused by:` and the
+/// error that found it (the TOML parser's, its own lines indented), hints
+/// last. A command, `serve` and the daemon's answer to a reload say the same
+/// words; a control character in the settings' path reaches no terminal raw.
+#[test]
+fn a_settings_error_reads_the_same_from_a_command_serve_and_the_daemon() {
+    let mut env = local_env();
+    let dir = env.home.join("conf\x1b]0;title\x07");
+    std::fs::create_dir_all(&dir).unwrap();
+    let settings = dir.join("settings.toml");
+    std::fs::write(&settings, "[default]\nHPC_BACKEND = \"local\"\n").unwrap();
+    env.set("HPC_HOST_CONFIG", settings.to_str().unwrap());
+    let served = Served::start(&env);
+
+    std::fs::write(&settings, "[default\nHPC_BACKEND = 1\n").unwrap();
+    let status = env.fail(2, &["status", "x"]);
+    let lines: Vec<&str> = status.lines().collect();
+    assert!(
+        lines[0].starts_with("error: settings file `") && lines[0].ends_with("` is not valid TOML"),
+        "{status}"
+    );
+    assert!(
+        lines[0].contains("conf\\x1b]0;title\\x07"),
+        "escaped: {status}"
+    );
+    assert!(!status.contains(['\x1b', '\x07']), "{status:?}");
+    assert!(
+        lines[1].starts_with("caused by: TOML parse error at line 1"),
+        "{status}"
+    );
+    assert!(lines.len() > 2, "the parser's own lines: {status}");
+    assert!(lines[2..].iter().all(|l| l.starts_with("  ")), "{status}");
+
+    // `serve` prints through the same renderer.
+    let serve = env.fail(2, &["serve"]);
+    assert_eq!(serve, status);
+
+    // The daemon's answer carries the same report (a client prints it as is).
+    let (code, v) = served.http("POST", "/v1/reload", None);
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"]["kind"], "invalid-request", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("is not valid TOML\ncaused by: TOML parse error at line 1"),
+        "{message}"
+    );
+    assert_eq!(
+        hpc_host::runtime::sanitize::escape_block(message),
+        status.trim_end().trim_start_matches("error: "),
+    );
+}
+
 #[test]
 fn daemon_reload_keeps_the_old_settings_when_the_new_are_broken_and_picks_up_a_new_plugin_file() {
     let mut env = local_env();
