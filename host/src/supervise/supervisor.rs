@@ -250,7 +250,7 @@ fn supervise(dir: &Path, ready: OwnedFd, lock: std::fs::File) -> Result<(), Stri
     let child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let why = format!("cannot start `{}`: {e}", request.argv[0]);
+            let why = cannot_start(&request, dir, e);
             // Accepted while it waited for a slot: the submit has returned.
             return if start.accepted() {
                 end_unstarted(dir, Some(why))
@@ -371,12 +371,26 @@ fn working_dir<'a>(request: &'a Request, dir: &'a Path) -> &'a Path {
     request.working_dir.as_deref().unwrap_or(dir)
 }
 
+/// Why `exec` failed, in words: a missing working folder is named (exec's
+/// own ENOENT would blame the program).
+fn cannot_start(request: &Request, dir: &Path, e: std::io::Error) -> String {
+    let cwd = working_dir(request, dir);
+    if !cwd.is_dir() {
+        return format!(
+            "cannot start `{}`: its working folder `{}` does not exist (the spec's `workspace_dir`)",
+            request.argv[0],
+            cwd.display()
+        );
+    }
+    format!("cannot start `{}`: {e}", request.argv[0])
+}
+
 /// Why the job's command could not start, as `exec` would find it: no such
 /// program (in the job's `PATH`), not executable, or no working folder.
 /// Asked before a job is accepted to wait, so that a typo still fails its
 /// submit at once.
 fn startable(request: &Request, dir: &Path) -> Result<(), String> {
-    let cannot = |e: std::io::Error| format!("cannot start `{}`: {e}", request.argv[0]);
+    let cannot = |e: std::io::Error| cannot_start(request, dir, e);
     let cwd = working_dir(request, dir);
     if !cwd.is_dir() {
         return Err(cannot(std::io::Error::from_raw_os_error(libc::ENOENT)));

@@ -71,6 +71,31 @@ fn a_command_that_cannot_start_fails_submit() {
     assert!(err.contains("cannot start `/no/such/program`"), "{err}");
 }
 
+/// A `workspace_dir` that does not exist is named as such, not blamed on the
+/// program (exec's own ENOENT would say `python3` is missing).
+#[test]
+fn a_missing_workspace_dir_is_named_in_the_refusal() {
+    let env = TestEnv::new();
+    let ws = env.home.join("no-such-workspace");
+    let err = env.fail(
+        2,
+        &[
+            "submit",
+            "--workspace-dir",
+            ws.to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    );
+    assert!(
+        err.contains(&format!(
+            "its working folder `{}` does not exist",
+            ws.display()
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn peak_memory_of_a_200_mb_job_is_reported_within_20_percent() {
     let env = TestEnv::new();
