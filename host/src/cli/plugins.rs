@@ -64,10 +64,10 @@ fn inspect(host: &Host, file: &std::path::Path, r: &mut Render) -> Result<(), Ho
     // Resolved once: a refused request is logged once, and is the verdict.
     let policy = host.policy(&source);
     let verdict = match &policy {
-        Err(e) => format!("refused: {e}"),
+        Err(e) => format!("refused: {}", e.report_line()),
         Ok(_) => match host.load_source(source) {
             Ok(_) => "loads".to_owned(),
-            Err(e) => format!("refused: {e}"),
+            Err(e) => format!("refused: {}", e.report_line()),
         },
     };
     // What the plugin asks for, and what the settings grant of it.

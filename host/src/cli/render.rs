@@ -124,7 +124,7 @@ impl Render {
                     });
                 }
                 Err(e) => {
-                    self.error_line(&format!("spec {i}: {}: {e:#}", e.kind()));
+                    self.error_line(&format!("spec {i}: {}: {}", e.kind(), e.report_line()));
                     worst = worst.max(e.exit_status());
                     if self.out == Output::Text {
                         self.line("");

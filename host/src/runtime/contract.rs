@@ -83,6 +83,7 @@ pub fn check(name: &str, i: &Interfaces, policy: &Policy) -> Result<Contract, Ho
     let load = |message: String| HostError::PluginLoad {
         plugin: name.to_owned(),
         message,
+        cause: None,
     };
     let ours = |full: &str| -> Option<(String, String)> {
         let rest = full.strip_prefix(CONTRACT_PACKAGE)?.strip_prefix('/')?;

@@ -30,7 +30,13 @@ pub enum HostError {
 
     /// The plugin could not be loaded: not a component, another contract version, ...
     #[error("plugin `{plugin}` could not be loaded: {message}")]
-    PluginLoad { plugin: String, message: String },
+    PluginLoad {
+        plugin: String,
+        message: String,
+        /// What wasmtime or the file system said, shown as `caused by:`.
+        #[source]
+        cause: Option<Cause>,
+    },
 
     /// The plugin needs something its policy does not grant.
     #[error("plugin `{plugin}` refused: {message}")]
@@ -107,6 +113,12 @@ impl HostError {
         report(self)
     }
 
+    /// [`HostError::report`] on one line (its lines joined by `; `), for a
+    /// table cell or one element's line of a batch.
+    pub fn report_line(&self) -> String {
+        report(self).replace('\n', "; ")
+    }
+
     /// The same error again, for each element of a batch one failed call
     /// answered for: every variant a plugin call can fail with is copied
     /// whole; the others (which no plugin call returns) keep their message.
@@ -114,9 +126,12 @@ impl HostError {
         match self {
             HostError::Settings(e) => HostError::settings(report(e)),
             HostError::Input(m) => HostError::Input(m.clone()),
-            HostError::PluginLoad { plugin, message } => HostError::PluginLoad {
+            HostError::PluginLoad { plugin, .. } => HostError::PluginLoad {
                 plugin: plugin.clone(),
-                message: message.clone(),
+                message: report(self)
+                    .trim_start_matches(&format!("plugin `{plugin}` could not be loaded: "))
+                    .to_owned(),
+                cause: None,
             },
             HostError::PluginDenied { plugin, message } => HostError::PluginDenied {
                 plugin: plugin.clone(),

@@ -215,7 +215,7 @@ impl Host {
             let contract = match self.compile(&source).map(|c| self.interfaces(&c).contract) {
                 Ok(Some(v)) => v,
                 Ok(None) => "none".into(),
-                Err(e) => format!("error: {e}"),
+                Err(e) => format!("error: {}", e.report_line()),
             };
             rows.push(PluginRow {
                 selected: name == self.settings.backend,
@@ -314,7 +314,8 @@ impl Host {
         let contract = crate::runtime::contract::check(&name, &interfaces, &policy)?;
         let load_error = |e: wasmtime::Error| HostError::PluginLoad {
             plugin: name.clone(),
-            message: format!("{e:#}"),
+            message: "its imports cannot be linked".into(),
+            cause: Some(e.into()),
         };
         let pre = self
             .linker
@@ -384,7 +385,8 @@ impl Host {
             .component(&source.sha256, &label, || source.wasm())
             .map_err(|e| HostError::PluginLoad {
                 plugin: source.name.clone(),
-                message: format!("not a valid WebAssembly component: {e:#}"),
+                message: "not a valid WebAssembly component".into(),
+                cause: Some(e.into()),
             })
     }
 
@@ -443,7 +445,8 @@ impl Source {
         )
         .map_err(|e| HostError::PluginLoad {
             plugin: name.to_owned(),
-            message: format!("cannot read `{}`: {e}", path.display()),
+            message: format!("cannot read `{}`", path.display()),
+            cause: Some(e.into()),
         })?;
         let wasm = std::sync::OnceLock::new();
         if let Some(b) = bytes {

@@ -63,3 +63,25 @@ fn an_infinite_wait_timeout_is_a_clear_error_not_a_panic() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// A plugin file that is not a component: the report says so, then what
+/// wasmtime found (`caused by:`), and `plugins list` keeps it on one line.
+#[test]
+fn a_plugin_file_that_is_no_component_reports_wasmtimes_cause() {
+    let t = TestEnv::new();
+    std::fs::create_dir_all(t.plugins_dir()).unwrap();
+    std::fs::write(t.plugins_dir().join("junk.wasm"), b"\0asm not really").unwrap();
+    let err = t.fail(3, &["--backend", "junk", "status", SOME_ID]);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines[0], "error: plugin `junk` could not be loaded: not a valid WebAssembly component",
+        "{err}"
+    );
+    assert!(lines[1].starts_with("caused by: "), "{err}");
+    let list = t.expect(0, &["plugins", "list"]);
+    let row = list.lines().find(|l| l.contains("junk")).unwrap();
+    assert!(
+        row.contains("not a valid WebAssembly component; caused by: "),
+        "{list}"
+    );
+}
