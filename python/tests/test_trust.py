@@ -96,6 +96,20 @@ def test_the_async_client_refuses_it_too(site: Site, squatted: tuple[str, Path])
     assert not got.exists() or got.read_bytes() == b""
 
 
+def test_the_psij_event_stream_refuses_it_too(site: Site, squatted: tuple[str, Path]) -> None:
+    """The PSI/J executor's event stream opens a connection of its own
+    (a long-lived `GET /v1/events`): it is checked like every other one."""
+    from hpc_host.psij._watch import Watcher
+
+    sock, got = squatted
+    env = {**site.environ, "HPC_SOCKET": sock, "CCAT_WORKFLOW_MANAGER_HPC_SOCKET": sock}
+    watcher = Watcher(hpc_host.Client(socket=sock, environ=env, autostart=False), "local")
+    with pytest.raises(Denied):
+        watcher._stream()
+    time.sleep(0.3)
+    assert not got.exists() or got.read_bytes() == b"", got.read_bytes()
+
+
 def test_the_peer_check_refuses_a_socket_this_user_owns_but_another_serves(
     site: Site, squatted: tuple[str, Path]
 ) -> None:

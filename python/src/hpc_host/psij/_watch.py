@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from .. import _transport
 from ..client import Client
 from ..errors import HpcHostError
 from ..types import HPCJobInfo, JobEvent
@@ -168,7 +169,9 @@ class Watcher:
 
     def _stream(self) -> None:
         params = {} if self._backend is None else {"backend": self._backend}
-        transport = httpx.HTTPTransport(uds=self.client.socket)
+        # Checked like every connection of the client's: this user's socket,
+        # served by this user's process, before a byte is sent.
+        transport = _transport.transport(self.client.socket)
         timeout = httpx.Timeout(10.0, read=READ_TIMEOUT)
         with httpx.Client(transport=transport, base_url="http://hpc-host", timeout=timeout) as http:
             with http.stream("GET", "/v1/events", params=params) as r:
