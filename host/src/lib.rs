@@ -24,6 +24,7 @@ pub mod supervise;
 pub mod sys;
 
 pub use runtime::error::HostError;
-pub use runtime::plugin::{Host, HostOptions, Plugin};
+pub use runtime::host::{Host, HostOptions};
+pub use runtime::plugin::Plugin;
 pub use runtime::settings::Settings;
 pub use submit::Submit;

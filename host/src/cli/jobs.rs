@@ -5,7 +5,8 @@
 use super::render::Status;
 use crate::runtime::bindings::{JobLogs, JobSpec};
 use crate::runtime::error::HostError;
-use crate::runtime::plugin::{Host, Plugin, PluginRow};
+use crate::runtime::host::{Host, PluginRow};
+use crate::runtime::plugin::Plugin;
 use crate::submit::Submit;
 use crate::submit::ledger::Submission;
 use crate::submit::spec::Batch;

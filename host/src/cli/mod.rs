@@ -13,7 +13,7 @@ pub mod scaffold;
 pub use args::{Cli, Command, Lang, Output, PluginsCommand, SubmitArgs, TestArgs};
 
 use crate::runtime::error::{ExitStatus, HostError};
-use crate::runtime::plugin::Host;
+use crate::runtime::host::Host;
 use crate::runtime::settings::{Overrides, Settings};
 use crate::submit::spec::Specs;
 use jobs::{InProcess, Jobs};

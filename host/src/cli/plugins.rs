@@ -5,7 +5,7 @@
 use super::args::{Output, PluginsCommand};
 use super::render::Render;
 use crate::runtime::error::{ExitStatus, HostError};
-use crate::runtime::plugin::{Host, Source};
+use crate::runtime::host::{Host, Source};
 use std::time::Instant;
 
 pub async fn run(

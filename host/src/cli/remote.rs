@@ -10,7 +10,7 @@ use crate::daemon::api::WireJob;
 use crate::daemon::client::{Client, ClientError};
 use crate::runtime::bindings::{JobLogs, JobSpec};
 use crate::runtime::error::{ErrorKind, HostError};
-use crate::runtime::plugin::PluginRow;
+use crate::runtime::host::PluginRow;
 use crate::runtime::settings::Settings;
 use crate::submit::ledger::Submission;
 use crate::submit::spec::Batch;

@@ -11,7 +11,7 @@
 use super::args::Output;
 use crate::runtime::bindings::{HpcJobInfo, JobLogs};
 use crate::runtime::error::{ErrorKind, ExitStatus, HostError, kind_and_message};
-use crate::runtime::plugin::PluginRow;
+use crate::runtime::host::PluginRow;
 use crate::runtime::sanitize::{escape, escape_block};
 use crate::submit::ledger::Submission;
 use crate::submit::spec::{self, ErrorJson, JobInfoJson, SubmittedJson};

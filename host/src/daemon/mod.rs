@@ -17,7 +17,8 @@ pub mod server;
 pub mod tracker;
 
 use crate::runtime::error::HostError;
-use crate::runtime::plugin::{Host, HostOptions, Plugin};
+use crate::runtime::host::{Host, HostOptions};
+use crate::runtime::plugin::Plugin;
 pub use crate::runtime::settings::daemon::{
     DEFAULT_IDLE_SECONDS, DEFAULT_POLL_SECONDS, DaemonMode, DaemonSettings,
 };

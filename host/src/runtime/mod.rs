@@ -10,6 +10,7 @@ pub mod contract;
 pub mod digests;
 pub mod engine;
 pub mod error;
+pub mod host;
 pub mod limits;
 pub mod plugin;
 pub mod policy;

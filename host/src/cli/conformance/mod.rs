@@ -313,7 +313,7 @@ pub fn show(i: &HpcJobInfo) -> String {
 
 /// `plugins test`: load the plugin, run the kit, print the report.
 pub async fn command(
-    host: &crate::runtime::plugin::Host,
+    host: &crate::runtime::host::Host,
     args: crate::cli::TestArgs,
     r: &mut crate::cli::render::Render,
 ) -> Result<crate::runtime::error::ExitStatus, crate::HostError> {
@@ -357,7 +357,7 @@ pub async fn command(
                 message,
             }
         })?;
-        host.load_source(crate::runtime::plugin::Source::from_file(&name, &path)?)?
+        host.load_source(crate::runtime::host::Source::from_file(&name, &path)?)?
     } else {
         host.load(&args.plugin)?
     };

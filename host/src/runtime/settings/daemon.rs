@@ -45,7 +45,7 @@ pub struct DaemonSettings {
     pub push_address: Option<std::net::SocketAddr>,
     /// `HPC_DAEMON_POOLING` (default `true`): the daemon's engine takes
     /// instances from wasmtime's pooling allocator (see
-    /// [`HostOptions::pooling`](crate::runtime::plugin::HostOptions::pooling)).
+    /// [`HostOptions::pooling`](crate::runtime::host::HostOptions::pooling)).
     pub pooling: bool,
 }
 
