@@ -6,6 +6,7 @@
 import * as apptainer from './hpc_plugin/apptainer.js';
 import * as ids from './hpc_plugin/ids.js';
 import { BackendFailure, fromProcess, invalidRequest, notFound, toBackendFailure } from './hpc_plugin/errors.js';
+import { NOT_STARTED, waitsForSlot } from './hpc_plugin/states.js';
 import { Records } from './hpc_plugin/records.js';
 import { checkCommand, checkNoNul, hoursToSeconds } from './hpc_plugin/spec.js';
 
@@ -133,7 +134,15 @@ function outcome(state) {
 
 const opt = (v) => (v === null ? undefined : v);
 
+/** Why a job accepted but not started is pending (see `NOT_STARTED`). */
+export const WAITING_REASON =
+  'waiting for a free slot: at most `max_running_jobs` local jobs run at once on this machine';
+
 function info(jobId, o, runningSince, now) {
+  if (!o && runningSince === NOT_STARTED) {
+    return { jobId, status: 'pending', exitCode: undefined, wallTimeSeconds: undefined,
+      cpuHours: undefined, peakMemoryGb: undefined, nativeState: 'PENDING', reason: WAITING_REASON };
+  }
   if (!o) {
     return { jobId, status: 'running', exitCode: undefined,
       wallTimeSeconds: runningSince === undefined ? undefined : Math.max(now - runningSince, 0),
@@ -171,7 +180,7 @@ export function getStatuses(host, jobIds) {
       rec = { job_id: p, job_name: null, argv: [], submitted_at: null, idempotency_key: null, outcome: null };
     }
     if (state.val.tag === 'running') {
-      if (rec.submitted_at === null) {
+      if (rec.submitted_at === null && !waitsForSlot(state.val)) {
         rec.submitted_at = state.val.val;
         records.putQuietly(p, rec);
       }

@@ -5,6 +5,7 @@ import * as backend from '../src/backend.js';
 import * as ids from '../src/hpc_plugin/ids.js';
 import { BackendFailure, toBackendFailure } from '../src/hpc_plugin/errors.js';
 import { FakeHost } from '../src/hpc_plugin/fake.js';
+import { NOT_STARTED } from '../src/hpc_plugin/states.js';
 
 function spec(argv, { key, hours, sif, env = [] } = {}) {
   return {
@@ -186,4 +187,23 @@ test('submitMany answers each spec and refuses only the bad one', async () => {
   assert.deepEqual(h.jobs.get(a.val).req.argv, ['echo', 'a']);
   assert.deepEqual(h.jobs.get(b.val).req.argv, ['echo', 'b']);
   assert.equal(await backend.findJob(h, 'k-b', 0), b.val);
+});
+
+test('a job waiting for a slot is pending with the reason, then running', async () => {
+  // The host answers `running(NOT_STARTED)` for a job accepted but waiting
+  // for a free slot (`max_running_jobs`).
+  const h = new FakeHost();
+  const id = await backend.submit(h, spec(['true']));
+  h.jobs.get(id).state = { tag: 'running', val: NOT_STARTED };
+  let s = backend.getStatus(h, id);
+  assert.deepEqual([s.status, s.nativeState, s.reason, s.wallTimeSeconds],
+    ['pending', 'PENDING', backend.WAITING_REASON, undefined]);
+  // A store that lost the record still finds the job, and records no start
+  // time of infinity for it.
+  h.kv.clear();
+  assert.equal(backend.getStatus(h, id).status, 'pending');
+  assert.ok(!h.kv.has(`job/${id}`) || !String(h.kv.get(`job/${id}`)).includes('Infinity'));
+  h.jobs.get(id).state = { tag: 'running', val: h.clock };
+  s = backend.getStatus(h, id);
+  assert.deepEqual([s.status, s.reason], ['running', undefined]);
 });

@@ -30,7 +30,7 @@ from hpc_plugin.errors import (
     not_found,
     to_backend_error,
 )
-from hpc_plugin.host import Host
+from hpc_plugin.host import NOT_STARTED, Host, waits_for_slot
 from hpc_plugin.records import Records
 from hpc_plugin.spec import check_command, check_no_nul, hours_to_seconds
 
@@ -162,8 +162,17 @@ def _outcome(state: Any) -> dict[str, Any]:
             "reason": reason}
 
 
+#: Why a job accepted but not started is pending (see `host.NOT_STARTED`).
+WAITING_REASON = ("waiting for a free slot: at most `max_running_jobs` local jobs run at once "
+                  "on this machine")
+
+
 def _info(job_id: str, outcome: dict[str, Any] | None, running_since: float | None,
           now: float) -> HpcJobInfo:
+    if outcome is None and running_since == NOT_STARTED:
+        return HpcJobInfo(job_id=job_id, status=JobStatus.PENDING, exit_code=None,
+                          wall_time_seconds=None, cpu_hours=None, peak_memory_gb=None,
+                          native_state="PENDING", reason=WAITING_REASON)
     if outcome is None:
         wall = None if running_since is None else max(now - running_since, 0.0)
         return HpcJobInfo(job_id=job_id, status=JobStatus.RUNNING, exit_code=None,
@@ -210,7 +219,7 @@ def get_statuses(host: Host, job_ids: list[str]) -> list[Ok[HpcJobInfo] | Err[Ba
                    "idempotency_key": None, "outcome": None}
         if isinstance(state.value, process.JobState_Running):
             out.append(Ok(_info(p, None, state.value.value, now)))
-            if rec.get("submitted_at") is None:
+            if rec.get("submitted_at") is None and not waits_for_slot(state.value):
                 rec["submitted_at"] = state.value.value
                 records.put_quietly(p, rec)
             continue

@@ -21,6 +21,7 @@ import backend
 from hpc_plugin import ids
 from hpc_plugin.errors import BackendFailure
 from hpc_plugin.fake import FakeHost
+from hpc_plugin.host import NOT_STARTED
 
 
 def spec(*argv: str, key: str | None = None, hours: float | None = None,
@@ -197,3 +198,24 @@ def test_submit_many_answers_each_spec_and_refuses_only_the_bad_one() -> None:
     assert h.jobs[a.value].req.argv == ["echo", "a"]
     assert h.jobs[b.value].req.argv == ["echo", "b"]
     assert backend.find_job(h, "k-b", 0.0) == b.value
+
+
+def test_a_job_waiting_for_a_slot_is_pending_with_the_reason_then_running() -> None:
+    """The host answers `running(NOT_STARTED)` for a job accepted but
+    waiting for a free slot (`max_running_jobs`): pending, with the reason."""
+    h = FakeHost()
+    job = backend.submit(h, spec("true"))
+    h.jobs[job].state = process.JobState_Running(NOT_STARTED)
+    s = backend.get_status(h, job)
+    assert (s.status, s.native_state, s.reason) == (
+        JobStatus.PENDING, "PENDING", backend.WAITING_REASON)
+    assert s.wall_time_seconds is None
+    # A store that lost the record still finds the job, and records no
+    # start time of infinity for it.
+    h.kv.clear()
+    assert backend.get_status(h, job).status == JobStatus.PENDING
+    assert b"Infinity" not in h.kv.get(f"job/{job}", b"")
+    h.jobs[job].state = process.JobState_Running(h.clock)
+    s = backend.get_status(h, job)
+    assert (s.status, s.reason) == (JobStatus.RUNNING, None)
+    assert json.loads(h.kv[f"job/{job}"])["submitted_at"] == h.clock

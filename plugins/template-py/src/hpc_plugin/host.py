@@ -12,12 +12,24 @@ is `wasi:logging` (the host prints it tagged with the plugin's name).
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from componentize_py_types import Ok, Err
 from wit_world.imports import kv, process
 from wit_world.imports.logging import Level
+
+
+#: The start time `job-states` answers, as `running(NOT_STARTED)`, for a job
+#: accepted but waiting for a free slot (the host runs at most
+#: `max_running_jobs` local jobs at once): it has not started yet.
+NOT_STARTED = math.inf
+
+
+def waits_for_slot(state: Any) -> bool:
+    """Whether a job's state says it waits for a slot to start."""
+    return isinstance(state, process.JobState_Running) and state.value == NOT_STARTED
 
 
 class Host(Protocol):
