@@ -115,15 +115,11 @@ mod tests {
 
     fn rr(extra: &[(&str, &str)]) -> ResourceRequirements {
         ResourceRequirements {
-            cpu: None,
-            memory_gb: None,
-            time_hours: None,
-            gpus: None,
-            nodes: None,
             extra: extra
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
+            ..hpc_plugin_sdk::fake::spec(&["true"]).resource_requirements
         }
     }
 
