@@ -1,16 +1,21 @@
 //! hpc-host: submit and track HPC jobs through WebAssembly backend plugins.
 //!
 //! The host loads one backend plugin (a component exporting
-//! `ccat:hpc/hpc-backend@0.1.0`), grants it the capabilities its policy names,
-//! and calls it once per request in a fresh, bounded store.
+//! `ccat:hpc/hpc-backend@0.3.0`, or an older contract), grants it the
+//! capabilities its policy names, and calls it once per request in a fresh,
+//! bounded store. The folders are layers (ARCHITECTURE.md): [`cli`] over
+//! [`daemon`] over [`submit`] over [`runtime`] over [`store`] and
+//! [`supervise`] over [`sys`].
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use hpc_host::{Host, runtime::settings::Settings};
+//! use hpc_host::runtime::bindings::JobSpec;
+//! use hpc_host::{Host, Settings, Submit};
 //! let settings = Settings::load(&Default::default())?;
 //! let host = Host::new(&settings)?;
 //! let plugin = host.backend()?;
-//! let info = plugin.get_status("0b0c...").await?;
+//! let id = plugin.submit(&JobSpec::command(["echo", "hi"])).await?;
+//! let info = plugin.get_status(&id).await?;
 //! println!("{:?}", info.status);
 //! # Ok(()) }
 //! ```
