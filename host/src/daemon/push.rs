@@ -30,14 +30,8 @@
 //! and poll at once, as before. Both end in the same poll.
 
 use std::collections::HashMap;
-
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// The setting: where the daemon listens, and where batch scripts send.
-pub use crate::runtime::settings::daemon::{
-    PUSH_ADDRESS as SETTING, parse_push_address as parse_address,
-};
 
 /// What a datagram starts with; the job id follows (the plugin's format).
 pub const MESSAGE_PREFIX: &str = "hpc-host-end ";
@@ -200,28 +194,6 @@ impl Hints {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_are_checked_strictly() {
-        for ok in ["127.0.0.1:7878", "[::1]:1", "10.0.0.5:65535"] {
-            assert!(parse_address(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "login1:7878",
-            "127.0.0.1",
-            "127.0.0.1:0",
-            "0.0.0.0:7878",
-            "[::]:7878",
-            "239.1.1.1:7878",
-            "255.255.255.255:7878",
-            "127.0.0.1:7878 ",
-            "127.0.0.1:7878'; id '",
-        ] {
-            let e = parse_address(bad).unwrap_err();
-            assert!(e.starts_with("`HPC_PUSH_ADDRESS` must be"), "{bad:?}: {e}");
-        }
-    }
 
     #[test]
     fn datagrams_name_one_plausible_id_or_nothing() {

@@ -466,9 +466,9 @@ fn push_listener(d: &Daemon, backend: &str) -> Option<tokio::net::UdpSocket> {
         .policy()
         .grants
         .config
-        .get(super::push::SETTING)?
+        .get(crate::runtime::settings::daemon::PUSH_ADDRESS)?
         .clone();
-    let addr = match super::push::parse_address(&text) {
+    let addr = match crate::runtime::settings::daemon::parse_push_address(&text) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(backend, "{e}; polling only");

@@ -8,7 +8,14 @@ use std::error::Error;
 use std::process::ExitCode;
 
 /// A cause an error keeps, typed: an I/O error, a TOML or figment error, ...
-pub type Cause = Box<dyn Error + Send + Sync + 'static>;
+/// Shared, so that [`HostError::duplicate`] copies the whole chain.
+pub type Cause = std::sync::Arc<dyn Error + Send + Sync + 'static>;
+
+/// A cause from anything the standard library boxes as an error (an
+/// `std::error::Error`, an `anyhow::Error`, a `String`).
+pub fn cause(e: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Cause {
+    Cause::from(e.into())
+}
 
 /// Everything that can go wrong between a request and a plugin's answer.
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +108,13 @@ impl HostError {
     }
 
     /// A settings error and the error that found it (shown as `caused by:`).
-    pub fn settings_caused(message: impl Into<String>, cause: impl Into<Cause>) -> HostError {
+    pub fn settings_caused(
+        message: impl Into<String>,
+        cause: impl Into<Box<dyn Error + Send + Sync + 'static>>,
+    ) -> HostError {
         HostError::Settings(SettingsError {
             message: message.into(),
-            cause: Some(cause.into()),
+            cause: Some(self::cause(cause)),
         })
     }
 
@@ -124,14 +134,19 @@ impl HostError {
     /// whole; the others (which no plugin call returns) keep their message.
     pub fn duplicate(&self) -> HostError {
         match self {
-            HostError::Settings(e) => HostError::settings(report(e)),
+            HostError::Settings(e) => HostError::Settings(SettingsError {
+                message: e.message.clone(),
+                cause: e.cause.clone(),
+            }),
             HostError::Input(m) => HostError::Input(m.clone()),
-            HostError::PluginLoad { plugin, .. } => HostError::PluginLoad {
+            HostError::PluginLoad {
+                plugin,
+                message,
+                cause,
+            } => HostError::PluginLoad {
                 plugin: plugin.clone(),
-                message: report(self)
-                    .trim_start_matches(&format!("plugin `{plugin}` could not be loaded: "))
-                    .to_owned(),
-                cause: None,
+                message: message.clone(),
+                cause: cause.clone(),
             },
             HostError::PluginDenied { plugin, message } => HostError::PluginDenied {
                 plugin: plugin.clone(),
@@ -522,6 +537,8 @@ mod tests {
         let e = HostError::settings_caused("`x` is wrong; hint: set y", io);
         let once = e.report();
         assert_eq!(once, "`x` is wrong\ncaused by: refused\nhint: set y");
+        // A batch's copy of the error keeps its chain.
+        assert_eq!(e.duplicate().report(), once);
         let remote = HostError::Remote {
             kind: e.kind(),
             message: once.clone(),

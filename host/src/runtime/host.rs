@@ -303,7 +303,7 @@ impl Host {
         let load_error = |e: wasmtime::Error| HostError::PluginLoad {
             plugin: name.clone(),
             message: "its imports cannot be linked".into(),
-            cause: Some(e.into()),
+            cause: Some(crate::runtime::error::cause(e)),
         };
         let pre = self
             .linker
@@ -374,7 +374,7 @@ impl Host {
             .map_err(|e| HostError::PluginLoad {
                 plugin: source.name.clone(),
                 message: "not a valid WebAssembly component".into(),
-                cause: Some(e.into()),
+                cause: Some(crate::runtime::error::cause(e)),
             })
     }
 
@@ -434,7 +434,7 @@ impl Source {
         .map_err(|e| HostError::PluginLoad {
             plugin: name.to_owned(),
             message: format!("cannot read `{}`", path.display()),
-            cause: Some(e.into()),
+            cause: Some(crate::runtime::error::cause(e)),
         })?;
         let wasm = std::sync::OnceLock::new();
         if let Some(b) = bytes {

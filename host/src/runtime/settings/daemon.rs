@@ -204,3 +204,30 @@ pub fn parse_push_address(text: &str) -> Result<SocketAddr, String> {
     }
     Ok(addr)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_checked_strictly() {
+        for ok in ["127.0.0.1:7878", "[::1]:1", "10.0.0.5:65535"] {
+            assert!(parse_push_address(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "login1:7878",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "0.0.0.0:7878",
+            "[::]:7878",
+            "239.1.1.1:7878",
+            "255.255.255.255:7878",
+            "127.0.0.1:7878 ",
+            "127.0.0.1:7878'; id '",
+        ] {
+            let e = parse_push_address(bad).unwrap_err();
+            assert!(e.starts_with("`HPC_PUSH_ADDRESS` must be"), "{bad:?}: {e}");
+        }
+    }
+}
